@@ -1,0 +1,70 @@
+"""``prerank-jax``: the command line. Thin: parse the config and overrides, call the runner.
+
+  prerank-jax quickstart [--config=configs/quickstart.py[:smoke]] [--config.<field>=<value>]
+  prerank-jax sweep --config=configs/<x>.py[:arg] [--config.<field>=<value> ...]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+COMMANDS = ("quickstart", "sweep")
+USAGE = __doc__
+
+
+def default_config_path() -> str:
+  """``configs/quickstart.py`` of the source tree (the package is installed editable)."""
+  for root in (Path.cwd(), Path(__file__).resolve().parent.parent):
+    path = root / "configs" / "quickstart.py"
+    if path.exists():
+      return str(path)
+  return "configs/quickstart.py"
+
+
+def _run(argv: list[str]) -> int:
+  from absl import flags
+  from ml_collections import config_flags
+
+  from prerank_jax.config import ConfigError
+  from prerank_jax.host.runner import run
+
+  command = argv[1]
+  if command == "sweep" and not any(a.startswith("--config=") for a in argv):
+    print("prerank-jax sweep: --config=configs/<file>.py is required", file=sys.stderr)
+    return 2
+  config_flags.DEFINE_config_file("config", default_config_path(),
+                                  "a configs/*.py file, optionally with :arg",
+                                  lock_config=True)
+  try:
+    flags.FLAGS([argv[0], *argv[2:]])
+  except flags.Error as e:
+    print(f"prerank-jax {command}: {e}", file=sys.stderr)
+    return 2
+  config = flags.FLAGS.config
+  try:
+    result = run(config)
+  except (ConfigError, FileExistsError) as e:
+    print(f"prerank-jax {command}: {e}", file=sys.stderr)
+    return 2
+  print()
+  print(result.table)
+  print(f"\nwrote {result.run_dir}/ (results.csv, results.md, config.json, history.json) "
+        f"in {result.timings['total_s']:.1f} s")
+  return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = list(sys.argv if argv is None else argv)
+  if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
+    print(USAGE)
+    return 0 if len(argv) >= 2 else 2
+  if argv[1] not in COMMANDS:
+    print(f"prerank-jax: unknown command {argv[1]!r}; valid commands are {list(COMMANDS)}",
+          file=sys.stderr)
+    return 2
+  return _run(argv)
+
+
+if __name__ == "__main__":
+  sys.exit(main())

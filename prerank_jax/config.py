@@ -1,0 +1,139 @@
+"""Config validation: every field is checked before any work starts or anything is written.
+
+Configs are locked ``ml_collections.ConfigDict`` s (a typo in an override fails at parse
+time); this module checks values and ranges and names the offending field.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import ml_collections
+
+from prerank_jax.data.simulator import validate_simulator_params
+from prerank_jax.losses.ensemble import ENSEMBLES
+from prerank_jax.losses.registry import GT_LOSSES, GT_WEIGHTINGS, KD_LOSSES, check_hparam
+from prerank_jax.models import MODELS
+
+DATASETS = ("simulator",)
+ROLES = ("teacher", "student")
+
+
+class ConfigError(ValueError):
+  """A config value is invalid; the message names the field and the allowed range."""
+
+
+def _int(config: Any, field: str, low: int, high: float = float("inf")) -> int:
+  value = _get(config, field)
+  if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+    raise ConfigError(f"{field}: must be an int in [{low}, {high}], got {value!r}")
+  return value
+
+
+def _choice(config: Any, field: str, choices) -> str:
+  value = _get(config, field)
+  if value not in choices:
+    raise ConfigError(f"{field}: unknown name {value!r}; valid names are {sorted(choices)}")
+  return value
+
+
+def _get(config: Any, field: str) -> Any:
+  node = config
+  for part in field.split("."):
+    try:
+      node = node[part]
+    except (KeyError, AttributeError):
+      raise ConfigError(f"{field}: missing from the config") from None
+  return node
+
+
+def _ratio(value: Any, field: str) -> float:
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+    raise ConfigError(f"{field}: must be a keep ratio in (0, 1], got {value!r}")
+  return float(value)
+
+
+def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Checks every field of a run config; returns it unchanged.
+
+  Raises:
+    ConfigError: naming the first invalid field and its allowed range.
+  """
+  name = _get(config, "name")
+  if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+    raise ConfigError(f"name: must be a non-empty run name of letters, digits, '.', '_' "
+                      f"or '-', got {name!r}")
+  _int(config, "seed", 0, 2**31 - 1)
+  dataset = _choice(config, "dataset", DATASETS)
+  if dataset == "simulator":
+    try:
+      validate_simulator_params(config.data, prefix="data")
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+
+  for role in ROLES:
+    _choice(config, f"{role}.model.name", MODELS)
+    hidden = _get(config, f"{role}.model.hidden")
+    if (not isinstance(hidden, (tuple, list)) or not hidden
+        or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in hidden)):
+      raise ConfigError(f"{role}.model.hidden: must be a non-empty tuple of ints >= 1, "
+                        f"got {hidden!r}")
+    _choice(config, f"{role}.loss.kd", {*KD_LOSSES, "none"})
+    _choice(config, f"{role}.loss.gt", GT_LOSSES)
+    _choice(config, f"{role}.loss.ensemble", ENSEMBLES)
+    _choice(config, f"{role}.loss.gt_weighting", GT_WEIGHTINGS)
+    clip = _get(config, f"{role}.loss.ipw_clip")
+    if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not 0 < clip <= 1:
+      raise ConfigError(f"{role}.loss.ipw_clip: must be in (0, 1], got {clip!r}")
+    epochs = _int(config, f"{role}.num_epochs", 1)
+    chunk = _int(config, f"{role}.epochs_per_chunk", 1, epochs)
+    if epochs % chunk:
+      raise ConfigError(f"{role}.epochs_per_chunk: must divide {role}.num_epochs={epochs}, "
+                        f"got {chunk}")
+    _int(config, f"{role}.batch_size", 1)
+  if config.student.loss.kd == "none":
+    raise ConfigError(f"student.loss.kd: a student needs a distillation loss; valid names "
+                      f"are {sorted(KD_LOSSES)}")
+  _int(config, "teacher.num_teachers", 1, 64)
+  try:
+    check_hparam("learning_rate", config.teacher.learning_rate, "teacher.learning_rate")
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+
+  for axis in ("temperature", "alpha", "learning_rate"):
+    values = _get(config, f"sweep.{axis}")
+    if not isinstance(values, (tuple, list)) or not values:
+      raise ConfigError(f"sweep.{axis}: must be a non-empty tuple of numbers, got {values!r}")
+    for value in values:
+      try:
+        check_hparam(axis, value, f"sweep.{axis}")
+      except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+  _int(config, "eval.k", 1)
+  ratios = _get(config, "eval.keep_ratios")
+  if not isinstance(ratios, (tuple, list)) or not ratios:
+    raise ConfigError(f"eval.keep_ratios: must be a non-empty tuple of ratios in (0, 1], "
+                      f"got {ratios!r}")
+  for i, r in enumerate(ratios):
+    _ratio(r, f"eval.keep_ratios[{i}]")
+  _ratio(_get(config, "eval.monitor_keep_ratio"), "eval.monitor_keep_ratio")
+  grade = _get(config, "eval.relevant_grade")
+  if isinstance(grade, bool) or not isinstance(grade, (int, float)) or not grade > 0:
+    raise ConfigError(f"eval.relevant_grade: must be a number > 0, got {grade!r}")
+  return config
+
+
+def check_against_data(config: ml_collections.ConfigDict, *, shortest_list: int,
+                       num_train_requests: int) -> None:
+  """Checks the fields whose range depends on the data: k and the batch sizes."""
+  k = config.eval.k
+  if k > shortest_list:
+    raise ConfigError(f"eval.k: must be in [1, {shortest_list}] (the shortest list has "
+                      f"{shortest_list} valid candidates), got {k}")
+  for role in ROLES:
+    b = config[role].batch_size
+    if b > num_train_requests:
+      raise ConfigError(f"{role}.batch_size: must be in [1, {num_train_requests}] (the "
+                        f"train split has {num_train_requests} requests), got {b}")

@@ -1,0 +1,266 @@
+"""A vectorised numpy simulator of a recommendation cascade, deterministic by seed.
+
+The world (shared by the ``train``, ``valid`` and ``test`` splits; ``d = latent_dim``):
+
+* users ``u ~ N(0, I_d)``, items ``v ~ N(0, I_d)``, item popularity ``b ~ N(0, 1)``.
+* true utility, with ``s = u·v / sqrt(d)``::
+
+      z(u, v) = s + 0.5·tanh(2·s) + 0.5·b
+
+  The ``tanh`` term makes utility non-linear in the interaction (a steep step around
+  ``s = 0``), so a model has to learn more than a bilinear form.
+* grade thresholds: ``t_k = quantile(z_ref, 1 − 0.2·0.4^(k−1))`` for ``k = 1..K−1``, where
+  ``z_ref`` is the utility of 32768 uniformly random (user, item) pairs of this world. A
+  grade is ``Σ_k [z > t_k]``: 20% of random pairs reach grade ≥ 1, 8% grade ≥ 2, ...
+  ``true_relevance`` uses ``K = relevance_grades``.
+
+Each request (vectorised over requests, in chunks to bound memory):
+
+1. a uniformly random user; a list length ``L ~ U{min_list_size, ..., list_size}``.
+2. retrieval: ``retrieval_pool·N`` items drawn uniformly with replacement, scored by
+   ``z + retrieval_noise·ε``; the top ``L`` are kept (a repeated item is only kept when the
+   pool has too few distinct items). Kept candidates are shuffled, so the array position
+   carries no information; positions ``≥ L`` are padding (``valid=False``, all zeros).
+3. observed features (fresh noise per candidate occurrence, fixed projections
+   ``P_c: d→Fc``, ``P_v: d→Fi−1``, ``P_x: d→Fx`` with entries ``N(0, 1/d)``)::
+
+      context = u @ P_c + feature_noise·ε
+      items   = concat(v @ P_v, b) + feature_noise·ε
+      cross   = (u ⊙ v) @ P_x + cross_noise·ε     # the interaction; teacher only
+
+4. logging policy: ``z + logging_noise·ε`` over valid candidates; its top ``E =
+   num_exposed`` are ``exposed``; position ``p`` (1-based) is the rank among them.
+5. labels (exposed only): examined with propensity ``θ_p = (1/p)^position_bias``; an
+   examined candidate gets the grade of ``z + 0.5·Logistic`` under the thresholds with
+   ``K = label_grades`` (for ``K = 2``: a click with probability ``σ((z − t_1)/0.5)``).
+   Unexamined or unexposed candidates have label 0. ``propensity`` is ``θ_p`` where
+   exposed and 1 elsewhere; ``teacher_scores`` is ``None``.
+
+Nothing here is tuned in favour of any method; the constants above are the whole model.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Mapping
+
+import numpy as np
+
+from prerank_jax.batch import Batch
+
+_UTILITY_TANH = 0.5  # weight of the non-linear interaction term
+_UTILITY_BIAS = 0.5  # weight of the item popularity bias
+_LABEL_NOISE = 0.5  # scale of the logistic noise on labels
+_TOP_FRACTION, _GRADE_DECAY = 0.2, 0.4  # P(grade >= k) = 0.2·0.4^(k-1) on random pairs
+_REFERENCE_PAIRS = 32768
+_CHUNK_ELEMENTS = 1 << 21  # bounds the per-chunk working set (floats)
+
+_INF = None  # an open upper bound
+# name -> (kind, lower bound, upper bound); a str bound names another knob.
+_KNOBS: dict[str, tuple[str, Any, Any]] = {
+    "num_requests": ("int", 1, _INF),
+    "num_eval_requests": ("int", 1, _INF),
+    "list_size": ("int", 1, _INF),
+    "min_list_size": ("int", 1, "list_size"),
+    "num_exposed": ("int", 1, "min_list_size"),
+    "num_users": ("int", 1, _INF),
+    "num_items": ("int", 1, _INF),
+    "latent_dim": ("int", 1, _INF),
+    "context_features": ("int", 1, _INF),
+    "item_features": ("int", 1, _INF),
+    "cross_features": ("int", 1, _INF),
+    "feature_noise": ("float", 0.0, _INF),
+    "cross_noise": ("float", 0.0, _INF),
+    "retrieval_pool": ("int", 1, _INF),
+    "retrieval_noise": ("float", 0.0, _INF),
+    "logging_noise": ("float", 0.0, _INF),
+    "position_bias": ("float", 0.0, _INF),
+    "label_grades": ("int", 2, _INF),
+    "relevance_grades": ("int", 2, _INF),
+}
+
+_COMMON = dict(feature_noise=0.3, cross_noise=0.3, retrieval_noise=1.0, logging_noise=0.5,
+               position_bias=1.0, label_grades=2, relevance_grades=4)
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(num_requests=64, num_eval_requests=32, list_size=20, min_list_size=12,
+                 num_exposed=5, num_users=50, num_items=300, latent_dim=4,
+                 context_features=4, item_features=5, cross_features=4, retrieval_pool=3,
+                 **_COMMON),
+    "small": dict(num_requests=2000, num_eval_requests=500, list_size=100, min_list_size=60,
+                  num_exposed=10, num_users=1000, num_items=5000, latent_dim=8,
+                  context_features=8, item_features=8, cross_features=8, retrieval_pool=4,
+                  **_COMMON),
+    "default": dict(num_requests=20000, num_eval_requests=2000, list_size=200,
+                    min_list_size=120, num_exposed=20, num_users=10000, num_items=50000,
+                    latent_dim=16, context_features=16, item_features=16,
+                    cross_features=16, retrieval_pool=4, **_COMMON),
+}
+
+
+class SimulatorConfigError(ValueError):
+  """A simulator knob is missing, unknown or out of range; the message names it."""
+
+
+def validate_simulator_params(params: Mapping[str, Any], *, prefix: str = "data") -> dict:
+  """Checks every knob's type and range (see ``_KNOBS``).
+
+  Args:
+    params: flat mapping (dict or ConfigDict) knob name → value; must hold every knob.
+    prefix: config path used in messages, e.g. ``"data"`` → ``"data.num_exposed: ..."``.
+
+  Returns:
+    A plain dict of the knobs as Python ``int``/``float``.
+
+  Raises:
+    SimulatorConfigError: naming the knob, its allowed range and the value found.
+  """
+  keys = set(params.keys())
+  unknown = sorted(keys - set(_KNOBS))
+  if unknown:
+    raise SimulatorConfigError(f"{prefix}: unknown knob(s) {unknown}; valid knobs are "
+                               f"{list(_KNOBS)}")
+  out: dict[str, Any] = {}
+  for name, (kind, lo, hi) in _KNOBS.items():  # ordered so bounds are checked first
+    if name not in keys:
+      raise SimulatorConfigError(f"{prefix}.{name}: missing; every knob must be set "
+                                 f"(valid knobs: {list(_KNOBS)})")
+    value = params[name]
+    hi_value = out[hi] if isinstance(hi, str) else hi
+    hi_text = "inf)" if hi is None else (f"{hi}={hi_value}]" if isinstance(hi, str)
+                                         else f"{hi}]")
+    what = "an int" if kind == "int" else "a finite number"
+    message = f"{prefix}.{name}: must be {what} in [{lo}, {hi_text}, got {value!r}"
+    if isinstance(value, (bool, np.bool_)):
+      raise SimulatorConfigError(message)
+    if kind == "int":
+      ok = isinstance(value, numbers.Integral)
+      value = int(value) if ok else value
+    else:
+      ok = isinstance(value, numbers.Real) and math.isfinite(float(value))
+      value = float(value) if ok else value
+    if not ok or value < lo or (hi_value is not None and value > hi_value):
+      raise SimulatorConfigError(message)
+    out[name] = value
+  return out
+
+
+def _utility(s: np.ndarray, bias: np.ndarray) -> np.ndarray:
+  """True utility from the scaled interaction ``s`` and the item bias (any shape)."""
+  return s + _UTILITY_TANH * np.tanh(2.0 * s) + _UTILITY_BIAS * bias
+
+
+def _thresholds(reference: np.ndarray, grades: int) -> np.ndarray:
+  """``[grades − 1]`` increasing cut points on the reference utility distribution."""
+  levels = 1.0 - _TOP_FRACTION * _GRADE_DECAY ** np.arange(grades - 1)
+  return np.quantile(reference, levels).astype(np.float32)
+
+
+def _grade(z: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+  return (z[..., None] > thresholds).sum(-1).astype(np.float32)
+
+
+def _make_world(rng: np.random.Generator, p: dict) -> dict[str, np.ndarray]:
+  d = p["latent_dim"]
+  normal = lambda *shape: rng.standard_normal(shape, dtype=np.float32)
+  world = {
+      "users": normal(p["num_users"], d),
+      "items": normal(p["num_items"], d),
+      "bias": normal(p["num_items"]),
+      # N(0, 1/d) entries keep every projected feature at about unit variance.
+      "proj_context": normal(d, p["context_features"]) / math.sqrt(d),
+      "proj_items": normal(d, p["item_features"] - 1) / math.sqrt(d),
+      "proj_cross": normal(d, p["cross_features"]) / math.sqrt(d),
+  }
+  ru = rng.integers(p["num_users"], size=_REFERENCE_PAIRS)
+  ri = rng.integers(p["num_items"], size=_REFERENCE_PAIRS)
+  s = np.einsum("rd,rd->r", world["users"][ru], world["items"][ri]) / math.sqrt(d)
+  reference = _utility(s, world["bias"][ri])
+  world["truth_thresholds"] = _thresholds(reference, p["relevance_grades"])
+  world["label_thresholds"] = _thresholds(reference, p["label_grades"])
+  return world
+
+
+def _simulate_chunk(rng: np.random.Generator, world: dict, p: dict, c: int) -> dict:
+  """Simulates ``c`` requests; returns the Batch fields as a dict of ``[c, ...]`` arrays."""
+  n, d, e = p["list_size"], p["latent_dim"], p["num_exposed"]
+  normal = lambda *shape: rng.standard_normal(shape, dtype=np.float32)
+  u = world["users"][rng.integers(p["num_users"], size=c)]                     # [c, d]
+  lengths = rng.integers(p["min_list_size"], n + 1, size=c)                    # [c]
+  valid = np.arange(n) < lengths[:, None]                                      # [c, n]
+
+  # Retrieval: score a uniform pool, keep the top `length` (a prefix of the top n).
+  pool = np.sort(rng.integers(p["num_items"], size=(c, p["retrieval_pool"] * n)), axis=1)
+  s_pool = np.einsum("rd,rpd->rp", u, world["items"][pool]) / math.sqrt(d)
+  r_score = _utility(s_pool, world["bias"][pool]) + p["retrieval_noise"] * normal(*pool.shape)
+  # Repeats sit next to each other after the sort; demote them below every distinct item.
+  repeat = np.zeros(pool.shape, bool)
+  repeat[:, 1:] = pool[:, 1:] == pool[:, :-1]
+  r_score = np.where(repeat, -np.inf, r_score)
+  ids = np.take_along_axis(pool, np.argsort(-r_score, axis=1, kind="stable")[:, :n], 1)
+  # Shuffle the kept candidates so array position carries no retrieval information.
+  keys = np.where(valid, rng.random((c, n)), 2.0)
+  ids = np.take_along_axis(ids, np.argsort(keys, axis=1, kind="stable"), 1)
+
+  v, bias = world["items"][ids], world["bias"][ids]                             # [c, n, d]
+  z = _utility(np.einsum("rd,rnd->rn", u, v) / math.sqrt(d), bias)                # [c, n]
+  context = u @ world["proj_context"] + p["feature_noise"] * normal(c, p["context_features"])
+  items = np.concatenate([v @ world["proj_items"], bias[..., None]], axis=-1)
+  items = items + p["feature_noise"] * normal(c, n, p["item_features"])
+  cross = (u[:, None, :] * v) @ world["proj_cross"]
+  cross = cross + p["cross_noise"] * normal(c, n, p["cross_features"])
+
+  # Logging policy: a noisy production ranker exposes its top e valid candidates.
+  log_score = np.where(valid, z + p["logging_noise"] * normal(c, n), -np.inf)
+  top = np.argsort(-log_score, axis=1, kind="stable")[:, :e]
+  position = np.zeros((c, n), np.int64)
+  np.put_along_axis(position, top, np.arange(1, e + 1)[None, :], axis=1)
+  exposed = position > 0
+  theta = np.where(exposed, (1.0 / np.maximum(position, 1)) ** p["position_bias"], 1.0)
+  examined = exposed & (rng.random((c, n)) < theta)
+  noisy = z + _LABEL_NOISE * rng.logistic(size=(c, n)).astype(np.float32)
+  label = np.where(examined, _grade(noisy, world["label_thresholds"]), 0.0)
+
+  pad = ~valid
+  items[pad], cross[pad] = 0.0, 0.0
+  truth = np.where(valid, _grade(z, world["truth_thresholds"]), 0.0)
+  return dict(context=context, items=items, cross=cross, label=label, exposed=exposed,
+              valid=valid, true_relevance=truth, propensity=theta)
+
+
+def _simulate_split(rng: np.random.Generator, world: dict, p: dict, r: int) -> Batch:
+  n = p["list_size"]
+  per_request = p["retrieval_pool"] * n * (p["latent_dim"] + 2) + n * (
+      p["latent_dim"] + p["item_features"] + p["cross_features"] + 8)
+  chunk = max(1, _CHUNK_ELEMENTS // per_request)
+  out: dict[str, np.ndarray] = {}
+  for start in range(0, r, chunk):
+    c = min(chunk, r - start)
+    for name, value in _simulate_chunk(rng, world, p, c).items():
+      if name not in out:
+        dtype = np.bool_ if value.dtype == np.bool_ else np.float32
+        out[name] = np.empty((r,) + value.shape[1:], dtype)
+      out[name][start:start + c] = value
+  return Batch(**out)
+
+
+def simulate(params: Mapping[str, Any], *, seed: int) -> dict[str, Batch]:
+  """Simulates one world and three disjoint sets of requests from it.
+
+  Args:
+    params: every knob of ``_KNOBS`` (e.g. ``PRESETS["small"]``), checked by
+      :func:`validate_simulator_params`.
+    seed: the only source of randomness; equal seeds give identical arrays.
+
+  Returns:
+    ``{"train", "valid", "test"}`` → :class:`Batch` with ``R = num_requests`` (train) or
+    ``num_eval_requests`` (valid, test) and ``N = list_size``: ``context [R, Fc]``,
+    ``items [R, N, Fi]``, ``cross [R, N, Fx]``, ``label/true_relevance/propensity [R, N]``
+    float32, ``exposed/valid [R, N]`` bool, ``teacher_scores=None``.
+  """
+  p = validate_simulator_params(params)
+  rng = np.random.default_rng(seed)
+  world = _make_world(rng, p)
+  sizes = {"train": p["num_requests"], "valid": p["num_eval_requests"],
+           "test": p["num_eval_requests"]}
+  return {split: _simulate_split(rng, world, p, r) for split, r in sizes.items()}

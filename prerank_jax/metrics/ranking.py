@@ -1,0 +1,369 @@
+"""Ranking metrics for pre-ranking evaluation: NDCG, recall and teacher consistency.
+
+Conventions (after google/rax):
+
+* Pure ``jnp`` functions over the LAST axis (the list axis); inputs are ``[..., N]``.
+* Every metric returns PER-LIST values of shape ``[...]`` (the list axis reduced),
+  never NaN; the caller averages over lists, e.g. with :func:`mean_over_lists`.
+* ``where`` is an optional bool ``[..., N]`` mask of valid candidates. Masked
+  candidates never affect anything: their scores and labels may hold any value
+  (NaN, inf, huge) and the result equals the one on the list with them sliced out.
+* Hyperparameters (``k``, ``m``, ``keep_ratio``) are keyword-only and may be traced
+  jnp values: a scalar or an array broadcastable to the list shape ``[...]``. Cutoffs
+  are applied as ``rank <= k`` (no ``lax.top_k`` with a static ``k``), so evaluation
+  can be vmapped over ``k``/``m`` and changing them never recompiles.
+* Ranking is by descending score; ties are broken by the lower list index first, so
+  every metric is deterministic. Valid NaN scores rank after every other valid score.
+  Unlike rax, a valid candidate scored ``-inf`` is still ranked (and so "retrieved"):
+  only ``where`` removes candidates.
+
+References:
+  Järvelin & Kekäläinen. "Cumulated gain-based evaluation of IR techniques." TOIS 2002.
+  Burges et al. "Learning to rank using gradient descent." ICML 2005 (exp2 gain).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Union
+
+import jax.numpy as jnp
+from jax import lax
+
+from prerank_jax.reduce import safe_reduce
+
+Array = jnp.ndarray
+Hyper = Union[int, float, Array]  # a Python scalar or a (possibly traced) jnp value
+
+_GAINS: dict[str, Callable[[Array], Array]] = {
+    "exp2": lambda y: jnp.exp2(y) - 1.0,
+    "linear": lambda y: y,
+}
+
+
+def _gain_fn(gain: str) -> Callable[[Array], Array]:
+  if not isinstance(gain, str) or gain not in _GAINS:
+    raise ValueError(f"gain must be one of {tuple(_GAINS)}, got {gain!r}")
+  return _GAINS[gain]
+
+
+def _valid_mask(where: Optional[Array], shape: tuple[int, ...]) -> Array:
+  """Returns the bool validity mask broadcast to ``shape`` (all True if ``None``)."""
+  if where is None:
+    return jnp.ones(shape, dtype=jnp.bool_)
+  where = jnp.asarray(where)
+  if where.dtype != jnp.bool_:
+    raise TypeError(f"where must be a bool mask, got dtype {where.dtype}")
+  return jnp.broadcast_to(where, shape)
+
+
+def _per_list(x: Hyper) -> Array:
+  """Lifts a scalar or ``[...]`` hyperparameter so it broadcasts against ``[..., N]``."""
+  return jnp.asarray(x)[..., None]
+
+
+def _clean_labels(labels: Array, valid: Array) -> Array:
+  """Float labels with masked slots set to 0 (so NaN/inf there cannot leak)."""
+  labels = jnp.asarray(labels)
+  if not jnp.issubdtype(labels.dtype, jnp.inexact):
+    labels = labels.astype(jnp.float32)
+  return jnp.where(valid, labels, jnp.zeros_like(labels))
+
+
+def ranks(scores: Array, *, where: Optional[Array] = None) -> Array:
+  """Computes 1-based ranks by descending score over the last axis.
+
+  Definition:
+    rank(i) = 1 + |{j valid : s_j > s_i}| + |{j valid : s_j = s_i, j < i}|   for valid i
+
+    Masked candidates get the ranks ``n_valid + 1 .. N`` (by index), after all valid
+    ones. Ties are broken deterministically by the lower index first. Valid NaN
+    scores rank after all valid non-NaN scores; masked slots may hold anything
+    (NaN, inf) without changing the ranks of valid candidates.
+
+  Args:
+    scores: ``[..., N]`` scores (float; integer and bool scores are compared exactly).
+    where: optional bool ``[..., N]`` mask of valid candidates.
+
+  Returns:
+    ``[..., N]`` int32 ranks, a permutation of ``1..N`` in every list.
+
+  References:
+    Same tie convention as ``rax.utils.ranks`` without a ``key`` (stable order).
+  """
+  scores = jnp.asarray(scores)
+  valid = _valid_mask(where, scores.shape)
+  size = scores.shape[-1]
+  index = jnp.broadcast_to(jnp.arange(size, dtype=jnp.int32), scores.shape)
+  if jnp.issubdtype(scores.dtype, jnp.inexact):
+    is_nan = valid & jnp.isnan(scores)
+    clean = jnp.where(valid & ~is_nan, scores, jnp.zeros_like(scores))
+    clean = jnp.where(clean == 0, jnp.zeros_like(clean), clean)  # -0.0 ties with +0.0
+    descending = -clean
+  else:
+    if scores.dtype == jnp.bool_:
+      scores = scores.astype(jnp.int8)
+    is_nan = jnp.zeros(scores.shape, dtype=jnp.bool_)
+    # Bitwise NOT reverses the order of signed and unsigned ints exactly (no overflow).
+    descending = jnp.invert(jnp.where(valid, scores, jnp.zeros_like(scores)))
+  # Sort keys, most significant first: valid first, NaN last, higher score, lower index.
+  *_, order = lax.sort((~valid, is_nan, descending, index), dimension=-1, num_keys=4)
+  # Invert the permutation: order[j] is the index of the candidate at rank j + 1.
+  _, rank = lax.sort((order, index + 1), dimension=-1, num_keys=1)
+  return rank.astype(jnp.int32)
+
+
+def top_m_mask(scores: Array, *, where: Optional[Array] = None, m: Hyper) -> Array:
+  """Selects the valid candidates ranked within the top ``m``.
+
+  Definition:
+    top_m(i) = [where_i] · [rank(s_i) <= m]
+
+    Exactly ``min(m, n_valid)`` candidates are selected per list (ties by lower
+    index); ``m <= 0`` selects none.
+
+  Args:
+    scores: ``[..., N]`` scores.
+    where: optional bool ``[..., N]`` mask of valid candidates.
+    m: cutoff; a Python or traced scalar, or an array broadcastable to ``[...]``.
+
+  Returns:
+    bool ``[..., N]`` mask.
+
+  References:
+    ``rax.utils.cutoff`` (with ``rank <= n``), here with a traced cutoff.
+  """
+  scores = jnp.asarray(scores)
+  valid = _valid_mask(where, scores.shape)
+  return valid & (ranks(scores, where=valid) <= _per_list(m))
+
+
+def dcg_at_k(
+    scores: Array,
+    labels: Array,
+    *,
+    where: Optional[Array] = None,
+    k: Hyper,
+    gain: str = "exp2",
+) -> Array:
+  """Discounted cumulative gain at cutoff ``k``, per list.
+
+  Definition:
+    DCG@k = Σ_{i valid, rank(s_i) <= k} gain(y_i) / log2(rank(s_i) + 1)
+
+    gain "exp2": 2^y - 1;  gain "linear": y.
+
+  Args:
+    scores: ``[..., N]`` scores.
+    labels: ``[..., N]`` graded relevance labels (>= 0).
+    where: optional bool ``[..., N]`` mask of valid candidates.
+    k: cutoff; a Python or traced scalar, or an array broadcastable to ``[...]``.
+    gain: ``"exp2"`` or ``"linear"`` (static Python string).
+
+  Returns:
+    ``[...]`` DCG per list (0 for an all-masked list).
+
+  References:
+    Järvelin & Kekäläinen, TOIS 2002; ``rax.dcg_metric``.
+  """
+  gain_fn = _gain_fn(gain)
+  scores = jnp.asarray(scores)
+  valid = _valid_mask(where, scores.shape)
+  labels = _clean_labels(labels, valid)
+  rank = ranks(scores, where=valid)
+  included = valid & (rank <= _per_list(k))
+  discounted = gain_fn(labels) / jnp.log2(rank.astype(labels.dtype) + 1.0)
+  return jnp.sum(jnp.where(included, discounted, jnp.zeros_like(discounted)), axis=-1)
+
+
+def ndcg_at_k(
+    scores: Array,
+    labels: Array,
+    *,
+    where: Optional[Array] = None,
+    k: Hyper,
+    gain: str = "exp2",
+) -> Array:
+  """Normalised DCG at cutoff ``k``, per list.
+
+  Definition:
+    NDCG@k = DCG@k(s, y) / DCG@k(y, y)   if DCG@k(y, y) > 0, else 0
+
+    The ideal DCG ranks the valid candidates by label and is cut at the same ``k``
+    (as trec_eval ``ndcg_cut_k`` and ``rax.ndcg_metric(topn=k)``). Lists without a
+    relevant valid candidate get 0; select the lists where NDCG is defined with
+    :func:`has_relevant` before averaging.
+
+  Args:
+    scores: ``[..., N]`` scores.
+    labels: ``[..., N]`` graded relevance labels (>= 0).
+    where: optional bool ``[..., N]`` mask of valid candidates.
+    k: cutoff; a Python or traced scalar, or an array broadcastable to ``[...]``.
+    gain: ``"exp2"`` (2^y - 1, as rax) or ``"linear"`` (y, as trec_eval).
+
+  Returns:
+    ``[...]`` NDCG per list in [0, 1].
+
+  References:
+    Järvelin & Kekäläinen, TOIS 2002; ``rax.ndcg_metric``; trec_eval ``ndcg_cut``.
+  """
+  _gain_fn(gain)
+  scores = jnp.asarray(scores)
+  valid = _valid_mask(where, scores.shape)
+  labels = _clean_labels(labels, valid)
+  dcg = dcg_at_k(scores, labels, where=valid, k=k, gain=gain)
+  ideal = dcg_at_k(labels, labels, where=valid, k=k, gain=gain)
+  defined = ideal > 0
+  return jnp.where(defined, dcg / jnp.where(defined, ideal, jnp.ones_like(ideal)),
+                   jnp.zeros_like(dcg))
+
+
+def has_relevant(labels: Array, *, where: Optional[Array] = None) -> Array:
+  """Whether a list has a valid relevant candidate (NDCG and recall are defined).
+
+  Definition:
+    has_relevant = ∃ i valid : y_i > 0
+
+  Args:
+    labels: ``[..., N]`` graded relevance labels.
+    where: optional bool ``[..., N]`` mask of valid candidates.
+
+  Returns:
+    bool ``[...]``.
+
+  References:
+    trec_eval averages only over queries with relevant documents.
+  """
+  labels = jnp.asarray(labels)
+  valid = _valid_mask(where, labels.shape)
+  return jnp.any(valid & (_clean_labels(labels, valid) > 0), axis=-1)
+
+
+def recall_at_k(
+    scores: Array,
+    relevant: Array,
+    *,
+    where: Optional[Array] = None,
+    k: Hyper,
+) -> Array:
+  """Recall of the relevant candidates within the top ``k``, per list.
+
+  Definition:
+    Recall@k = |{i valid : rank(s_i) <= k} ∩ R| / |R|,   R = {i valid : relevant_i}
+
+    and 0 when R is empty. Relevance is an explicit bool mask, so the caller decides
+    the threshold (rax instead uses ``label >= 1``); a valid ``-inf`` score is still
+    ranked (rax treats it as not retrieved).
+
+  Args:
+    scores: ``[..., N]`` scores.
+    relevant: bool ``[..., N]`` relevance.
+    where: optional bool ``[..., N]`` mask of valid candidates.
+    k: cutoff; a Python or traced scalar, or an array broadcastable to ``[...]``.
+
+  Returns:
+    ``[...]`` recall per list in [0, 1].
+
+  References:
+    ``rax.recall_metric``.
+  """
+  relevant = jnp.asarray(relevant)
+  if relevant.dtype != jnp.bool_:
+    raise TypeError(f"relevant must be a bool mask, got dtype {relevant.dtype}")
+  scores = jnp.asarray(scores)
+  valid = _valid_mask(where, scores.shape)
+  relevant = valid & jnp.broadcast_to(relevant, scores.shape)
+  hits = jnp.sum(relevant & top_m_mask(scores, where=valid, m=k), axis=-1)
+  num_relevant = jnp.sum(relevant, axis=-1)
+  return jnp.where(num_relevant > 0, hits / jnp.maximum(num_relevant, 1), 0.0)
+
+
+def teacher_consistency_recall(
+    student_scores: Array,
+    teacher_scores: Array,
+    *,
+    where: Optional[Array] = None,
+    k: Hyper,
+    m: Hyper,
+) -> Array:
+  """How much of the teacher's top ``k`` survives the student's top-``m`` pre-ranking cut.
+
+  Definition:
+    Recall@(k, m) = |teacher_top_k ∩ student_top_m| / min(k, n_valid)
+
+    over valid candidates (ties by lower index in both rankings), and 0 when
+    ``min(k, n_valid) <= 0``. With ``m >= n_valid`` it is 1.
+
+  Args:
+    student_scores: ``[..., N]`` pre-ranking (student) scores.
+    teacher_scores: ``[..., N]`` ranking (teacher) scores.
+    where: optional bool ``[..., N]`` mask of valid candidates.
+    k: teacher cutoff; a Python or traced scalar, or an array broadcastable to ``[...]``.
+    m: student keep size (e.g. from :func:`keep_size`), same kinds as ``k``.
+
+  Returns:
+    ``[...]`` Recall@(k, m) per list in [0, 1].
+
+  References:
+    A set-level hit rate of the pre-ranking cut against the downstream ranker, in the
+    spirit of Zhang et al. "Rethinking the Role of Pre-ranking in Large-scale
+    E-Commerce Searching System" (arXiv:2305.13647, 2023): pre-ranking is judged on
+    the unordered set it passes on, not on its order.
+  """
+  student_scores = jnp.asarray(student_scores)
+  valid = _valid_mask(where, student_scores.shape)
+  teacher_top = top_m_mask(teacher_scores, where=valid, m=k)
+  student_top = top_m_mask(student_scores, where=valid, m=m)
+  hits = jnp.sum(teacher_top & student_top, axis=-1)
+  denom = jnp.minimum(jnp.asarray(k), jnp.sum(valid, axis=-1))
+  return jnp.where(denom > 0, hits / jnp.maximum(denom, 1), 0.0)
+
+
+def keep_size(where: Array, *, keep_ratio: Hyper) -> Array:
+  """The pre-ranking keep size ``m`` for a keep ratio, per list.
+
+  Definition:
+    m = clip(ceil(keep_ratio · n_valid), 1, max(n_valid, 1))
+
+    The product is computed in float32 and a relative tolerance of 1e-5 absorbs
+    rounding, so ``keep_ratio=0.3`` with 10 valid candidates keeps 3, not 4.
+
+  Args:
+    where: bool ``[..., N]`` mask of valid candidates.
+    keep_ratio: fraction kept; a Python or traced scalar, or broadcastable to ``[...]``.
+
+  Returns:
+    int32 ``[...]`` keep sizes (at least 1, also for an all-masked list).
+
+  References:
+    Pre-ranking keeps a fixed fraction of the retrieved candidates for the ranker.
+  """
+  where = jnp.asarray(where)
+  if where.dtype != jnp.bool_:
+    raise TypeError(f"where must be a bool mask, got dtype {where.dtype}")
+  n_valid = jnp.sum(where, axis=-1, dtype=jnp.int32)
+  product = jnp.asarray(keep_ratio, jnp.float32) * n_valid.astype(jnp.float32)
+  m = jnp.ceil(product - 1e-5 * jnp.maximum(jnp.abs(product), 1.0)).astype(jnp.int32)
+  return jnp.clip(m, 1, jnp.maximum(n_valid, 1)).astype(jnp.int32)
+
+
+def mean_over_lists(values: Array, *, where: Optional[Array] = None) -> Array:
+  """Averages per-list metric values over the selected lists.
+
+  Definition:
+    mean = Σ_l v_l·[where_l] / Σ_l [where_l]   (0 if no list is selected)
+
+  Args:
+    values: ``[...]`` per-list metric values.
+    where: optional bool ``[...]`` mask of lists to average over, e.g.
+      :func:`has_relevant` for NDCG and recall.
+
+  Returns:
+    A scalar.
+
+  References:
+    :func:`prerank_jax.reduce.safe_reduce` with ``reduce_fn=jnp.mean``.
+  """
+  values = jnp.asarray(values)
+  if where is not None:
+    where = jnp.asarray(where)
+  return safe_reduce(values, where=where, reduce_fn=jnp.mean)

@@ -1,0 +1,168 @@
+"""``make_train(config)``: static set-up once, then a pure, vmappable ``train``.
+
+Following purejaxrl, everything that fixes shapes or program structure (model, loss
+names, batch size, epoch count) is read from the config here, while everything a sweep
+varies (T, α, learning rate, seed) enters as traced arrays. ``jit(vmap(train))`` then runs
+a whole grid as one program; the data is an explicit argument that vmap broadcasts
+(``in_axes=None``), so it is shared by all sweep points rather than copied or baked into
+the program as constants.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from prerank_jax import metrics
+from prerank_jax.batch import Batch
+from prerank_jax.losses.registry import make_objective
+from prerank_jax.models import PureModel, build_model
+
+HParams = Mapping[str, jax.Array]  # {"temperature", "alpha", "learning_rate"} scalars
+
+
+class TrainState(NamedTuple):
+  """Everything a run carries between steps; stacked along a leading axis in a sweep."""
+
+  params: Any
+  opt_state: Any
+  rng: jax.Array
+  step: jax.Array       # int32 optimizer steps taken
+  diverged: jax.Array   # bool: a non-finite loss or gradient froze this run
+
+
+class SweepData(NamedTuple):
+  """Device-resident data shared by all sweep points."""
+
+  train: Batch
+  valid: Batch
+
+
+class Trainer(NamedTuple):
+  """Pure functions built by :func:`make_train`.
+
+  - ``init(hparams, rng) -> TrainState``
+  - ``run_chunk(state, hparams, data) -> (state, metrics)``: ``epochs_per_chunk`` epochs;
+    the host calls it between progress updates, logging and checkpoints.
+  - ``train(hparams, rng, data) -> (state, metrics)``: a whole run, all epochs.
+
+  ``metrics`` are per-epoch arrays ``[epochs, ...]``: ``loss``, ``valid_ndcg_exposed`` and,
+  when the data has them, ``valid_ndcg_true`` and ``valid_recall_teacher``.
+  """
+
+  model: PureModel
+  steps_per_epoch: int
+  init: Callable[..., TrainState]
+  run_chunk: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
+  train: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
+
+
+def _monitor(scores: jax.Array, batch: Batch, *, k: int, keep_ratio: float) -> dict:
+  """Cheap per-epoch validation metrics, each averaged over the lists where defined."""
+  observed = batch.valid & batch.exposed
+  out = {"valid_ndcg_exposed": metrics.mean_over_lists(
+      metrics.ndcg_at_k(scores, batch.label, where=observed, k=k),
+      where=metrics.has_relevant(batch.label, where=observed))}
+  if batch.true_relevance is not None:
+    out["valid_ndcg_true"] = metrics.mean_over_lists(
+        metrics.ndcg_at_k(scores, batch.true_relevance, where=batch.valid, k=k),
+        where=metrics.has_relevant(batch.true_relevance, where=batch.valid))
+  if batch.teacher_scores is not None:
+    teacher = jnp.mean(batch.teacher_scores, axis=-1)
+    m = metrics.keep_size(batch.valid, keep_ratio=keep_ratio)
+    out["valid_recall_teacher"] = jnp.mean(metrics.teacher_consistency_recall(
+        scores, teacher, where=batch.valid, k=k, m=m))
+  return out
+
+
+def make_train(config: Any, *, role: str = "student", feature_sizes: Mapping[str, int],
+               num_train_requests: int) -> Trainer:
+  """Builds the pure training functions for one model role (student or teacher).
+
+  Args:
+    config: a run config (see ``configs/quickstart.py``). It is read, never mutated. Of it
+      this uses ``config[role]`` (``model``, ``loss``, ``num_epochs``, ``batch_size``,
+      ``epochs_per_chunk``) and ``config.eval`` (``k``, ``monitor_keep_ratio``).
+    role: ``"student"`` or ``"teacher"``.
+    feature_sizes: ``{"context": Fc, "items": Fi, "cross": Fx}`` of the data.
+    num_train_requests: R of the train split (fixes the steps per epoch).
+
+  Returns:
+    A :class:`Trainer`.
+  """
+  role_cfg = config[role]
+  model_kwargs = {k: v for k, v in role_cfg.model.items() if k != "name"}
+  model = build_model(role_cfg.model.name, feature_sizes=dict(feature_sizes),
+                      field=f"{role}.model", **model_kwargs)
+  loss_cfg = role_cfg.loss
+  objective = make_objective(
+      kd=loss_cfg.kd, gt=loss_cfg.gt, ensemble=loss_cfg.ensemble,
+      gt_weighting=loss_cfg.gt_weighting, ipw_clip=loss_cfg.ipw_clip)
+  batch_size = int(role_cfg.batch_size)
+  if not 1 <= batch_size <= num_train_requests:
+    raise ValueError(f"{role}.batch_size: must be in [1, {num_train_requests}], "
+                     f"got {batch_size}")
+  steps_per_epoch = num_train_requests // batch_size  # the remainder is dropped per epoch
+  epochs_per_chunk = int(role_cfg.epochs_per_chunk)
+  num_chunks = int(role_cfg.num_epochs) // epochs_per_chunk
+  k, keep_ratio = int(config.eval.k), float(config.eval.monitor_keep_ratio)
+  # The learning rate lives in the optimizer state (inject_hyperparams), so it is traced.
+  tx = optax.inject_hyperparams(optax.adam)(learning_rate=0.0)
+
+  def init(hparams: HParams, rng: jax.Array) -> TrainState:
+    init_rng, run_rng = jax.random.split(rng)
+    params = model.init(init_rng)
+    opt_state = tx.init(params)
+    opt_state.hyperparams["learning_rate"] = jnp.asarray(hparams["learning_rate"],
+                                                         jnp.float32)
+    return TrainState(params, opt_state, run_rng, jnp.zeros((), jnp.int32),
+                      jnp.zeros((), jnp.bool_))
+
+  def train_step(state: TrainState, batch: Batch, hparams: HParams):
+    def loss_fn(params):
+      return objective(model.apply(params, batch), batch, hparams)
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    finite = jnp.isfinite(loss) & jnp.all(jnp.array(
+        [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+    keep_going = finite & ~state.diverged
+    # A run that produced a non-finite loss is frozen at its last finite parameters;
+    # the other points of a vmapped sweep are unaffected.
+    pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(keep_going, a, b), new, old)
+    new_state = TrainState(
+        params=pick(params, state.params),
+        opt_state=pick(opt_state, state.opt_state),
+        rng=state.rng,
+        step=state.step + keep_going.astype(jnp.int32),
+        diverged=state.diverged | ~finite)
+    return new_state, jnp.where(finite, loss, jnp.nan)
+
+  def epoch(state: TrainState, hparams: HParams, data: SweepData):
+    rng, perm_rng = jax.random.split(state.rng)
+    order = jax.random.permutation(perm_rng, num_train_requests)
+    order = order[: steps_per_epoch * batch_size].reshape(steps_per_epoch, batch_size)
+
+    def body(state, index):
+      return train_step(state, data.train.take(index), hparams)
+
+    state, losses = jax.lax.scan(body, state._replace(rng=rng), order)
+    stats = {"loss": jnp.mean(losses)}
+    stats.update(_monitor(model.apply(state.params, data.valid), data.valid,
+                          k=k, keep_ratio=keep_ratio))
+    return state, stats
+
+  def run_epochs(state, hparams, data, num_epochs):
+    return jax.lax.scan(lambda s, _: epoch(s, hparams, data), state, None, length=num_epochs)
+
+  def run_chunk(state: TrainState, hparams: HParams, data: SweepData):
+    return run_epochs(state, hparams, data, epochs_per_chunk)
+
+  def train(hparams: HParams, rng: jax.Array, data: SweepData):
+    return run_epochs(init(hparams, rng), hparams, data, num_chunks * epochs_per_chunk)
+
+  return Trainer(model, steps_per_epoch, init, run_chunk, train)

@@ -1,0 +1,429 @@
+"""Tests for prerank_jax.metrics.ranking: closed forms, masking, vmap/jit, references."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from prerank_jax.metrics import dcg_at_k
+from prerank_jax.metrics import has_relevant
+from prerank_jax.metrics import keep_size
+from prerank_jax.metrics import mean_over_lists
+from prerank_jax.metrics import ndcg_at_k
+from prerank_jax.metrics import ranks
+from prerank_jax.metrics import recall_at_k
+from prerank_jax.metrics import teacher_consistency_recall
+from prerank_jax.metrics import top_m_mask
+
+# labels (2, 0, 1) for d1, d2, d3; scores put them in the order d2, d3, d1.
+LABELS = jnp.array([2.0, 0.0, 1.0])
+SCORES = jnp.array([0.1, 0.9, 0.5])
+
+
+def _close(actual, expected, tol=1e-6):
+  np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=tol, atol=tol)
+
+
+# ----------------------------------------------------------------------------- closed forms
+
+
+def test_ranks_closed_form_and_ties_by_lower_index():
+  _close(ranks(SCORES), [3, 1, 2])
+  r = ranks(jnp.array([1.0, 3.0, 3.0, 1.0, 2.0]))
+  assert r.dtype == jnp.int32
+  np.testing.assert_array_equal(r, [4, 1, 2, 5, 3])
+  # All tied: the index order.
+  np.testing.assert_array_equal(ranks(jnp.zeros(4)), [1, 2, 3, 4])
+  # -0.0 ties with +0.0 (lower index first).
+  np.testing.assert_array_equal(ranks(jnp.array([-0.0, 0.0, 0.0, -0.0])), [1, 2, 3, 4])
+
+
+def test_ranks_masked_last_nan_safe():
+  where = jnp.array([True, False, True, True, True])
+  scores = jnp.array([1.0, jnp.nan, 3.0, 1.0, 2.0])
+  # Valid: idx2 (3), idx4 (2), idx0 (1), idx3 (1, tie -> after idx0); masked idx1 last.
+  np.testing.assert_array_equal(ranks(scores, where=where), [3, 5, 1, 4, 2])
+  # Several masked slots take the trailing ranks in index order.
+  where = jnp.array([False, True, False, True])
+  np.testing.assert_array_equal(
+      ranks(jnp.array([jnp.inf, 0.0, jnp.nan, 1.0]), where=where), [3, 2, 4, 1])
+  # A valid NaN ranks after every valid number, before masked candidates.
+  np.testing.assert_array_equal(
+      ranks(jnp.array([jnp.nan, -jnp.inf, 5.0, 9.0]), where=jnp.array([True, True, True, False])),
+      [3, 2, 1, 4])
+
+
+def test_ranks_integer_and_bool_scores():
+  np.testing.assert_array_equal(
+      ranks(jnp.array([np.iinfo(np.int32).min, 0, np.iinfo(np.int32).max, 0])), [4, 2, 1, 3])
+  np.testing.assert_array_equal(ranks(jnp.array([False, True, True])), [3, 1, 2])
+  np.testing.assert_array_equal(ranks(jnp.array([0, 7, 3], dtype=jnp.uint8)), [3, 1, 2])
+
+
+def test_top_m_mask():
+  np.testing.assert_array_equal(top_m_mask(SCORES, m=2), [False, True, True])
+  np.testing.assert_array_equal(top_m_mask(SCORES, m=0), [False, False, False])
+  np.testing.assert_array_equal(top_m_mask(SCORES, m=10), [True, True, True])
+  where = jnp.array([True, False, True])
+  np.testing.assert_array_equal(top_m_mask(SCORES, where=where, m=1), [False, False, True])
+  np.testing.assert_array_equal(top_m_mask(SCORES, where=where, m=3), [True, False, True])
+  # Per-list m broadcast against [..., N].
+  batch = jnp.stack([SCORES, -SCORES])
+  np.testing.assert_array_equal(top_m_mask(batch, m=jnp.array([1, 2])),
+                                [[False, True, False], [True, False, True]])
+
+
+def test_ndcg_linear_closed_form():
+  dcg = 1 / math.log2(3) + 2 / math.log2(4)  # d3 at rank 2, d1 at rank 3
+  ideal = 2 / math.log2(2) + 1 / math.log2(3)
+  _close(dcg_at_k(SCORES, LABELS, k=10, gain="linear"), dcg)
+  _close(ndcg_at_k(SCORES, LABELS, k=10, gain="linear"), dcg / ideal)
+  _close(ndcg_at_k(SCORES, LABELS, k=10, gain="linear"), 0.6199062332840657)
+  # k=2: d1 is cut; the ideal DCG is cut too.
+  _close(ndcg_at_k(SCORES, LABELS, k=2, gain="linear"),
+         (1 / math.log2(3)) / (2 + 1 / math.log2(3)))
+  _close(ndcg_at_k(SCORES, LABELS, k=1, gain="linear"), 0.0)
+  _close(ndcg_at_k(LABELS, LABELS, k=3, gain="linear"), 1.0)
+
+
+def test_ndcg_exp2_closed_form():
+  dcg = (2**1 - 1) / math.log2(3) + (2**2 - 1) / math.log2(4)
+  ideal = (2**2 - 1) / math.log2(2) + (2**1 - 1) / math.log2(3)
+  _close(dcg_at_k(SCORES, LABELS, k=10), dcg)
+  _close(ndcg_at_k(SCORES, LABELS, k=10), dcg / ideal)
+  _close(ndcg_at_k(SCORES, LABELS, k=2), (1 / math.log2(3)) / ideal)
+  _close(ndcg_at_k(SCORES, LABELS, k=0), 0.0)
+
+
+def test_ndcg_no_relevant_is_zero_and_has_relevant():
+  zeros = jnp.zeros(3)
+  _close(ndcg_at_k(SCORES, zeros, k=3), 0.0)
+  assert not bool(has_relevant(zeros))
+  assert bool(has_relevant(LABELS))
+  # The only relevant candidate is masked: no relevant list.
+  where = jnp.array([False, True, True])
+  assert not bool(has_relevant(jnp.array([2.0, 0.0, 0.0]), where=where))
+  _close(ndcg_at_k(SCORES, jnp.array([2.0, 0.0, 0.0]), where=where, k=3), 0.0)
+  np.testing.assert_array_equal(has_relevant(jnp.stack([LABELS, zeros])), [True, False])
+
+
+def test_gain_validation():
+  with pytest.raises(ValueError, match=r"exp2.*linear"):
+    ndcg_at_k(SCORES, LABELS, k=3, gain="log")
+  with pytest.raises(ValueError, match="gain must be one of"):
+    dcg_at_k(SCORES, LABELS, k=3, gain=None)
+
+
+def test_mask_dtype_validation():
+  with pytest.raises(TypeError, match="bool"):
+    ndcg_at_k(SCORES, LABELS, where=jnp.array([1, 1, 0]), k=3)
+  with pytest.raises(TypeError, match="bool"):
+    recall_at_k(SCORES, jnp.array([1.0, 0.0, 1.0]), k=3)
+  with pytest.raises(TypeError, match="bool"):
+    keep_size(jnp.ones(3), keep_ratio=0.5)
+
+
+def test_recall_closed_form():
+  relevant = jnp.array([True, False, True])  # d1 (rank 3) and d3 (rank 2)
+  _close(recall_at_k(SCORES, relevant, k=1), 0.0)
+  _close(recall_at_k(SCORES, relevant, k=2), 0.5)
+  _close(recall_at_k(SCORES, relevant, k=3), 1.0)
+  _close(recall_at_k(SCORES, jnp.zeros(3, bool), k=3), 0.0)
+  # Masking d2 promotes d3 to rank 1 and d1 to rank 2.
+  _close(recall_at_k(SCORES, relevant, where=jnp.array([True, False, True]), k=1), 0.5)
+
+
+def test_teacher_consistency_closed_form():
+  teacher = jnp.array([3.0, 2.0, 1.0, 0.0])  # teacher order 0, 1, 2, 3
+  student = jnp.array([0.0, 1.0, 2.0, 3.0])  # student order 3, 2, 1, 0
+  _close(teacher_consistency_recall(student, teacher, k=2, m=2), 0.0)
+  _close(teacher_consistency_recall(student, teacher, k=2, m=3), 0.5)
+  _close(teacher_consistency_recall(student, teacher, k=2, m=4), 1.0)
+  _close(teacher_consistency_recall(teacher, teacher, k=2, m=2), 1.0)
+  # k larger than the list: divide by n_valid.
+  _close(teacher_consistency_recall(student, teacher, k=10, m=2), 2 / 4)
+  # Masking: n_valid = 2 (items 1, 3); teacher top-1 = {1}; student top-1 = {3}.
+  where = jnp.array([False, True, False, True])
+  _close(teacher_consistency_recall(student, teacher, where=where, k=1, m=1), 0.0)
+  _close(teacher_consistency_recall(student, teacher, where=where, k=5, m=1), 1 / 2)
+  # Ties: an all-tied teacher keeps the lower indices {0, 1}.
+  _close(teacher_consistency_recall(teacher, jnp.zeros(4), k=2, m=2), 1.0)
+  _close(teacher_consistency_recall(student, jnp.zeros(4), k=2, m=2), 0.0)
+  _close(teacher_consistency_recall(student, teacher, k=0, m=2), 0.0)
+
+
+def test_keep_size():
+  ten = jnp.ones(10, bool)
+  assert int(keep_size(ten, keep_ratio=0.3)) == 3  # not 4 from float rounding
+  assert int(keep_size(ten, keep_ratio=0.7)) == 7
+  assert int(keep_size(ten, keep_ratio=0.25)) == 3  # ceil(2.5)
+  assert int(keep_size(ten, keep_ratio=0.01)) == 1  # at least 1
+  assert int(keep_size(ten, keep_ratio=1.0)) == 10
+  assert int(keep_size(jnp.zeros(10, bool), keep_ratio=0.5)) == 1  # all masked
+  where = jnp.array([[True] * 10, [True] * 5 + [False] * 5, [False] * 10])
+  m = keep_size(where, keep_ratio=0.5)
+  assert m.dtype == jnp.int32
+  np.testing.assert_array_equal(m, [5, 3, 1])
+  np.testing.assert_array_equal(keep_size(where, keep_ratio=jnp.array([0.1, 1.0, 0.5])),
+                                [1, 5, 1])
+  # Every list length 1..39 against every common ratio, in one batched call.
+  sizes = np.arange(1, 40)
+  ratios = np.array([0.1, 0.2, 0.3, 0.5, 0.7, 0.9])
+  where = jnp.asarray(np.arange(39)[None, None, :] < sizes[None, :, None])  # [1, 39, 39]
+  where = jnp.broadcast_to(where, (len(ratios), 39, 39))
+  got = np.asarray(keep_size(where, keep_ratio=jnp.asarray(ratios, jnp.float32)[:, None]))
+  expected = [[max(1, math.ceil(round(r * n, 9))) for n in sizes] for r in ratios]
+  np.testing.assert_array_equal(got, expected)
+
+
+def test_mean_over_lists():
+  values = jnp.array([0.5, jnp.nan, 1.0])
+  where = jnp.array([True, False, True])
+  _close(mean_over_lists(values, where=where), 0.75)
+  _close(mean_over_lists(jnp.array([0.5, 1.0])), 0.75)
+  _close(mean_over_lists(values, where=jnp.zeros(3, bool)), 0.0)
+  # Typical use: NDCG averaged over lists that have a relevant candidate.
+  labels = jnp.stack([LABELS, jnp.zeros(3)])
+  scores = jnp.stack([SCORES, SCORES])
+  _close(mean_over_lists(ndcg_at_k(scores, labels, k=10, gain="linear"),
+                         where=has_relevant(labels)), 0.6199062332840657)
+
+
+# ----------------------------------------------------------------------------- masking
+
+
+def _all_metrics(scores, teacher, labels, where, k, m):
+  relevant = labels > 0
+  return {
+      "dcg_exp2": dcg_at_k(scores, labels, where=where, k=k),
+      "ndcg_exp2": ndcg_at_k(scores, labels, where=where, k=k),
+      "ndcg_linear": ndcg_at_k(scores, labels, where=where, k=k, gain="linear"),
+      "has_relevant": has_relevant(labels, where=where),
+      "recall": recall_at_k(scores, relevant, where=where, k=k),
+      "consistency": teacher_consistency_recall(scores, teacher, where=where, k=k, m=m),
+      "keep": keep_size(jnp.ones(scores.shape, bool) if where is None else where,
+                        keep_ratio=0.3),
+  }
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_masking_equals_slicing(seed):
+  rng = np.random.default_rng(seed)
+  n_valid, n_pad = int(rng.integers(1, 9)), int(rng.integers(1, 6))
+  size = n_valid + n_pad
+  # Integer-valued scores create ties, so the tie rule must survive interleaved padding.
+  scores = rng.integers(0, 4, n_valid).astype(np.float32)
+  teacher = rng.normal(size=n_valid).astype(np.float32)
+  labels = rng.integers(0, 3, n_valid).astype(np.float32)
+  # Interleave masked slots at random positions, keeping the valid order.
+  where = np.zeros(size, bool)
+  where[np.sort(rng.choice(size, n_valid, replace=False))] = True
+  garbage = np.array([np.nan, np.inf, -np.inf, 1e30, -1e30, 7.0], np.float32)
+
+  def pad(x):
+    out = rng.choice(garbage, size).astype(np.float32)
+    out[where] = x
+    return jnp.asarray(out)
+
+  p_scores, p_teacher, p_labels = pad(scores), pad(teacher), pad(labels)
+  for k, m in ((1, 1), (2, 3), (5, 2), (20, 20)):
+    sliced = _all_metrics(jnp.asarray(scores), jnp.asarray(teacher), jnp.asarray(labels),
+                          None, k, m)
+    padded = _all_metrics(p_scores, p_teacher, p_labels, jnp.asarray(where), k, m)
+    for name in sliced:
+      assert np.all(np.isfinite(np.asarray(padded[name], np.float64))), name
+      np.testing.assert_allclose(np.asarray(padded[name]), np.asarray(sliced[name]),
+                                 rtol=1e-6, err_msg=f"{name} k={k} m={m}")
+    np.testing.assert_array_equal(
+        np.asarray(top_m_mask(p_scores, where=jnp.asarray(where), m=m))[where],
+        top_m_mask(jnp.asarray(scores), m=m))
+  padded_ranks = np.asarray(ranks(p_scores, where=jnp.asarray(where)))
+  np.testing.assert_array_equal(padded_ranks[where], ranks(jnp.asarray(scores)))
+  np.testing.assert_array_equal(padded_ranks[~where], np.arange(n_valid + 1, size + 1))
+
+
+def test_all_masked_lists_are_finite():
+  size = 5
+  where = jnp.zeros((2, size), bool)
+  nan = jnp.full((2, size), jnp.nan)
+  values = _all_metrics(nan, nan, nan, where, 3, 2)
+  for name, value in values.items():
+    assert value.shape == (2,), name
+    assert np.all(np.isfinite(np.asarray(value, np.float64))), name
+  for name in ("dcg_exp2", "ndcg_exp2", "ndcg_linear", "recall", "consistency"):
+    _close(values[name], [0.0, 0.0])
+  np.testing.assert_array_equal(values["has_relevant"], [False, False])
+  np.testing.assert_array_equal(values["keep"], [1, 1])
+  np.testing.assert_array_equal(ranks(nan, where=where), [[1, 2, 3, 4, 5]] * 2)
+  assert not np.asarray(top_m_mask(nan, where=where, m=3)).any()
+  _close(mean_over_lists(values["ndcg_exp2"], where=values["has_relevant"]), 0.0)
+
+
+# ----------------------------------------------------------------------------- vmap / jit
+
+
+def _random_batch(seed, batch=6, size=7):
+  rng = np.random.default_rng(seed)
+  scores = jnp.asarray(rng.normal(size=(batch, size)), jnp.float32)
+  teacher = jnp.asarray(rng.normal(size=(batch, size)), jnp.float32)
+  labels = jnp.asarray(rng.integers(0, 4, (batch, size)), jnp.float32)
+  where = jnp.asarray(rng.random((batch, size)) < 0.8)
+  k = jnp.asarray(rng.integers(1, size + 1, batch), jnp.int32)
+  m = jnp.asarray(rng.integers(1, size + 1, batch), jnp.int32)
+  return scores, teacher, labels, where, k, m
+
+
+def _per_list_metrics(scores, teacher, labels, where, k, m):
+  return jnp.stack([
+      ndcg_at_k(scores, labels, where=where, k=k),
+      ndcg_at_k(scores, labels, where=where, k=k, gain="linear"),
+      recall_at_k(scores, labels > 0, where=where, k=k),
+      teacher_consistency_recall(scores, teacher, where=where, k=k, m=m),
+      keep_size(where, keep_ratio=0.5).astype(jnp.float32),
+  ], axis=-1)
+
+
+def test_vmap_and_batched_equal_python_loop():
+  args = _random_batch(0)
+  one_list = jax.jit(_per_list_metrics)  # compiled once, called per list
+  loop = np.stack([one_list(*(a[i] for a in args)) for i in range(args[0].shape[0])])
+  vmapped = jax.vmap(_per_list_metrics)(*args)
+  batched = _per_list_metrics(*args)  # per-list k, m of shape [B] broadcast natively
+  _close(vmapped, loop)
+  _close(batched, loop)
+  # vmap over the cutoff only (a k sweep on one batch).
+  scores, _, labels, where, _, _ = args
+  ks = jnp.arange(1, 8)
+  sweep = jax.vmap(lambda k: ndcg_at_k(scores, labels, where=where, k=k))(ks)
+  for i, k in enumerate(range(1, 8)):
+    _close(sweep[i], ndcg_at_k(scores, labels, where=where, k=k))
+
+
+def test_jit_traced_k_and_m_do_not_recompile():
+  traces = []
+
+  def evaluate(scores, teacher, labels, where, k, m):
+    traces.append(1)  # Python side effect: runs once per trace
+    return _per_list_metrics(scores, teacher, labels, where, k, m)
+
+  jitted = jax.jit(evaluate)
+  scores, teacher, labels, where, _, _ = _random_batch(1)
+  for k, m in ((1, 1), (3, 5), (7, 2)):
+    k_arr, m_arr = jnp.asarray(k, jnp.int32), jnp.asarray(m, jnp.int32)
+    _close(jitted(scores, teacher, labels, where, k_arr, m_arr),
+           _per_list_metrics(scores, teacher, labels, where, k, m), tol=1e-5)
+  assert len(traces) == 1
+  assert jitted._cache_size() == 1
+  # Per-list k and m arrays are traced too.
+  single = jax.jit(lambda s, l, w, k: ndcg_at_k(s, l, where=w, k=k))
+  single(scores, labels, where, jnp.full(scores.shape[0], 2, jnp.int32))
+  single(scores, labels, where, jnp.full(scores.shape[0], 5, jnp.int32))
+  assert single._cache_size() == 1
+
+
+# ----------------------------------------------------------------------------- references
+
+
+def test_ndcg_linear_matches_pytrec_eval():
+  pytrec_eval = pytest.importorskip("pytrec_eval")
+  rng = np.random.default_rng(42)
+  cutoffs = (1, 3, 5, 10)
+  num_lists, max_size = 30, 15
+  scores = np.zeros((num_lists, max_size), np.float32)
+  labels = np.zeros((num_lists, max_size), np.float32)
+  where = np.zeros((num_lists, max_size), bool)
+  qrels, run = {}, {}
+  for q in range(num_lists):
+    n = int(rng.integers(2, max_size + 1))
+    rel = rng.integers(0, 4, n)
+    rel[rng.integers(n)] = max(1, rel.max())  # at least one relevant (trec_eval skips none)
+    # Distinct scores, well separated so float32 keeps the order of trec_eval's doubles.
+    s = rng.permutation(n).astype(np.float64) / n + rng.uniform(0, 0.1 / n, n)
+    scores[q, :n], labels[q, :n], where[q, :n] = s, rel, True
+    qrels[f"q{q}"] = {f"d{i}": int(rel[i]) for i in range(n)}
+    run[f"q{q}"] = {f"d{i}": float(scores[q, i]) for i in range(n)}
+  measure = "ndcg_cut." + ",".join(map(str, cutoffs))
+  trec = pytrec_eval.RelevanceEvaluator(qrels, {measure}).evaluate(run)
+  for k in cutoffs:
+    ours = np.asarray(ndcg_at_k(jnp.asarray(scores), jnp.asarray(labels),
+                                where=jnp.asarray(where), k=k, gain="linear"))
+    expected = [trec[f"q{q}"][f"ndcg_cut_{k}"] for q in range(num_lists)]
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6, err_msg=f"k={k}")
+
+
+def test_pytrec_eval_example_fact():
+  pytrec_eval = pytest.importorskip("pytrec_eval")
+  trec = pytrec_eval.RelevanceEvaluator({"q": {"d1": 2, "d2": 0, "d3": 1}}, {"ndcg_cut.10"})
+  value = trec.evaluate({"q": {"d1": 0.1, "d2": 0.9, "d3": 0.5}})["q"]["ndcg_cut_10"]
+  _close(value, 0.6199, tol=1e-4)
+  _close(ndcg_at_k(SCORES, LABELS, k=10, gain="linear"), value, tol=1e-6)
+
+
+def _rax_batch(seed):
+  rng = np.random.default_rng(seed)
+  shape = (40, 9)
+  scores = rng.permutation(np.prod(shape)).reshape(shape).astype(np.float32)  # distinct
+  labels = rng.integers(0, 4, shape).astype(np.float32)
+  labels[:5] = 0.0  # lists without a relevant candidate
+  where = rng.random(shape) < 0.7
+  where[5:8] = False  # all-masked lists
+  return jnp.asarray(scores), jnp.asarray(labels), jnp.asarray(where)
+
+
+@pytest.mark.parametrize("k", [1, 3, 9])
+def test_ndcg_exp2_matches_rax(k):
+  rax = pytest.importorskip("rax")
+  scores, labels, where = _rax_batch(k)
+  expected = rax.ndcg_metric(scores, labels, where=where, topn=k, reduce_fn=None)
+  _close(ndcg_at_k(scores, labels, where=where, k=k), expected, tol=1e-5)
+  expected_dcg = rax.dcg_metric(scores, labels, where=where, topn=k, reduce_fn=None)
+  _close(dcg_at_k(scores, labels, where=where, k=k), expected_dcg, tol=1e-5)
+  # rax's mean skips all-masked lists; ours selects lists explicitly.
+  _close(mean_over_lists(ndcg_at_k(scores, labels, where=where, k=k),
+                         where=jnp.any(where, axis=-1)),
+         rax.ndcg_metric(scores, labels, where=where, topn=k), tol=1e-5)
+
+
+@pytest.mark.parametrize("k", [1, 3, 9])
+def test_recall_matches_rax_for_binary_labels(k):
+  rax = pytest.importorskip("rax")
+  scores, labels, where = _rax_batch(10 + k)
+  relevant = labels >= 2
+  expected = rax.recall_metric(scores, relevant.astype(jnp.float32), where=where, topn=k,
+                               reduce_fn=None)
+  _close(recall_at_k(scores, relevant, where=where, k=k), expected, tol=1e-6)
+  # rax binarises graded labels at label >= 1; the same threshold passed explicitly agrees.
+  expected = rax.recall_metric(scores, labels, where=where, topn=k, reduce_fn=None)
+  _close(recall_at_k(scores, labels >= 1, where=where, k=k), expected, tol=1e-6)
+
+
+def test_neg_inf_scores_differ_from_rax_on_purpose():
+  """rax treats a valid -inf score as not retrieved; here only ``where`` removes items."""
+  rax = pytest.importorskip("rax")
+  scores = jnp.array([2.0, -jnp.inf, 1.0])
+  labels = jnp.array([0.0, 1.0, 1.0])
+  # Ours: d2 is ranked 3rd and retrieved at k=3.
+  _close(recall_at_k(scores, labels > 0, k=3), 1.0)
+  _close(rax.recall_metric(scores, labels, topn=3, reduce_fn=None), 0.5)
+  ours = dcg_at_k(scores, labels, k=3)
+  _close(ours, 1 / math.log2(3) + 1 / math.log2(4))
+  _close(rax.dcg_metric(scores, labels, topn=3, reduce_fn=None), 1 / math.log2(3))
+  # Masking the -inf candidate instead gives the same answer in both.
+  where = jnp.isfinite(scores)
+  _close(recall_at_k(scores, labels > 0, where=where, k=3),
+         rax.recall_metric(scores, labels, where=where, topn=3, reduce_fn=None))
+
+
+def test_graded_threshold_differs_from_rax_on_purpose():
+  """has_relevant uses label > 0; rax.recall_metric binarises at label >= 1."""
+  rax = pytest.importorskip("rax")
+  scores = jnp.array([2.0, 1.0])
+  labels = jnp.array([0.0, 0.5])
+  assert bool(has_relevant(labels))
+  _close(recall_at_k(scores, labels > 0, k=1), 0.0)
+  _close(recall_at_k(scores, labels > 0, k=2), 1.0)
+  _close(rax.recall_metric(scores, labels, topn=2, reduce_fn=None), 0.0)  # nothing relevant
