@@ -33,13 +33,15 @@ def _run(argv: list[str]) -> int:
   if command == "sweep" and not any(a.startswith("--config=") for a in argv):
     print("prerank-jax sweep: --config=configs/<file>.py is required", file=sys.stderr)
     return 2
-  config_flags.DEFINE_config_file("config", default_config_path(),
-                                  "a configs/*.py file, optionally with :arg",
-                                  lock_config=True)
   try:
+    # With a default file, config_flags already applies the --config.* overrides here.
+    config_flags.DEFINE_config_file("config", default_config_path(),
+                                    "a configs/*.py file, optionally with :arg",
+                                    lock_config=True)
     flags.FLAGS([argv[0], *argv[2:]])
-  except flags.Error as e:
-    print(f"prerank-jax {command}: {e}", file=sys.stderr)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    # config_flags reports an unknown --config.<field> as AttributeError/KeyError.
+    print(f"prerank-jax {command}: bad flag or config override: {e}", file=sys.stderr)
     return 2
   config = flags.FLAGS.config
   try:

@@ -7,6 +7,7 @@ requests, not just the exposed slice that the logs contain.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax
@@ -89,8 +90,17 @@ def evaluate_scores(
 
 def evaluate_stacked(scores: jax.Array, batch: Batch, *, teacher_scores: jax.Array, k: int,
                      keep_ratios: Sequence[float], relevant_grade: float) -> dict:
-  """:func:`evaluate_scores` vmapped over a leading model axis: ``scores [P, R, N]``."""
+  """:func:`evaluate_scores` vmapped over a leading model axis: ``scores [P, R, N]``.
+
+  The batch is an argument of the compiled function, not a closed-over constant, so XLA
+  does not try to constant-fold sorts over the whole test split.
+  """
+  return _evaluate_stacked(scores, batch, teacher_scores, jnp.float32(relevant_grade),
+                           k=k, keep_ratios=tuple(keep_ratios))
+
+
+@functools.partial(jax.jit, static_argnames=("k", "keep_ratios"))
+def _evaluate_stacked(scores, batch, teacher_scores, relevant_grade, *, k, keep_ratios):
   fn = lambda s: evaluate_scores(s, batch, teacher_scores=teacher_scores, k=k,
-                                 keep_ratios=tuple(keep_ratios),
-                                 relevant_grade=relevant_grade)
-  return jax.jit(jax.vmap(fn))(scores)
+                                 keep_ratios=keep_ratios, relevant_grade=relevant_grade)
+  return jax.vmap(fn)(scores)

@@ -58,3 +58,13 @@ def safe_reduce(
     count = values.size if where is None else jnp.sum(where)
     return jnp.sum(values) / jnp.maximum(count, 1)
   raise ValueError(f"reduce_fn must be jnp.mean, jnp.sum or None, got {reduce_fn!r}")
+
+
+def masked(x: jnp.ndarray, where: jnp.ndarray, fill: float = 0.0) -> jnp.ndarray:
+  """``x`` with masked slots replaced by ``fill`` *before* any arithmetic.
+
+  Masking only the output is not enough: the gradient of ``jnp.where`` still multiplies
+  the unselected branch's derivative by 0, and 0·NaN = NaN. Losses call this on their
+  inputs so garbage in padded slots can reach neither the value nor the gradient.
+  """
+  return jnp.where(where, x, jnp.asarray(fill, x.dtype))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from prerank_jax.reduce import ReduceFn, safe_reduce
+from prerank_jax.reduce import ReduceFn, masked, safe_reduce
 
 _NEG = -1e30  # a finite "minus infinity": keeps softmax and its gradient NaN-free
 
@@ -88,9 +88,9 @@ def hinton_pointwise_kd(
   Returns:
     The reduced loss or per-candidate losses ``[..., N]``.
   """
-  teacher_scores = jax.lax.stop_gradient(teacher_scores)
+  teacher_scores = jax.lax.stop_gradient(masked(teacher_scores, where))
   p = jax.nn.sigmoid(teacher_scores / temperature)
-  s = student_scores / temperature
+  s = masked(student_scores, where) / temperature
   per_item = temperature**2 * (jax.nn.softplus(s) - p * s)
   return safe_reduce(per_item, where=where, reduce_fn=reduce_fn)
 
@@ -119,6 +119,6 @@ def logit_mse(
   Reference:
     Ba, Caruana. "Do Deep Nets Really Need to be Deep?" NeurIPS 2014.
   """
-  teacher_scores = jax.lax.stop_gradient(teacher_scores)
-  per_item = 0.5 * jnp.square(student_scores - teacher_scores)
+  teacher_scores = jax.lax.stop_gradient(masked(teacher_scores, where))
+  per_item = 0.5 * jnp.square(masked(student_scores, where) - teacher_scores)
   return safe_reduce(per_item, where=where, reduce_fn=reduce_fn)

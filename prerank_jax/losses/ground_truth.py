@@ -7,7 +7,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from prerank_jax.reduce import ReduceFn, safe_reduce
+from prerank_jax.reduce import ReduceFn, masked, safe_reduce
 
 
 def pointwise_bce(
@@ -45,6 +45,7 @@ def pointwise_bce(
     0.6931...
   """
   targets = (labels > 0).astype(scores.dtype)
+  scores = masked(scores, where)
   per_item = jax.nn.softplus(scores) - targets * scores
   return safe_reduce(per_item, where=where, weights=weights, reduce_fn=reduce_fn)
 

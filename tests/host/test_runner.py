@@ -1,0 +1,79 @@
+"""End to end on the smoke config: students learn, files appear, bad input writes nothing."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from prerank_jax.config import ConfigError
+from prerank_jax.host.runner import run
+
+
+@pytest.mark.slow
+def test_smoke_run_learns_and_writes_the_run_dir(smoke_config):
+  smoke_config.student.num_epochs = 6
+  result = run(smoke_config)
+  rows = {r["model"]: r for r in result.rows}
+  k = smoke_config.eval.k
+  students = [r for r in result.rows if r["model"].startswith("student")]
+  assert len(students) == 3 * 3 + 1 and all(r["status"] == "ok" for r in students)
+  distilled = [r for r in students if r["alpha"] > 0]
+  # Learning happened: every distilled student agrees with the teacher better than random
+  # scores do, and the teacher-consistency recall rose over training.
+  for r in distilled:
+    assert r[f"R@({k},50%)"] > rows["random"][f"R@({k},50%)"]
+  for name, hist in result.history["students"].items():
+    if not name.startswith("gt-only"):
+      curve = hist["valid_recall_teacher"]
+      assert curve[-1] > curve[0], name
+  assert result.history["teacher"]["loss"][0][-1] < result.history["teacher"]["loss"][0][0]
+  assert rows["oracle (truth)"][f"ndcg@{k}"] == pytest.approx(1.0)
+  costs = result.history["costs"]
+  assert costs["teacher_flops_per_candidate"] >= 10 * costs["student_flops_per_candidate"]
+  files = sorted(p.name for p in result.run_dir.iterdir())
+  assert files == ["config.json", "history.json", "results.csv", "results.md"]
+  assert json.loads((result.run_dir / "config.json").read_text())["sweep"]["alpha"] == [0.5, 0.9, 1.0]
+  assert "teacher" in (result.run_dir / "results.md").read_text()
+  assert all(np.isfinite(r[f"ndcg@{k}"]) for r in result.rows)
+  # A second run with the same name is refused and leaves the first intact.
+  before = (result.run_dir / "results.csv").read_text()
+  with pytest.raises(FileExistsError, match="exists"):
+    run(smoke_config)
+  assert (result.run_dir / "results.csv").read_text() == before
+
+
+@pytest.mark.parametrize("path, value", [
+    ("sweep.temperature", (0.0,)), ("sweep.alpha", (2.0,)), ("eval.keep_ratios", (0.0,)),
+    ("eval.k", 999), ("student.loss.kd", "nope"),
+])
+def test_bad_config_writes_nothing(smoke_config, path, value):
+  *parents, leaf = path.split(".")
+  node = smoke_config
+  for p in parents:
+    node = node[p]
+  node[leaf] = value
+  with pytest.raises(ConfigError, match=path.replace(".", r"\.")):
+    run(smoke_config)
+  assert not (smoke_config.workdir and __import__("pathlib").Path(smoke_config.workdir).exists())
+
+
+@pytest.mark.slow
+def test_cli_quickstart_smoke_and_bad_override(tmp_path):
+  base = [sys.executable, "-m", "prerank_jax.cli", "quickstart",
+          "--config=configs/quickstart.py:smoke", f"--config.workdir={tmp_path}",
+          "--config.progress=False", "--config.sweep.temperature=(1.,3.)",
+          "--config.sweep.alpha=(0.5,)"]
+  bad = subprocess.run(base + ["--config.sweep.alpha=(1.5,)"], capture_output=True, text=True)
+  assert bad.returncode == 2 and "sweep.alpha: must be in [0, 1]" in bad.stderr
+  typo = subprocess.run(base + ["--config.sweep.temprature=(1.,)"], capture_output=True, text=True)
+  assert typo.returncode == 2
+  assert not any(tmp_path.iterdir())
+  no_file = subprocess.run(base[:4] + ["--config.sweep.temprature=(1.,)"], capture_output=True,
+                           text=True)
+  assert no_file.returncode == 2 and "temperature" in no_file.stderr
+  ok = subprocess.run(base, capture_output=True, text=True)
+  assert ok.returncode == 0, ok.stderr[-2000:]
+  assert "student T=3 α=0.5" in ok.stdout and "gt-only" in ok.stdout and "teacher" in ok.stdout
+  assert (tmp_path / "quickstart" / "results.csv").exists()

@@ -1,0 +1,61 @@
+"""Config validation: every bad value names its field and range before any work starts."""
+
+import pytest
+
+from prerank_jax.config import ConfigError, check_against_data, validate_config
+from tests.conftest import load_config
+
+
+def test_shipped_configs_validate():
+  validate_config(load_config(arg=None))
+  validate_config(load_config(arg="smoke"))
+
+
+@pytest.mark.parametrize("path, value, match", [
+    ("sweep.temperature", (1.0, 0.0), r"sweep.temperature: must be in \(0, inf\)"),
+    ("sweep.temperature", (-2.0,), r"sweep.temperature: must be in \(0, inf\)"),
+    ("sweep.alpha", (0.5, 1.5), r"sweep.alpha: must be in \[0, 1\]"),
+    ("sweep.alpha", (-0.1,), r"sweep.alpha: must be in \[0, 1\]"),
+    ("sweep.learning_rate", (0.0,), r"sweep.learning_rate: must be in \(0, inf\)"),
+    ("eval.keep_ratios", (0.5, 1.2), r"eval.keep_ratios\[1\]: must be a keep ratio in \(0, 1\]"),
+    ("eval.keep_ratios", (0.0,), r"eval.keep_ratios\[0\]: must be a keep ratio in \(0, 1\]"),
+    ("eval.k", 0, r"eval.k: must be an int in \[1,"),
+    ("student.loss.kd", "hinton", r"student.loss.kd: unknown name 'hinton'; valid names are \["),
+    ("student.loss.kd", "none", r"student.loss.kd: a student needs a distillation loss"),
+    ("teacher.loss.gt", "mse", r"teacher.loss.gt: unknown name 'mse'; valid names are \['bce'\]"),
+    ("student.model.name", "resnet", r"student.model.name: unknown name 'resnet'.*mlp_student"),
+    ("student.model.hidden", (64, 0), r"student.model.hidden: must be a non-empty tuple"),
+    ("student.epochs_per_chunk", 3, r"student.epochs_per_chunk: must divide"),
+    ("data.num_exposed", 50, r"data.num_exposed"),
+    ("name", "../escape", r"name: must be a non-empty run name"),
+])
+def test_bad_values_name_the_field(path, value, match):
+  config = load_config()
+  node = config
+  *parents, leaf = path.split(".")
+  for p in parents:
+    node = node[p]
+  with config.ignore_type():
+    node[leaf] = value
+  with pytest.raises(ConfigError, match=match):
+    validate_config(config)
+
+
+def test_k_larger_than_the_shortest_list_is_refused():
+  config = load_config()
+  config.eval.k = 13
+  with pytest.raises(ConfigError, match=r"eval.k: must be in \[1, 12\].*got 13"):
+    check_against_data(config, shortest_list=12, num_train_requests=64)
+
+
+def test_batch_larger_than_train_split_is_refused():
+  config = load_config()
+  config.student.batch_size = 65
+  with pytest.raises(ConfigError, match=r"student.batch_size: must be in \[1, 64\]"):
+    check_against_data(config, shortest_list=12, num_train_requests=64)
+
+
+def test_locked_config_rejects_unknown_fields():
+  config = load_config()
+  with pytest.raises(AttributeError):
+    config.sweep.temprature = (1.0,)
