@@ -23,6 +23,9 @@ TEACHER_INPUTS = ("context", "items", "cross")
 MODELS: dict[str, tuple[type, dict[str, Any]]] = {
     "mlp_student": (CandidateMLP, {"inputs": STUDENT_INPUTS}),
     "mlp_teacher": (CandidateMLP, {"inputs": TEACHER_INPUTS}),
+    # A heavy model without the cross features: separates the teacher's capacity from
+    # its privileged features in ablations.
+    "mlp_heavy_no_cross": (CandidateMLP, {"inputs": STUDENT_INPUTS}),
 }
 
 
