@@ -18,13 +18,16 @@ from __future__ import annotations
 import ml_collections
 
 from prerank_jax.data.simulator import PRESETS
+from prerank_jax.losses.registry import HPARAMS, STATIC_OPTIONS
 
 
 def _role(model: dict, *, num_epochs: int, batch_size: int, kd: str) -> dict:
   return dict(
       model=model,
       loss=dict(kd=kd, gt="bce", ensemble="mean_logits", gt_weighting="none",
-                ipw_clip=0.05),
+                ipw_clip=0.05,
+                # Static (shape-changing) options of every registered loss.
+                options={n: o.default for n, o in STATIC_OPTIONS.items()}),
       num_epochs=num_epochs,
       batch_size=batch_size,
       epochs_per_chunk=1,
@@ -56,13 +59,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                          num_epochs=4 if smoke else 20, batch_size=16 if smoke else 32,
                          kd="hinton_listwise")
 
-  # Traced axes, combined as a product; one compiled program runs them all.
-  config.sweep = dict(
+  # One axis per traced hyperparameter of the loss registry; an empty axis means the
+  # registry default. Combined as a product (or "zip"); one compiled program runs them all.
+  config.sweep = {name: () for name in HPARAMS}
+  config.sweep.update(
       temperature=(1.0, 2.0, 5.0),
       alpha=(0.5, 0.9, 1.0),
       learning_rate=(3e-3,),
-      gt_only_baseline=True,  # add a student trained on exposed labels alone (α = 0)
   )
+  config.sweep.mode = "product"
+  config.sweep.gt_only_baseline = True  # add a student trained on exposed labels alone (α=0)
   config.eval = dict(k=10, keep_ratios=(0.1, 0.25, 0.5, 0.75), relevant_grade=2.0,
                      monitor_keep_ratio=0.25)
   config.lock()

@@ -13,8 +13,10 @@ import ml_collections
 
 from prerank_jax.data.simulator import validate_simulator_params
 from prerank_jax.losses.ensemble import ENSEMBLES
-from prerank_jax.losses.registry import GT_LOSSES, GT_WEIGHTINGS, KD_LOSSES, check_hparam
+from prerank_jax.losses.registry import (GT_LOSSES, GT_WEIGHTINGS, HPARAMS, KD_LOSSES,
+                                         STATIC_OPTIONS, check_hparam)
 from prerank_jax.models import MODELS
+from prerank_jax.train.sweep import grid_points
 
 DATASETS = ("simulator",)
 ROLES = ("teacher", "student")
@@ -83,6 +85,14 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     _choice(config, f"{role}.loss.gt", GT_LOSSES)
     _choice(config, f"{role}.loss.ensemble", ENSEMBLES)
     _choice(config, f"{role}.loss.gt_weighting", GT_WEIGHTINGS)
+    for opt, value in _get(config, f"{role}.loss.options").items():
+      if opt not in STATIC_OPTIONS:
+        raise ConfigError(f"{role}.loss.options.{opt}: unknown option; valid names are "
+                          f"{sorted(STATIC_OPTIONS)}")
+      try:
+        STATIC_OPTIONS[opt].check(value, f"{role}.loss.options.{opt}")
+      except ValueError as e:
+        raise ConfigError(str(e)) from None
     clip = _get(config, f"{role}.loss.ipw_clip")
     if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not 0 < clip <= 1:
       raise ConfigError(f"{role}.loss.ipw_clip: must be in (0, 1], got {clip!r}")
@@ -101,15 +111,13 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   except ValueError as e:
     raise ConfigError(str(e)) from None
 
-  for axis in ("temperature", "alpha", "learning_rate"):
-    values = _get(config, f"sweep.{axis}")
-    if not isinstance(values, (tuple, list)) or not values:
-      raise ConfigError(f"sweep.{axis}: must be a non-empty tuple of numbers, got {values!r}")
-    for value in values:
-      try:
-        check_hparam(axis, value, f"sweep.{axis}")
-      except ValueError as e:
-        raise ConfigError(str(e)) from None
+  axes = sweep_axes(config)
+  try:
+    points = grid_points(axes, seed=config.seed, mode=_get(config, "sweep.mode"))
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  if len(points) > 4096:
+    raise ConfigError(f"sweep: {len(points)} points in one program; must be at most 4096")
 
   _int(config, "eval.k", 1)
   ratios = _get(config, "eval.keep_ratios")
@@ -123,6 +131,19 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   if isinstance(grade, bool) or not isinstance(grade, (int, float)) or not grade > 0:
     raise ConfigError(f"eval.relevant_grade: must be a number > 0, got {grade!r}")
   return config
+
+
+def sweep_axes(config: ml_collections.ConfigDict) -> dict[str, tuple]:
+  """``{name: values}`` of the config's sweep axes that are set (non-empty)."""
+  axes = {}
+  for name in HPARAMS:
+    values = _get(config, f"sweep.{name}")
+    if not isinstance(values, (tuple, list)):
+      raise ConfigError(f"sweep.{name}: must be a tuple of numbers (empty: the default "
+                        f"{HPARAMS[name].default:g}), got {values!r}")
+    if values:
+      axes[name] = tuple(values)
+  return axes
 
 
 def check_against_data(config: ml_collections.ConfigDict, *, shortest_list: int,

@@ -17,14 +17,18 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from prerank_jax.batch import Batch, feature_sizes, validate_batch
-from prerank_jax.config import check_against_data, validate_config
+from prerank_jax.config import check_against_data, sweep_axes, validate_config
 from prerank_jax.data.simulator import simulate
 from prerank_jax.evaluate import evaluate_stacked, metric_names
 from prerank_jax.host import report
+from prerank_jax.losses.registry import HPARAMS
 from prerank_jax.models import param_count
 from prerank_jax.models.cost import flops_per_candidate
 from prerank_jax.train.loop import SweepData, make_train
 from prerank_jax.train.sweep import SweepPoint, compile_sweep, grid_points, stack_points
+
+
+_COLUMN = {"temperature": "T", "learning_rate": "lr"}
 
 
 class RunResult(NamedTuple):
@@ -79,16 +83,14 @@ def _train_role(config, role: str, points: list[SweepPoint], data: SweepData, sh
 
 
 def student_points(config: ml_collections.ConfigDict) -> list[SweepPoint]:
-  """The (T, α, lr) grid, plus a ground-truth-only student (α = 0) per learning rate."""
-  sweep = config.sweep
-  points = grid_points({"temperature": sweep.temperature, "alpha": sweep.alpha,
-                        "learning_rate": sweep.learning_rate}, seed=config.seed)
-  if sweep.gt_only_baseline:
-    for lr in sweep.learning_rate:
-      points.append(SweepPoint(f"gt-only lr={lr:g}" if len(sweep.learning_rate) > 1
-                               else "gt-only",
-                               {"temperature": 1.0, "alpha": 0.0, "learning_rate": lr},
-                               config.seed))
+  """The sweep grid, plus a ground-truth-only student (α = 0) per learning rate."""
+  points = grid_points(sweep_axes(config), seed=config.seed, mode=config.sweep.mode)
+  if config.sweep.gt_only_baseline:
+    rates = sorted({p.hparams["learning_rate"] for p in points})
+    for lr in rates:
+      name = f"gt-only lr={lr:g}" if len(rates) > 1 else "gt-only"
+      points.append(SweepPoint(name, {**points[0].hparams, "alpha": 0.0,
+                                      "learning_rate": lr}, config.seed))
   return points
 
 
@@ -114,9 +116,10 @@ def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None)
 
   # Teacher(s): a sweep of seeds, trained on exposed labels only (α ≡ 0, kd="none").
   t0 = time.perf_counter()
-  teacher_points = [SweepPoint(f"teacher seed={config.seed + i}",
-                               {"temperature": 1.0, "alpha": 0.0,
-                                "learning_rate": config.teacher.learning_rate},
+  teacher_hparams = grid_points({"alpha": (0.0,),
+                                 "learning_rate": (config.teacher.learning_rate,)},
+                                seed=0)[0].hparams
+  teacher_points = [SweepPoint(f"teacher seed={config.seed + i}", teacher_hparams,
                                config.seed + 1000 + i)
                     for i in range(config.teacher.num_teachers)]
   data = SweepData(splits["train"], splits["valid"])
@@ -163,11 +166,11 @@ def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None)
   diverged = np.asarray(jax.device_get(s_state.diverged))
   rows = []
   names = [p.name for p in points] + list(references)
+  swept = [n for n in HPARAMS if n in sweep_axes(config) or n in ("alpha", "learning_rate")]
   for i, name in enumerate(names):
     row = {"model": name if i >= len(points) else f"student {name}"}
     if i < len(points):
-      hp = points[i].hparams
-      row.update(T=hp["temperature"], alpha=hp["alpha"], lr=hp["learning_rate"])
+      row.update({_COLUMN.get(n, n): points[i].hparams[n] for n in swept})
       row["status"] = "diverged" if diverged[i] else "ok"
     else:
       row["status"] = "reference"
@@ -177,7 +180,7 @@ def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None)
       raise FloatingPointError(f"evaluation of {row['model']!r} produced non-finite "
                                f"{bad}; nothing was written")
     rows.append(row)
-  columns = ["model", "T", "alpha", "lr", *columns_m, "status"]
+  columns = ["model", *(_COLUMN.get(n, n) for n in swept), *columns_m, "status"]
 
   sample = scored["valid"].take(slice(0, min(64, scored["valid"].num_requests)))
   first = lambda tree: jax.tree.map(lambda x: x[0], tree)

@@ -11,6 +11,7 @@ import dataclasses
 import math
 from typing import Any, Callable, Mapping
 
+import jax
 import jax.numpy as jnp
 
 from prerank_jax.batch import Batch
@@ -27,6 +28,7 @@ class HParam:
   low_open: bool = False
   high_open: bool = False
   doc: str = ""
+  default: float = 1.0
 
   def describe(self) -> str:
     left = "(" if self.low_open else "["
@@ -41,19 +43,64 @@ class HParam:
     return above and below
 
 
+# Every traced hyperparameter, its range and its default. A loss declares the names it
+# reads in its LossSpec; the sweep config has one axis per name (empty = the default).
 HPARAMS: dict[str, HParam] = {
     "temperature": HParam(0.0, math.inf, low_open=True, high_open=True,
-                          doc="distillation temperature T"),
-    "alpha": HParam(0.0, 1.0, doc="weight of the distillation term: α·KD + (1−α)·GT"),
+                          doc="distillation temperature T", default=1.0),
+    "alpha": HParam(0.0, 1.0, doc="weight of the distillation term: α·KD + (1−α)·GT",
+                    default=0.5),
     "learning_rate": HParam(0.0, math.inf, low_open=True, high_open=True,
-                            doc="Adam learning rate"),
+                            doc="Adam learning rate", default=1e-3),
 }
 
 
 @dataclasses.dataclass(frozen=True)
+class StaticOption:
+  """A shape- or structure-changing loss option: static, one compiled program per value.
+
+  ``choices`` (for strings) or ``low``/``high`` (inclusive, for ints) give the valid range.
+  """
+
+  default: Any
+  doc: str = ""
+  choices: tuple = ()
+  low: float = -math.inf
+  high: float = math.inf
+
+  def check(self, value: Any, field: str) -> None:
+    if self.choices:
+      if value not in self.choices:
+        raise ValueError(f"{field}: must be one of {list(self.choices)}, got {value!r}")
+      return
+    if isinstance(value, bool) or not isinstance(value, type(self.default)) \
+        or not self.low <= value <= self.high:
+      raise ValueError(f"{field}: must be a {type(self.default).__name__} in "
+                       f"[{self.low:g}, {self.high:g}] ({self.doc}), got {value!r}")
+
+
+# Static options of every registered loss, with globally unique names (prefix them with the
+# method). The config carries one field per name under ``<role>.loss.options``.
+STATIC_OPTIONS: dict[str, StaticOption] = {}
+
+
+@dataclasses.dataclass(frozen=True)
 class LossSpec:
+  """A registered loss.
+
+  ``fn`` is called as ``fn(student_scores, teacher_scores, *, where, **kwargs)`` for a
+  distillation term and ``fn(student_scores, labels, *, where, weights, **kwargs)`` for a
+  ground-truth term. ``kwargs`` holds the traced ``hparams`` it declares (read from the
+  sweep point) plus the extra inputs it declares in ``needs``, taken from the batch and the
+  trainer: ``"labels"``, ``"exposed"``, ``"propensity"`` (``[..., N]``), ``"step"`` (the
+  optimizer step, int32 scalar) and ``"rng"`` (a fresh key each step), and the static
+  ``options`` it declares (names in :data:`STATIC_OPTIONS`, values from the config).
+  """
+
   fn: Callable[..., jnp.ndarray]
   hparams: tuple[str, ...] = ()
+  needs: tuple[str, ...] = ()
+  options: tuple[str, ...] = ()
 
 
 KD_LOSSES: dict[str, LossSpec] = {
@@ -67,6 +114,15 @@ GT_LOSSES: dict[str, LossSpec] = {
 }
 
 GT_WEIGHTINGS = ("none", "ipw")
+
+
+def required_hparams(*specs: LossSpec) -> tuple[str, ...]:
+  """The traced hyperparameters a set of losses reads, plus the always-present ones."""
+  names = {"alpha", "learning_rate"}
+  for spec in specs:
+    if spec is not None:
+      names.update(spec.hparams)
+  return tuple(sorted(names))
 
 
 def lookup(registry: Mapping[str, Any], name: str, field: str) -> Any:
@@ -94,6 +150,7 @@ def make_objective(
     ensemble: str = "mean_logits",
     gt_weighting: str = "none",
     ipw_clip: float = 0.05,
+    options: Mapping[str, Any] | None = None,
 ) -> Callable[[jnp.ndarray, Batch, Mapping[str, jnp.ndarray]], jnp.ndarray]:
   """Builds the mixed objective α·KD + (1−α)·GT from registry names.
 
@@ -110,9 +167,12 @@ def make_objective(
     ensemble: how to combine M teachers, a key of ``ENSEMBLES``.
     gt_weighting: ``"none"`` or ``"ipw"`` (clipped inverse propensity of exposure).
     ipw_clip: propensity floor for ``"ipw"``, in (0, 1].
+    options: values of static options (``STATIC_OPTIONS`` names); missing ones take the
+      default.
 
   Returns:
-    ``objective(student_scores [R, N], batch, hparams) -> scalar``.
+    ``objective(student_scores [R, N], batch, hparams, *, step, rng) -> scalar``, where
+    ``hparams`` maps traced hyperparameter names to scalars.
   """
   kd_spec = None if kd == "none" else lookup(KD_LOSSES, kd, "loss.kd")
   gt_spec = lookup(GT_LOSSES, gt, "loss.gt")
@@ -123,21 +183,37 @@ def make_objective(
   if not 0.0 < ipw_clip <= 1.0:
     raise ValueError(f"loss.ipw_clip: must be in (0, 1], got {ipw_clip!r}")
 
-  def objective(student_scores, batch: Batch, hparams):
+  options = dict(options or {})
+  for name, value in options.items():
+    lookup(STATIC_OPTIONS, name, "loss.options").check(value, f"loss.options.{name}")
+
+  def extras(spec: LossSpec, batch: Batch, step, rng) -> dict[str, Any]:
+    available = {"labels": batch.label, "exposed": batch.valid & batch.exposed,
+                 "propensity": batch.propensity, "step": step, "rng": rng}
+    out = {name: available[name] for name in spec.needs}
+    out.update({name: options.get(name, STATIC_OPTIONS[name].default)
+                for name in spec.options})
+    return out
+
+  def objective(student_scores, batch: Batch, hparams, *, step=0, rng=None):
     observed = batch.valid & batch.exposed
     weights = None
     if gt_weighting == "ipw":
       weights = ground_truth.inverse_propensity_weights(
           batch.propensity, where=observed, clip=ipw_clip)
-    gt_loss = gt_spec.fn(student_scores, batch.label, where=observed, weights=weights)
+    gt_rng, kd_rng = (None, None) if rng is None else jax.random.split(rng)
+    gt_loss = gt_spec.fn(student_scores, batch.label, where=observed, weights=weights,
+                         **{h: hparams[h] for h in gt_spec.hparams},
+                         **extras(gt_spec, batch, step, gt_rng))
     if kd_spec is None:
       return gt_loss  # ground-truth-only training, e.g. the teacher itself
     if batch.teacher_scores is None:
       raise ValueError(f"batch.teacher_scores: loss.kd={kd!r} needs teacher scores, but "
                        "the batch has none (score the data with the teacher first)")
-    kd_kwargs = {name: hparams[name] for name in kd_spec.hparams}
     teacher = combine(batch.teacher_scores)
-    kd_loss = kd_spec.fn(student_scores, teacher, where=batch.valid, **kd_kwargs)
+    kd_loss = kd_spec.fn(student_scores, teacher, where=batch.valid,
+                         **{h: hparams[h] for h in kd_spec.hparams},
+                         **extras(kd_spec, batch, step, kd_rng))
     alpha = hparams["alpha"]
     return alpha * kd_loss + (1.0 - alpha) * gt_loss
 

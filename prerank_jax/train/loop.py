@@ -100,7 +100,8 @@ def make_train(config: Any, *, role: str = "student", feature_sizes: Mapping[str
   loss_cfg = role_cfg.loss
   objective = make_objective(
       kd=loss_cfg.kd, gt=loss_cfg.gt, ensemble=loss_cfg.ensemble,
-      gt_weighting=loss_cfg.gt_weighting, ipw_clip=loss_cfg.ipw_clip)
+      gt_weighting=loss_cfg.gt_weighting, ipw_clip=loss_cfg.ipw_clip,
+      options=dict(loss_cfg.get("options", {})))
   batch_size = int(role_cfg.batch_size)
   if not 1 <= batch_size <= num_train_requests:
     raise ValueError(f"{role}.batch_size: must be in [1, {num_train_requests}], "
@@ -123,7 +124,8 @@ def make_train(config: Any, *, role: str = "student", feature_sizes: Mapping[str
 
   def train_step(state: TrainState, batch: Batch, hparams: HParams):
     def loss_fn(params):
-      return objective(model.apply(params, batch), batch, hparams)
+      return objective(model.apply(params, batch), batch, hparams, step=state.step,
+                       rng=jax.random.fold_in(state.rng, state.step))
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)

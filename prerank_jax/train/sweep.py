@@ -25,32 +25,48 @@ class SweepPoint(NamedTuple):
   seed: int
 
 
-def grid_points(axes: Mapping[str, Sequence[float]], *, seed: int,
+def grid_points(axes: Mapping[str, Sequence[float]], *, seed: int, mode: str = "product",
                 field: str = "sweep") -> list[SweepPoint]:
-  """The Cartesian product of the sweep axes, validated against the loss registry.
+  """Sweep points from axes of traced hyperparameters, validated against the registry.
 
   Args:
-    axes: ``{hparam_name: values}``; every name must be in ``HPARAMS``.
+    axes: ``{hparam_name: values}``; every name must be in ``HPARAMS``. Names left out
+      (or given no values) take the registry default.
     seed: seed shared by every point, so points differ only in their hyperparameters.
+    mode: ``"product"`` (Cartesian product, row-major in the order of ``axes``) or
+      ``"zip"`` (the i-th point takes the i-th value of every axis; axes of length 1
+      are broadcast).
     field: config path for error messages.
 
   Returns:
-    Points in row-major order of ``axes``.
+    Points carrying a value for *every* name in ``HPARAMS``.
   """
+  axes = {name: tuple(values) for name, values in axes.items() if len(values)}
   for name, values in axes.items():
     if name not in HPARAMS:
       raise ValueError(f"{field}.{name}: not a traced hyperparameter; valid names are "
                        f"{sorted(HPARAMS)}")
-    if len(values) == 0:
-      raise ValueError(f"{field}.{name}: needs at least one value")
     for value in values:
       check_hparam(name, value, f"{field}.{name}")
   names = list(axes)
+  if mode == "product":
+    combos = list(itertools.product(*(axes[n] for n in names)))
+  elif mode == "zip":
+    lengths = {len(v) for v in axes.values()} - {1}
+    if len(lengths) > 1:
+      raise ValueError(f"{field}.mode: 'zip' needs axes of equal length (or length 1), got "
+                       + ", ".join(f"{n}={len(v)}" for n, v in axes.items()))
+    size = max(lengths, default=1)
+    combos = [tuple(axes[n][i if len(axes[n]) > 1 else 0] for n in names)
+              for i in range(size)]
+  else:
+    raise ValueError(f"{field}.mode: must be 'product' or 'zip', got {mode!r}")
+  defaults = {n: spec.default for n, spec in HPARAMS.items()}
   points = []
-  for combo in itertools.product(*(axes[n] for n in names)):
-    hp = {n: float(v) for n, v in zip(names, combo)}
-    label = " ".join(f"{_SHORT.get(n, n)}={v:g}" for n, v in hp.items())
-    points.append(SweepPoint(label, hp, seed))
+  for combo in combos:
+    swept = {n: float(v) for n, v in zip(names, combo)}
+    label = " ".join(f"{_SHORT.get(n, n)}={v:g}" for n, v in swept.items()) or "default"
+    points.append(SweepPoint(label, {**defaults, **swept}, seed))
   return points
 
 
