@@ -45,6 +45,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.overwrite = False
   config.seed = 0
   config.progress = True
+  config.resume = False          # continue <workdir>/<name> from its newest checkpoint
+  config.checkpoint_every = 5    # chunks between Orbax checkpoints (and after the last)
+  config.wandb = dict(mode="offline", project="prerank-jax")  # offline|online|disabled
 
   config.dataset = "simulator"
   config.data = dict(PRESETS["tiny" if smoke else "small"])
@@ -54,6 +57,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                          kd="none")
   config.teacher.learning_rate = 1e-3
   config.teacher.num_teachers = 1  # > 1: an ensemble of seeds, trained as one vmapped sweep
+  config.teacher.restore_from = ""  # a run dir whose teacher (same data/config) to reuse
 
   config.student = _role(dict(name="mlp_student", hidden=(64, 32)),
                          num_epochs=4 if smoke else 20, batch_size=16 if smoke else 32,
@@ -70,6 +74,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.sweep.mode = "product"
   config.sweep.gt_only_baseline = True  # add a student trained on exposed labels alone (α=0)
   config.eval = dict(k=10, keep_ratios=(0.1, 0.25, 0.5, 0.75), relevant_grade=2.0,
-                     monitor_keep_ratio=0.25)
+                     monitor_keep_ratio=0.25,
+                     # NDCG of a list without a relevant candidate: "exclude" it from the
+                     # mean (counted in results.md), or score it "zero" or "one".
+                     ndcg_empty="exclude")
   config.lock()
   return config

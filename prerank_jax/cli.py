@@ -46,7 +46,8 @@ def _run(argv: list[str]) -> int:
   config = flags.FLAGS.config
   try:
     result = run(config)
-  except (ConfigError, FileExistsError) as e:
+  except (ConfigError, FileExistsError, FileNotFoundError, FloatingPointError,
+          ValueError) as e:
     print(f"prerank-jax {command}: {e}", file=sys.stderr)
     return 2
   print()

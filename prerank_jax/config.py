@@ -13,6 +13,7 @@ import ml_collections
 
 from prerank_jax.data.simulator import validate_simulator_params
 from prerank_jax.losses.ensemble import ENSEMBLES
+from prerank_jax.metrics.ranking import EMPTY_MODES
 from prerank_jax.losses.registry import (GT_LOSSES, GT_WEIGHTINGS, HPARAMS, KD_LOSSES,
                                          STATIC_OPTIONS, check_hparam)
 from prerank_jax.models import MODELS
@@ -106,6 +107,14 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     raise ConfigError(f"student.loss.kd: a student needs a distillation loss; valid names "
                       f"are {sorted(KD_LOSSES)}")
   _int(config, "teacher.num_teachers", 1, 64)
+  _int(config, "checkpoint_every", 0)
+  _choice(config, "wandb.mode", ("offline", "online", "disabled"))
+  for flag in ("resume", "overwrite", "progress"):
+    if not isinstance(_get(config, flag), bool):
+      raise ConfigError(f"{flag}: must be True or False, got {_get(config, flag)!r}")
+  if config.resume and config.overwrite:
+    raise ConfigError("resume, overwrite: choose one; resume continues a run, overwrite "
+                      "deletes it")
   try:
     check_hparam("learning_rate", config.teacher.learning_rate, "teacher.learning_rate")
   except ValueError as e:
@@ -130,6 +139,7 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   grade = _get(config, "eval.relevant_grade")
   if isinstance(grade, bool) or not isinstance(grade, (int, float)) or not grade > 0:
     raise ConfigError(f"eval.relevant_grade: must be a number > 0, got {grade!r}")
+  _choice(config, "eval.ndcg_empty", EMPTY_MODES)
   return config
 
 

@@ -22,6 +22,7 @@ def smoke_config(tmp_path):
   config = load_config()
   config.workdir = str(tmp_path / "runs")
   config.progress = False
+  config.wandb.mode = "disabled"
   return config
 
 

@@ -1,11 +1,13 @@
 """The host-side pipeline: config → data → teacher → sweep → evaluation → report.
 
-Only this floor does I/O (progress bars, files). Compiled work runs in chunks of epochs;
-between chunks the host updates the progress bar.
+Only this floor does I/O: progress bars, Orbax checkpoints, W&B and files. Compiled work
+runs in chunks of epochs; between chunks the host updates the progress bar, logs the
+chunk's per-epoch metrics and saves checkpoints.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -21,12 +23,17 @@ from prerank_jax.config import check_against_data, sweep_axes, validate_config
 from prerank_jax.data.simulator import simulate
 from prerank_jax.evaluate import evaluate_stacked, metric_names
 from prerank_jax.host import report
+from prerank_jax.host.checkpoint import SweepCheckpointer
+from prerank_jax.host.rundir import (config_identity, fingerprint, prepare_run_dir,
+                                     write_text_atomic)
+from prerank_jax.host.tracking import Tracker
 from prerank_jax.losses.registry import HPARAMS
 from prerank_jax.models import param_count
 from prerank_jax.models.cost import flops_per_candidate
-from prerank_jax.train.loop import SweepData, make_train
-from prerank_jax.train.sweep import SweepPoint, compile_sweep, grid_points, stack_points
-
+from prerank_jax.train.loop import SweepData, Trainer, TrainState, make_train
+from prerank_jax.train.sweep import (CompiledSweep, SweepPoint, compile_sweep, grid_points,
+                                     pad_points, replicate, shard_sweep, stack_points,
+                                     sweep_mesh)
 
 _COLUMN = {"temperature": "T", "learning_rate": "lr"}
 
@@ -40,6 +47,16 @@ class RunResult(NamedTuple):
   timings: dict[str, float]
 
 
+class Phase(NamedTuple):
+  """A trained sweep: its points, trainer, compiled functions, final state and history."""
+
+  points: list[SweepPoint]
+  trainer: Trainer
+  compiled: CompiledSweep
+  state: TrainState            # stacked over the real points (padding dropped)
+  history: dict[str, np.ndarray]   # {metric: [P, epochs]}
+
+
 def load_data(config: ml_collections.ConfigDict) -> dict[str, Batch]:
   """Builds and validates the train/valid/test splits named by the config."""
   if config.dataset != "simulator":
@@ -51,35 +68,16 @@ def load_data(config: ml_collections.ConfigDict) -> dict[str, Batch]:
   return splits
 
 
-def _run_chunks(compiled, state, hparams, data: SweepData, *, num_chunks: int,
-                steps_per_chunk: int, desc: str, show: bool):
-  """Runs the compiled chunks with a host progress bar; returns state and history."""
-  num_points = int(next(iter(hparams.values())).shape[0])
-  history = []
-  with tqdm(total=num_chunks * steps_per_chunk * num_points, desc=desc, unit="pt·step",
-            disable=not show, leave=True, dynamic_ncols=True) as bar:
-    for _ in range(num_chunks):
-      state, stats = compiled.run_chunk(state, hparams, data)
-      stats = jax.device_get(stats)  # [P, epochs_per_chunk] each
-      history.append(stats)
-      bar.update(steps_per_chunk * num_points)
-      bar.set_postfix(loss=f"{np.nanmean(stats['loss'][:, -1]):.4f}")
-  merged = {k: np.concatenate([h[k] for h in history], axis=1) for k in history[0]}
-  return state, merged
+def data_identity(config: ml_collections.ConfigDict) -> str:
+  """Fingerprint of what determines the data: dataset, its knobs and the seed."""
+  return fingerprint({"dataset": config.dataset, "data": config.data.to_dict(),
+                      "seed": config.seed})
 
 
-def _train_role(config, role: str, points: list[SweepPoint], data: SweepData, show: bool):
-  trainer = make_train(config, role=role, feature_sizes=feature_sizes(data.train),
-                       num_train_requests=data.train.num_requests)
-  compiled = compile_sweep(trainer)
-  hparams, rngs = stack_points(points)
-  state = compiled.init(hparams, rngs)
-  num_chunks = config[role].num_epochs // config[role].epochs_per_chunk
-  state, history = _run_chunks(
-      compiled, state, hparams, data, num_chunks=num_chunks,
-      steps_per_chunk=trainer.steps_per_epoch * config[role].epochs_per_chunk,
-      desc=f"{role} ({len(points)} pt)", show=show)
-  return trainer, compiled, state, history
+def teacher_identity(config: ml_collections.ConfigDict) -> str:
+  """Fingerprint of the teacher: the data plus every teacher field."""
+  fields = {k: v for k, v in config.teacher.to_dict().items() if k != "restore_from"}
+  return fingerprint({"data": data_identity(config), "teacher": fields})
 
 
 def student_points(config: ml_collections.ConfigDict) -> list[SweepPoint]:
@@ -94,80 +92,98 @@ def student_points(config: ml_collections.ConfigDict) -> list[SweepPoint]:
   return points
 
 
-def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None) -> RunResult:
-  """Runs the whole pipeline and writes ``<workdir>/<name>/``.
+def teacher_points(config: ml_collections.ConfigDict) -> list[SweepPoint]:
+  """One point per ensemble member: same hyperparameters, different seeds."""
+  hparams = grid_points({"alpha": (0.0,), "learning_rate": (config.teacher.learning_rate,)},
+                        seed=0)[0].hparams
+  return [SweepPoint(f"teacher {i}", hparams, config.seed + 1000 + i)
+          for i in range(config.teacher.num_teachers)]
 
-  Nothing is written unless every stage succeeded and every reported number is finite.
+
+def train_phase(config: ml_collections.ConfigDict, role: str, points: list[SweepPoint],
+                data: SweepData, *, run_dir: Path, show: bool) -> tuple[Phase, Tracker]:
+  """Trains ``points`` as one vmapped program, sharded over all devices, resumably.
+
+  Checkpoints go to ``<run_dir>/checkpoints/<role>`` every ``config.checkpoint_every``
+  chunks and after the last one; with ``config.resume`` the newest readable one is
+  continued, bit-identically to an uninterrupted run. Returns the phase and its open W&B
+  tracker (finished by the caller once the evaluation is known).
   """
-  t_start = time.perf_counter()
-  validate_config(config)
-  run_dir = Path(config.workdir) / config.name
-  if run_dir.exists() and not config.overwrite:
-    raise FileExistsError(f"{run_dir} exists; choose another --config.name or pass "
-                          "--config.overwrite=True")
-  show = config.progress if show_progress is None else show_progress
-  timings = {}
+  trainer = make_train(config, role=role, feature_sizes=feature_sizes(data.train),
+                       num_train_requests=data.train.num_requests)
+  compiled = compile_sweep(trainer)
+  mesh = sweep_mesh()
+  padded = pad_points(points, mesh.size)
+  hparams, rngs = shard_sweep(stack_points(padded), mesh)
+  data = replicate(data, mesh)
+  state = compiled.init(hparams, rngs)
+  role_cfg = config[role]
+  num_chunks = role_cfg.num_epochs // role_cfg.epochs_per_chunk
+  steps_per_chunk = trainer.steps_per_epoch * role_cfg.epochs_per_chunk
 
-  splits = load_data(config)
-  check_against_data(config, shortest_list=int(min(b.valid.sum(-1).min()
-                                                   for b in splits.values())),
-                     num_train_requests=splits["train"].num_requests)
-  timings["data_s"] = time.perf_counter() - t_start
+  checkpointer = SweepCheckpointer(run_dir / "checkpoints" / role)
+  start, history = 0, []
+  if config.resume:
+    restored = checkpointer.restore_latest(state)
+    if restored is not None:
+      state, meta = restored
+      start, history = meta["chunk"], [
+          {k: np.asarray(v) for k, v in h.items()} for h in meta["history"]]
+  tracker = Tracker(config.wandb.mode, project=config.wandb.project, group=config.name,
+                    job_type=role, run_dir=run_dir,
+                    config=json.loads(config.to_json_best_effort()),
+                    points=[(p.name, p.hparams) for p in points])
+  with tqdm(total=num_chunks * steps_per_chunk * len(points), initial=start * steps_per_chunk
+            * len(points), desc=f"{role} ({len(points)} pt)", unit="pt·step",
+            disable=not show, dynamic_ncols=True) as bar:
+    for chunk in range(start, num_chunks):
+      state, stats = compiled.run_chunk(state, hparams, data)
+      stats = {k: np.asarray(v)[:len(points)] for k, v in jax.device_get(stats).items()}
+      history.append(stats)
+      tracker.log_epochs(stats, first_epoch=chunk * role_cfg.epochs_per_chunk)
+      bar.update(steps_per_chunk * len(points))
+      bar.set_postfix(loss=f"{np.nanmean(stats['loss'][:, -1]):.4f}")
+      done = chunk + 1
+      if done == num_chunks or (config.checkpoint_every and done % config.checkpoint_every == 0):
+        checkpointer.save(done, state, {
+            "history": [{k: v.tolist() for k, v in h.items()} for h in history],
+            "points": [p.name for p in points]})
+  checkpointer.close()
+  merged = {k: np.concatenate([h[k] for h in history], axis=1) for k in history[0]}
+  final = jax.tree.map(lambda x: x[:len(points)], jax.device_get(state))
+  return Phase(points, trainer, compiled, final, merged), tracker
 
-  # Teacher(s): a sweep of seeds, trained on exposed labels only (α ≡ 0, kd="none").
-  t0 = time.perf_counter()
-  teacher_hparams = grid_points({"alpha": (0.0,),
-                                 "learning_rate": (config.teacher.learning_rate,)},
-                                seed=0)[0].hparams
-  teacher_points = [SweepPoint(f"teacher seed={config.seed + i}", teacher_hparams,
-                               config.seed + 1000 + i)
-                    for i in range(config.teacher.num_teachers)]
-  data = SweepData(splits["train"], splits["valid"])
-  t_trainer, t_compiled, t_state, t_history = _train_role(config, "teacher", teacher_points,
-                                                          data, show)
-  if bool(np.any(jax.device_get(t_state.diverged))):
-    raise FloatingPointError("teacher: training diverged (non-finite loss); lower "
-                             "teacher.learning_rate")
-  # Teacher scores are computed once per split and shared by every sweep point.
+
+def score_splits(phase: Phase, splits: dict[str, Batch]) -> dict[str, Batch]:
+  """Adds the teachers' scores ``[R, N, M]`` to every split, computed once."""
   scored = {}
   for name, batch in splits.items():
-    scores = t_compiled.apply(t_state.params, batch)  # [M, R, N]
-    scored[name] = validate_batch(
-        batch._replace(teacher_scores=jnp.moveaxis(scores, 0, -1)), name=f"{name}",
-        require_teacher=True)
-  timings["teacher_s"] = time.perf_counter() - t0
+    scores = phase.compiled.apply(phase.state.params, batch)  # [M, R, N]
+    scored[name] = validate_batch(batch._replace(teacher_scores=jnp.moveaxis(scores, 0, -1)),
+                                  name=name, require_teacher=True)
+  return scored
 
-  # Students: the whole grid as one vmapped program.
-  t0 = time.perf_counter()
-  points = student_points(config)
-  data = SweepData(scored["train"], scored["valid"])
-  s_trainer, s_compiled, s_state, s_history = _train_role(config, "student", points, data,
-                                                          show)
-  timings["students_s"] = time.perf_counter() - t0
 
-  # Evaluation on held-out requests over full lists.
-  t0 = time.perf_counter()
-  test = scored["test"]
+def evaluate_rows(config: ml_collections.ConfigDict, students: Phase,
+                  test: Batch) -> tuple[list[dict[str, Any]], list[str]]:
+  """Rows of the results table: every sweep point, the teacher and the references."""
   teacher_test = jnp.mean(test.teacher_scores, axis=-1)
   references = {
       "teacher": teacher_test,
       "oracle (truth)": test.true_relevance,
       "random": jax.random.normal(jax.random.key(config.seed), test.valid.shape),
   }
-  student_scores = s_compiled.apply(s_state.params, test)  # [P, R, N]
+  student_scores = students.compiled.apply(students.state.params, test)  # [P, R, N]
   all_scores = jnp.concatenate([student_scores, jnp.stack(list(references.values()))])
-  ek = dict(k=config.eval.k, keep_ratios=tuple(config.eval.keep_ratios),
-            relevant_grade=config.eval.relevant_grade)
-  values = jax.device_get(evaluate_stacked(all_scores, test, teacher_scores=teacher_test,
-                                           **ek))
-  timings["eval_s"] = time.perf_counter() - t0
-
+  values = jax.device_get(evaluate_stacked(
+      all_scores, test, teacher_scores=teacher_test, k=config.eval.k,
+      keep_ratios=tuple(config.eval.keep_ratios), relevant_grade=config.eval.relevant_grade))
   columns_m = metric_names(k=config.eval.k, keep_ratios=config.eval.keep_ratios)
-  diverged = np.asarray(jax.device_get(s_state.diverged))
-  rows = []
-  names = [p.name for p in points] + list(references)
+  points = students.points
+  diverged = np.asarray(students.state.diverged)
   swept = [n for n in HPARAMS if n in sweep_axes(config) or n in ("alpha", "learning_rate")]
-  for i, name in enumerate(names):
+  rows = []
+  for i, name in enumerate([p.name for p in points] + list(references)):
     row = {"model": name if i >= len(points) else f"student {name}"}
     if i < len(points):
       row.update({_COLUMN.get(n, n): points[i].hparams[n] for n in swept})
@@ -178,37 +194,118 @@ def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None)
     bad = [c for c in columns_m if not np.isfinite(row[c])]
     if bad and row["status"] != "diverged":
       raise FloatingPointError(f"evaluation of {row['model']!r} produced non-finite "
-                               f"{bad}; nothing was written")
+                               f"{bad}; no results were written")
     rows.append(row)
-  columns = ["model", *(_COLUMN.get(n, n) for n in swept), *columns_m, "status"]
+  return rows, ["model", *(_COLUMN.get(n, n) for n in swept), *columns_m, "status"]
+
+
+def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None) -> RunResult:
+  """Runs the whole pipeline into ``<workdir>/<name>/``.
+
+  The config is validated and the data checked before anything is written. Results are
+  written only when every stage succeeded and every reported number is finite.
+  """
+  t_start = time.perf_counter()
+  validate_config(config)
+  show = config.progress if show_progress is None else show_progress
+  timings = {}
+  splits = load_data(config)
+  check_against_data(config, shortest_list=int(min(b.valid.sum(-1).min()
+                                                   for b in splits.values())),
+                     num_train_requests=splits["train"].num_requests)
+  run_dir = prepare_run_dir(config)
+  timings["data_s"] = time.perf_counter() - t_start
+
+  # Teacher(s): a sweep of seeds trained on exposed labels only (kd="none"), or reused
+  # from an earlier run over the same data.
+  t0 = time.perf_counter()
+  data = SweepData(splits["train"], splits["valid"])
+  teacher_run_dir = Path(config.teacher.restore_from) if config.teacher.restore_from else run_dir
+  if config.teacher.restore_from:
+    teachers = restore_teacher(config, data, Path(config.teacher.restore_from))
+    t_tracker = None
+  else:
+    teachers, t_tracker = train_phase(config, "teacher", teacher_points(config), data,
+                                      run_dir=run_dir, show=show)
+    write_text_atomic(run_dir / "checkpoints" / "teacher" / "identity.json", json.dumps(
+        {"teacher": teacher_identity(config), "data": data_identity(config)}))
+  if bool(np.any(teachers.state.diverged)):
+    raise FloatingPointError("teacher: training diverged (non-finite loss); lower "
+                             "teacher.learning_rate")
+  scored = score_splits(teachers, splits)
+  timings["teacher_s"] = time.perf_counter() - t0
+
+  # Students: the whole grid as one vmapped program, sharded over the devices.
+  t0 = time.perf_counter()
+  students, s_tracker = train_phase(config, "student", student_points(config),
+                                    SweepData(scored["train"], scored["valid"]),
+                                    run_dir=run_dir, show=show)
+  timings["students_s"] = time.perf_counter() - t0
+
+  t0 = time.perf_counter()
+  test = scored["test"]
+  rows, columns = evaluate_rows(config, students, test)
+  timings["eval_s"] = time.perf_counter() - t0
+  s_tracker.finish(rows[:len(students.points)])
+  if t_tracker is not None:
+    t_tracker.finish()
 
   sample = scored["valid"].take(slice(0, min(64, scored["valid"].num_requests)))
   first = lambda tree: jax.tree.map(lambda x: x[0], tree)
   costs = {
-      "teacher_params": param_count(first(t_state.params)),
-      "student_params": param_count(first(s_state.params)),
-      "teacher_flops_per_candidate": flops_per_candidate(t_trainer.model,
-                                                         first(t_state.params), sample),
-      "student_flops_per_candidate": flops_per_candidate(s_trainer.model,
-                                                         first(s_state.params), sample),
+      "teacher_params": param_count(first(teachers.state.params)),
+      "student_params": param_count(first(students.state.params)),
+      "teacher_flops_per_candidate": flops_per_candidate(
+          teachers.trainer.model, first(teachers.state.params), sample),
+      "student_flops_per_candidate": flops_per_candidate(
+          students.trainer.model, first(students.state.params), sample),
   }
   timings["total_s"] = time.perf_counter() - t_start
   header = (f"# {config.name}\n\nTest split: {test.num_requests} requests, lists of up to "
             f"{test.list_size} candidates. Teacher: {config.teacher.model.name} "
             f"({costs['teacher_params']} params, "
-            f"{costs['teacher_flops_per_candidate']:.0f} FLOPs/candidate), student: "
+            f"{costs['teacher_flops_per_candidate']:.0f} FLOPs/candidate; "
+            f"{teacher_run_dir / 'checkpoints' / 'teacher'}, identity "
+            f"{teacher_identity(config)}), student: "
             f"{config.student.model.name} ({costs['student_params']} params, "
             f"{costs['student_flops_per_candidate']:.0f} FLOPs/candidate). "
-            f"Wall time {timings['total_s']:.1f} s.")
+            f"Wall time {timings['total_s']:.1f} s on {jax.device_count()} "
+            f"{jax.default_backend()} device(s).")
   history = {
-      "teacher": {k: v.tolist() for k, v in t_history.items()},
-      "students": {p.name: {k: v[i].tolist() for k, v in s_history.items()}
-                   for i, p in enumerate(points)},
+      "teacher": {k: v.tolist() for k, v in teachers.history.items()},
+      "students": {p.name: {k: v[i].tolist() for k, v in students.history.items()}
+                   for i, p in enumerate(students.points)},
+      "teacher_source": str(teacher_run_dir / "checkpoints" / "teacher"),
       "costs": costs,
       "timings": timings,
   }
-  table = report.format_table(rows, columns)
-  report.write_run_dir(run_dir, report.run_files(
-      rows, columns, config_json=config.to_json_best_effort(indent=1, sort_keys=True),
-      history=history, header=header), overwrite=config.overwrite)
-  return RunResult(rows, columns, table, run_dir, history, timings)
+  for name, text in report.result_files(rows, columns, history=history,
+                                        header=header).items():
+    write_text_atomic(run_dir / name, text)
+  return RunResult(rows, columns, report.format_table(rows, columns), run_dir, history,
+                   timings)
+
+
+def restore_teacher(config: ml_collections.ConfigDict, data: SweepData,
+                    source: Path) -> Phase:
+  """Loads the teacher of an earlier run, refusing one trained on other data or config."""
+  identity_file = source / "checkpoints" / "teacher" / "identity.json"
+  if not identity_file.exists():
+    raise FileNotFoundError(f"teacher.restore_from: {source} holds no finished teacher "
+                            f"({identity_file} is missing)")
+  saved = json.loads(identity_file.read_text())
+  if saved != {"teacher": teacher_identity(config), "data": data_identity(config)}:
+    raise ValueError(f"teacher.restore_from: the teacher in {source} was trained on other "
+                     "data or with another teacher config (identity mismatch); refusing it")
+  points = teacher_points(config)
+  trainer = make_train(config, role="teacher", feature_sizes=feature_sizes(data.train),
+                       num_train_requests=data.train.num_requests)
+  compiled = compile_sweep(trainer)
+  like = compiled.init(*stack_points(points))
+  restored = SweepCheckpointer(source / "checkpoints" / "teacher").restore_latest(like)
+  if restored is None:
+    raise FileNotFoundError(f"teacher.restore_from: no readable teacher checkpoint in {source}")
+  state, meta = restored
+  history = {k: np.concatenate([np.asarray(h[k]) for h in meta["history"]], axis=1)
+             for k in meta["history"][0]}
+  return Phase(points, trainer, compiled, jax.device_get(state), history)

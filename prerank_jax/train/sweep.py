@@ -102,3 +102,32 @@ def compile_sweep(trainer: Trainer) -> CompiledSweep:
       train=jax.jit(jax.vmap(trainer.train, in_axes=(0, 0, None))),
       apply=jax.jit(jax.vmap(trainer.model.apply, in_axes=(0, None))),
   )
+
+
+def sweep_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
+  """A 1-D mesh named ``"sweep"`` over all (or the given) devices."""
+  devices = jax.devices() if devices is None else list(devices)
+  return jax.sharding.Mesh(np.array(devices), ("sweep",))
+
+
+def pad_points(points: Sequence[SweepPoint], multiple: int) -> list[SweepPoint]:
+  """Repeats the last point so the count divides evenly over ``multiple`` devices.
+
+  The copies are dropped from the results; they only keep the sharded axis even.
+  """
+  points = list(points)
+  extra = (-len(points)) % multiple
+  return points + [points[-1]._replace(name=f"{points[-1].name} (pad {i})")
+                   for i in range(extra)]
+
+
+def shard_sweep(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+  """Places a stacked pytree (leading sweep axis) sharded over the mesh's sweep axis."""
+  spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("sweep"))
+  return jax.device_put(tree, spec)
+
+
+def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+  """Places a pytree (the shared data) whole on every device of the mesh."""
+  spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return jax.device_put(tree, spec)
