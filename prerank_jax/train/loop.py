@@ -45,6 +45,8 @@ class Trainer(NamedTuple):
   """Pure functions built by :func:`make_train`.
 
   - ``init(hparams, rng) -> TrainState``
+  - ``step(state, batch, hparams) -> (state, loss)``: one optimizer step on a batch of
+    requests, for input pipelines that feed batches from the host (and for cost analysis).
   - ``run_chunk(state, hparams, data) -> (state, metrics)``: ``epochs_per_chunk`` epochs;
     the host calls it between progress updates, logging and checkpoints.
   - ``train(hparams, rng, data) -> (state, metrics)``: a whole run, all epochs.
@@ -56,6 +58,7 @@ class Trainer(NamedTuple):
   model: PureModel
   steps_per_epoch: int
   init: Callable[..., TrainState]
+  step: Callable[..., tuple[TrainState, jax.Array]]
   run_chunk: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
   train: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
 
@@ -100,6 +103,7 @@ def make_train(config: Any, *, role: str = "student", feature_sizes: Mapping[str
   loss_cfg = role_cfg.loss
   objective = make_objective(
       kd=loss_cfg.kd, gt=loss_cfg.gt, ensemble=loss_cfg.ensemble,
+      ensemble_weights=tuple(loss_cfg.get("ensemble_weights", ())),
       gt_weighting=loss_cfg.gt_weighting, ipw_clip=loss_cfg.ipw_clip,
       options=dict(loss_cfg.get("options", {})))
   batch_size = int(role_cfg.batch_size)
@@ -167,4 +171,4 @@ def make_train(config: Any, *, role: str = "student", feature_sizes: Mapping[str
   def train(hparams: HParams, rng: jax.Array, data: SweepData):
     return run_epochs(init(hparams, rng), hparams, data, num_chunks * epochs_per_chunk)
 
-  return Trainer(model, steps_per_epoch, init, run_chunk, train)
+  return Trainer(model, steps_per_epoch, init, train_step, run_chunk, train)
