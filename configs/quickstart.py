@@ -26,6 +26,7 @@ def _role(model: dict, *, num_epochs: int, batch_size: int, kd: str) -> dict:
       model=model,
       loss=dict(kd=kd, gt="bce", ensemble="mean_logits", gt_weighting="none",
                 ipw_clip=0.05,
+                ensemble_weights=(),  # per-teacher weights for the ensemble; () = uniform
                 # Static (shape-changing) options of every registered loss.
                 options={n: o.default for n, o in STATIC_OPTIONS.items()}),
       num_epochs=num_epochs,
@@ -48,6 +49,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.resume = False          # continue <workdir>/<name> from its newest checkpoint
   config.checkpoint_every = 5    # chunks between Orbax checkpoints (and after the last)
   config.wandb = dict(mode="offline", project="prerank-jax")  # offline|online|disabled
+  # Multi-host: start one process per host with the same config and its own process_id
+  # (see the README). num_processes=1 runs alone.
+  config.distributed = dict(coordinator_address="", num_processes=1, process_id=0,
+                            cpu_devices_per_process=0)
 
   config.dataset = "simulator"
   config.data = dict(PRESETS["tiny" if smoke else "small"])

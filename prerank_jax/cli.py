@@ -22,6 +22,26 @@ def default_config_path() -> str:
   return "configs/quickstart.py"
 
 
+def init_distributed(config) -> None:
+  """Joins a multi-process run (``config.distributed``) before JAX touches a device."""
+  import jax
+
+  from prerank_jax.config import ConfigError
+
+  dist = config.distributed
+  if dist.cpu_devices_per_process:
+    jax.config.update("jax_num_cpu_devices", int(dist.cpu_devices_per_process))
+  if dist.num_processes <= 1:
+    return
+  if not dist.coordinator_address or not 0 <= dist.process_id < dist.num_processes:
+    raise ConfigError(f"distributed: needs coordinator_address='host:port' and process_id "
+                      f"in [0, {dist.num_processes - 1}], got "
+                      f"{dist.coordinator_address!r}, {dist.process_id}")
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU only; GPU/TPU ignore
+  jax.distributed.initialize(coordinator_address=dist.coordinator_address,
+                             num_processes=dist.num_processes, process_id=dist.process_id)
+
+
 def _run(argv: list[str]) -> int:
   from absl import flags
   from ml_collections import config_flags
@@ -45,6 +65,7 @@ def _run(argv: list[str]) -> int:
     return 2
   config = flags.FLAGS.config
   try:
+    init_distributed(config)
     result = run(config)
   except (ConfigError, FileExistsError, FileNotFoundError, FloatingPointError,
           ValueError) as e:

@@ -85,6 +85,12 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     _choice(config, f"{role}.loss.kd", {*KD_LOSSES, "none"})
     _choice(config, f"{role}.loss.gt", GT_LOSSES)
     _choice(config, f"{role}.loss.ensemble", ENSEMBLES)
+    ens_w = config[role].loss.get("ensemble_weights", ())
+    if (not isinstance(ens_w, (tuple, list))
+        or any(isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < 1e308
+               for w in ens_w) or (ens_w and not sum(ens_w) > 0)):
+      raise ConfigError(f"{role}.loss.ensemble_weights: must be () (uniform) or one weight "
+                        f">= 0 per teacher, not all 0, got {ens_w!r}")
     _choice(config, f"{role}.loss.gt_weighting", GT_WEIGHTINGS)
     for opt, value in _get(config, f"{role}.loss.options").items():
       if opt not in STATIC_OPTIONS:
@@ -107,6 +113,10 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     raise ConfigError(f"student.loss.kd: a student needs a distillation loss; valid names "
                       f"are {sorted(KD_LOSSES)}")
   _int(config, "teacher.num_teachers", 1, 64)
+  ens_w = config.student.loss.get("ensemble_weights", ())
+  if ens_w and len(ens_w) != config.teacher.num_teachers:
+    raise ConfigError(f"student.loss.ensemble_weights: must have one weight per teacher "
+                      f"(teacher.num_teachers={config.teacher.num_teachers}), got {ens_w!r}")
   _int(config, "checkpoint_every", 0)
   _choice(config, "wandb.mode", ("offline", "online", "disabled"))
   for flag in ("resume", "overwrite", "progress"):

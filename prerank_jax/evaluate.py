@@ -1,8 +1,14 @@
 """Evaluation over full candidate lists: every sweep point, the teacher and references.
 
 The pre-ranker's job is to keep, out of all N candidates, what the heavy ranker or the
-truth would put on top. So every metric here ranks the *whole* valid list of held-out
-requests, not just the exposed slice that the logs contain.
+truth would put on top. So the metrics against the truth and the teacher, and the
+retention of logged positives, rank the *whole* valid list of held-out requests, not just
+the exposed slice that the logs contain; ``ndcg@k_logs``, ``auc_logs`` and ``gauc_logs``
+compare exposed candidates only, as a practitioner with logs alone would.
+
+Columns (:func:`metric_names`) and the per-metric counts of lists left out of the means
+(:func:`excluded_lists`, :func:`describe_excluded`) come from one jit-compiled program,
+:func:`evaluate_stacked`.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from prerank_jax import metrics
 from prerank_jax.batch import Batch
@@ -22,14 +29,26 @@ def keep_label(ratio: float) -> str:
 
 
 def metric_names(*, k: int, keep_ratios: Sequence[float], has_truth: bool = True) -> list[str]:
-  """Column names produced by :func:`evaluate_scores`, in display order."""
+  """Column names produced by :func:`evaluate_scores`, in display order.
+
+  Three groups: against the truth (simulator only), against the teacher, from the logs.
+  """
   names = []
   if has_truth:
-    names.append(f"ndcg@{k}")
+    names += [f"ndcg@{k}", "mrr"]
     names += [f"recall@{keep_label(r)}" for r in keep_ratios]
   names += [f"R@({k},{keep_label(r)})" for r in keep_ratios]
+  names.append("kendall_tau")
   names.append(f"ndcg@{k}_logs")
+  names += [f"retention@{keep_label(r)}" for r in keep_ratios]
+  names += ["auc_logs", "gauc_logs"]
   return names
+
+
+def excluded_names(*, k: int, has_truth: bool = True) -> list[str]:
+  """Keys of :func:`excluded_lists`: each names the columns whose lists it counts."""
+  names = [f"ndcg@{k}", "mrr,recall"] if has_truth else []
+  return names + ["kendall_tau", f"ndcg@{k}_logs,retention", "gauc_logs"]
 
 
 def evaluate_scores(
@@ -40,19 +59,35 @@ def evaluate_scores(
     k: int,
     keep_ratios: Sequence[float],
     relevant_grade: float,
+    ndcg_empty: str = "exclude",
 ) -> dict[str, jax.Array]:
   """All evaluation metrics of one model's scores, averaged over requests.
 
-  Definition (per list, then averaged over the lists where the metric is defined):
-    ``ndcg@k``          NDCG@k (gain 2^y − 1) against ``true_relevance`` over valid candidates;
-                        lists with no relevant candidate are excluded.
-    ``recall@r``        |top-m ∩ {true_relevance ≥ relevant_grade}| / |relevant|, with
-                        m = ⌈r · n_valid⌉: the share of truly relevant candidates that
-                        survive a cut keeping a fraction r of the list.
-    ``R@(k,r)``         teacher consistency |teacher top-k ∩ student top-m| / k, m as above.
-    ``ndcg@k_logs``     NDCG@k on exposed candidates and their logged labels only, what a
-                        practitioner could compute from logs; lists with no positive label
-                        are excluded.
+  Every metric ranks the WHOLE valid list (m = ⌈r · n_valid⌉ for a keep ratio r); per
+  list, then averaged over the lists where it is defined (see :func:`excluded_lists`).
+
+  Against the truth (when ``batch.true_relevance`` is set):
+    ``ndcg@k``          NDCG@k (gain 2^y − 1, discount 1/log2(rank + 1)) against
+                        ``true_relevance``; lists without a candidate of grade > 0 are
+                        handled by ``ndcg_empty`` (excluded by default).
+    ``mrr``             1 / rank of the first candidate with true grade ≥ relevant_grade;
+                        lists without one are excluded.
+    ``recall@r``        |top-m ∩ {true grade ≥ relevant_grade}| / |relevant|: the share of
+                        truly relevant candidates that survive the cut; same lists as mrr.
+  Against the teacher (``teacher_scores``, every list):
+    ``R@(k,r)``         |teacher top-k ∩ student top-m| / k.
+    ``kendall_tau``     Kendall τ-b between the model's and the teacher's scores over the
+                        valid candidates; lists where either is constant are excluded.
+  From the logs (exposed candidates and their logged labels; positive means label > 0):
+    ``ndcg@k_logs``     NDCG@k of the exposed candidates ranked among themselves, against
+                        the logged labels; lists without a positive follow ``ndcg_empty``.
+    ``retention@r``     the share of the logged positives that survive the cut of the
+                        WHOLE list; lists without a logged positive are excluded.
+    ``auc_logs``        AUC of positives against negatives, pooled over every exposed
+                        candidate of every list (ties count 1/2).
+    ``gauc_logs``       per-list AUC over exposed candidates, weighted by the number of
+                        exposed candidates, over the lists with both a positive and a
+                        negative.
 
   Args:
     scores: ``[R, N]`` model scores.
@@ -61,19 +96,24 @@ def evaluate_scores(
     k: cut-off for NDCG and the teacher's top-k (static).
     keep_ratios: keep ratios r in (0, 1] (static).
     relevant_grade: truth grade at or above which a candidate counts as relevant.
+    ndcg_empty: ``"exclude"``, ``"zero"`` or ``"one"``: what NDCG does with a list without
+      a relevant candidate (static; see :func:`prerank_jax.metrics.mean_over_defined`).
 
   Returns:
-    ``{name: scalar}`` keyed as in :func:`metric_names`.
+    ``{name: scalar}`` keyed exactly as :func:`metric_names`.
   """
   valid, observed = batch.valid, batch.valid & batch.exposed
+  positive = observed & (batch.label > 0)
   out = {}
   if batch.true_relevance is not None:
     truth = batch.true_relevance
-    out[f"ndcg@{k}"] = metrics.mean_over_lists(
+    out[f"ndcg@{k}"], _ = metrics.mean_over_defined(
         metrics.ndcg_at_k(scores, truth, where=valid, k=k),
-        where=metrics.has_relevant(truth, where=valid))
+        metrics.has_relevant(truth, where=valid), empty=ndcg_empty)
     relevant = valid & (truth >= relevant_grade)
     has_rel = jnp.any(relevant, axis=-1)
+    out["mrr"] = metrics.mean_over_lists(
+        metrics.reciprocal_rank(scores, relevant, where=valid), where=has_rel)
     for r in keep_ratios:
       m = metrics.keep_size(valid, keep_ratio=r)
       out[f"recall@{keep_label(r)}"] = metrics.mean_over_lists(
@@ -82,25 +122,126 @@ def evaluate_scores(
     m = metrics.keep_size(valid, keep_ratio=r)
     out[f"R@({k},{keep_label(r)})"] = jnp.mean(metrics.teacher_consistency_recall(
         scores, teacher_scores, where=valid, k=k, m=m))
-  out[f"ndcg@{k}_logs"] = metrics.mean_over_lists(
+  out["kendall_tau"] = metrics.mean_over_lists(
+      metrics.kendall_tau_b(scores, teacher_scores, where=valid),
+      where=metrics.kendall_tau_defined(scores, teacher_scores, where=valid))
+  out[f"ndcg@{k}_logs"], _ = metrics.mean_over_defined(
       metrics.ndcg_at_k(scores, batch.label, where=observed, k=k),
-      where=metrics.has_relevant(batch.label, where=observed))
+      metrics.has_relevant(batch.label, where=observed), empty=ndcg_empty)
+  has_positive = jnp.any(positive, axis=-1)
+  for r in keep_ratios:
+    out[f"retention@{keep_label(r)}"] = metrics.mean_over_lists(
+        metrics.positive_retention(scores, batch.label, exposed=batch.exposed, where=valid,
+                                   keep_ratio=r), where=has_positive)
+  out["auc_logs"] = metrics.auc(scores, positive, where=observed)
+  out["gauc_logs"] = metrics.gauc(scores, positive, where=observed)
   return out
 
 
+def excluded_lists(
+    scores: jax.Array,
+    batch: Batch,
+    *,
+    teacher_scores: jax.Array,
+    k: int,
+    relevant_grade: float,
+) -> dict[str, jax.Array]:
+  """How many lists each metric of :func:`evaluate_scores` leaves out (or fills in).
+
+  Definition (int32 counts over the R lists, keyed as :func:`excluded_names`):
+    ``ndcg@k``                 lists without a valid candidate of true grade > 0 (NDCG is
+                               undefined; ``ndcg_empty`` excludes them or scores them 0/1).
+    ``mrr,recall``             lists without a valid candidate of grade ≥ relevant_grade.
+    ``kendall_tau``            lists where the model's or the teacher's scores are constant
+                               over the valid candidates (the only count that depends on
+                               ``scores``).
+    ``ndcg@k_logs,retention``  lists without an exposed positive.
+    ``gauc_logs``              lists without both an exposed positive and an exposed
+                               negative.
+
+  ``R@(k,r)`` and ``auc_logs`` leave no list out.
+  """
+  valid, observed = batch.valid, batch.valid & batch.exposed
+  positive = observed & (batch.label > 0)
+  count = lambda undefined: jnp.sum(undefined, dtype=jnp.int32)
+  out = {}
+  if batch.true_relevance is not None:
+    truth = batch.true_relevance
+    out[f"ndcg@{k}"] = count(~metrics.has_relevant(truth, where=valid))
+    out["mrr,recall"] = count(~jnp.any(valid & (truth >= relevant_grade), axis=-1))
+  out["kendall_tau"] = count(~metrics.kendall_tau_defined(scores, teacher_scores,
+                                                          where=valid))
+  out[f"ndcg@{k}_logs,retention"] = count(~jnp.any(positive, axis=-1))
+  out["gauc_logs"] = count(~metrics.has_both_classes(positive, where=observed))
+  return out
+
+
+def describe_excluded(excluded: dict, models: Sequence[str], *, num_lists: int, k: int,
+                      relevant_grade: float, ndcg_empty: str = "exclude") -> str:
+  """A Markdown list for the run header: how many lists each metric left out.
+
+  Args:
+    excluded: ``{key: [P] counts}`` from :func:`evaluate_stacked` (``return_excluded``).
+    models: the P model names, in the same order.
+    num_lists: the number of test lists R.
+    k, relevant_grade, ndcg_empty: as passed to :func:`evaluate_stacked`.
+  """
+  def counts(key):
+    values = [int(v) for v in np.asarray(excluded[key]).reshape(-1)]
+    common = max(set(values), key=values.count)
+    others = [f"{m}: {v}" for m, v in zip(models, values) if v != common]
+    return f"{common}" + (f" ({', '.join(others)})" if others else "")
+
+  ndcg = ("excluded" if ndcg_empty == "exclude" else
+          f"scored {0 if ndcg_empty == 'zero' else 1} in the mean")
+  ndcg += f", eval.ndcg_empty={ndcg_empty!r}"
+  lines = [f"Lists left out of the means (of {num_lists} test requests):"]
+  if f"ndcg@{k}" in excluded:
+    lines += [
+        f"- ndcg@{k}: {counts(f'ndcg@{k}')} without a candidate of true grade > 0 ({ndcg})",
+        f"- mrr, recall@r: {counts('mrr,recall')} without a candidate of true grade "
+        f"≥ {relevant_grade:g}",
+    ]
+  logs_ndcg = ("excluded from both" if ndcg_empty == "exclude" else
+               f"ndcg@{k}_logs: {ndcg}; retention@r: excluded")
+  lines += [
+      f"- kendall_tau: {counts('kendall_tau')} where the model's or the teacher's scores "
+      "are constant",
+      f"- ndcg@{k}_logs, retention@r: {counts(f'ndcg@{k}_logs,retention')} without a "
+      f"logged positive ({logs_ndcg})",
+      f"- gauc_logs: {counts('gauc_logs')} without both a logged positive and a logged "
+      "negative (auc_logs and R@(k,r) leave no list out)",
+  ]
+  return "\n".join(lines)
+
+
 def evaluate_stacked(scores: jax.Array, batch: Batch, *, teacher_scores: jax.Array, k: int,
-                     keep_ratios: Sequence[float], relevant_grade: float) -> dict:
+                     keep_ratios: Sequence[float], relevant_grade: float,
+                     ndcg_empty: str = "exclude", return_excluded: bool = False):
   """:func:`evaluate_scores` vmapped over a leading model axis: ``scores [P, R, N]``.
+
+  Returns ``{name: [P]}``, and with ``return_excluded=True`` also
+  ``{key: [P] int32}`` from :func:`excluded_lists` (computed in the same program).
 
   The batch is an argument of the compiled function, not a closed-over constant, so XLA
   does not try to constant-fold sorts over the whole test split.
   """
-  return _evaluate_stacked(scores, batch, teacher_scores, jnp.float32(relevant_grade),
-                           k=k, keep_ratios=tuple(keep_ratios))
+  if not isinstance(ndcg_empty, str) or ndcg_empty not in metrics.EMPTY_MODES:
+    raise ValueError(f"ndcg_empty must be one of {metrics.EMPTY_MODES}, got {ndcg_empty!r}")
+  values, excluded = _evaluate_stacked(scores, batch, teacher_scores,
+                                       jnp.float32(relevant_grade), k=k,
+                                       keep_ratios=tuple(keep_ratios), ndcg_empty=ndcg_empty)
+  return (values, excluded) if return_excluded else values
 
 
-@functools.partial(jax.jit, static_argnames=("k", "keep_ratios"))
-def _evaluate_stacked(scores, batch, teacher_scores, relevant_grade, *, k, keep_ratios):
-  fn = lambda s: evaluate_scores(s, batch, teacher_scores=teacher_scores, k=k,
-                                 keep_ratios=keep_ratios, relevant_grade=relevant_grade)
+@functools.partial(jax.jit, static_argnames=("k", "keep_ratios", "ndcg_empty"))
+def _evaluate_stacked(scores, batch, teacher_scores, relevant_grade, *, k, keep_ratios,
+                      ndcg_empty):
+  def fn(s):
+    values = evaluate_scores(s, batch, teacher_scores=teacher_scores, k=k,
+                             keep_ratios=keep_ratios, relevant_grade=relevant_grade,
+                             ndcg_empty=ndcg_empty)
+    excluded = excluded_lists(s, batch, teacher_scores=teacher_scores, k=k,
+                              relevant_grade=relevant_grade)
+    return values, excluded
   return jax.vmap(fn)(scores)

@@ -21,7 +21,7 @@ from typing import Any
 import ml_collections
 
 # Fields that change how a run is watched, not what it computes.
-_NOT_IDENTITY = ("overwrite", "resume", "progress", "wandb", "workdir")
+_NOT_IDENTITY = ("overwrite", "resume", "progress", "wandb", "workdir", "distributed")
 
 
 def config_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -43,13 +43,16 @@ def write_text_atomic(path: Path, text: str) -> None:
   os.replace(tmp, path)
 
 
-def prepare_run_dir(config: ml_collections.ConfigDict) -> Path:
+def prepare_run_dir(config: ml_collections.ConfigDict, *, create: bool = True) -> Path:
   """Creates, reuses or refuses ``<workdir>/<name>`` according to the config.
 
   - new directory: created, ``config.json`` written;
   - existing and ``resume``: reused only if its ``config.json`` describes the same run;
   - existing and ``overwrite``: deleted and recreated;
   - otherwise refused, leaving it untouched.
+
+  In a multi-process run every process calls this (so all raise the same error), and only
+  the one with ``create=True`` changes the file system.
 
   Raises:
     FileExistsError: the directory exists and may not be touched, or belongs to a
@@ -72,7 +75,10 @@ def prepare_run_dir(config: ml_collections.ConfigDict) -> Path:
       raise FileExistsError(f"{run_dir} exists; pass --config.resume=True to continue it, "
                             "--config.overwrite=True to replace it, or choose another "
                             "--config.name")
-    shutil.rmtree(run_dir)
+    if create:
+      shutil.rmtree(run_dir)
+  if not create:
+    return run_dir
   run_dir.mkdir(parents=True)
   write_text_atomic(run_dir / "config.json", config.to_json_best_effort(indent=1,
                                                                         sort_keys=True))

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from prerank_jax.batch import Batch, feature_sizes, validate_batch
 from prerank_jax.config import check_against_data, sweep_axes, validate_config
 from prerank_jax.data.simulator import simulate
-from prerank_jax.evaluate import evaluate_stacked, metric_names
+from prerank_jax.evaluate import describe_excluded, evaluate_stacked, metric_names
 from prerank_jax.host import report
 from prerank_jax.host.checkpoint import SweepCheckpointer
 from prerank_jax.host.rundir import (config_identity, fingerprint, prepare_run_dir,
@@ -33,7 +33,7 @@ from prerank_jax.models.cost import flops_per_candidate
 from prerank_jax.train.loop import SweepData, Trainer, TrainState, make_train
 from prerank_jax.train.sweep import (CompiledSweep, SweepPoint, compile_sweep, grid_points,
                                      pad_points, replicate, shard_sweep, stack_points,
-                                     sweep_mesh)
+                                     sweep_mesh, to_host)
 
 _COLUMN = {"temperature": "T", "learning_rate": "lr"}
 
@@ -55,6 +55,18 @@ class Phase(NamedTuple):
   compiled: CompiledSweep
   state: TrainState            # stacked over the real points (padding dropped)
   history: dict[str, np.ndarray]   # {metric: [P, epochs]}
+
+
+def is_main() -> bool:
+  """Only process 0 writes files, logs to W&B and shows progress."""
+  return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+  """Waits for every process (a no-op in a single-process run)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
 
 
 def load_data(config: ml_collections.ConfigDict) -> dict[str, Batch]:
@@ -129,16 +141,16 @@ def train_phase(config: ml_collections.ConfigDict, role: str, points: list[Sweep
       state, meta = restored
       start, history = meta["chunk"], [
           {k: np.asarray(v) for k, v in h.items()} for h in meta["history"]]
-  tracker = Tracker(config.wandb.mode, project=config.wandb.project, group=config.name,
+  tracker = Tracker(config.wandb.mode if is_main() else "disabled", project=config.wandb.project, group=config.name,
                     job_type=role, run_dir=run_dir,
                     config=json.loads(config.to_json_best_effort()),
                     points=[(p.name, p.hparams) for p in points])
   with tqdm(total=num_chunks * steps_per_chunk * len(points), initial=start * steps_per_chunk
             * len(points), desc=f"{role} ({len(points)} pt)", unit="pt·step",
-            disable=not show, dynamic_ncols=True) as bar:
+            disable=not (show and is_main()), dynamic_ncols=True) as bar:
     for chunk in range(start, num_chunks):
       state, stats = compiled.run_chunk(state, hparams, data)
-      stats = {k: np.asarray(v)[:len(points)] for k, v in jax.device_get(stats).items()}
+      stats = {k: np.asarray(v)[:len(points)] for k, v in to_host(stats).items()}
       history.append(stats)
       tracker.log_epochs(stats, first_epoch=chunk * role_cfg.epochs_per_chunk)
       bar.update(steps_per_chunk * len(points))
@@ -150,7 +162,7 @@ def train_phase(config: ml_collections.ConfigDict, role: str, points: list[Sweep
             "points": [p.name for p in points]})
   checkpointer.close()
   merged = {k: np.concatenate([h[k] for h in history], axis=1) for k in history[0]}
-  final = jax.tree.map(lambda x: x[:len(points)], jax.device_get(state))
+  final = jax.tree.map(lambda x: x[:len(points)], to_host(state))
   return Phase(points, trainer, compiled, final, merged), tracker
 
 
@@ -165,8 +177,9 @@ def score_splits(phase: Phase, splits: dict[str, Batch]) -> dict[str, Batch]:
 
 
 def evaluate_rows(config: ml_collections.ConfigDict, students: Phase,
-                  test: Batch) -> tuple[list[dict[str, Any]], list[str]]:
-  """Rows of the results table: every sweep point, the teacher and the references."""
+                  test: Batch) -> tuple[list[dict[str, Any]], list[str], str]:
+  """Rows of the results table (every sweep point, the teacher and the references), its
+  columns, and a note on how many lists each metric left out of its mean."""
   teacher_test = jnp.mean(test.teacher_scores, axis=-1)
   references = {
       "teacher": teacher_test,
@@ -175,9 +188,11 @@ def evaluate_rows(config: ml_collections.ConfigDict, students: Phase,
   }
   student_scores = students.compiled.apply(students.state.params, test)  # [P, R, N]
   all_scores = jnp.concatenate([student_scores, jnp.stack(list(references.values()))])
-  values = jax.device_get(evaluate_stacked(
-      all_scores, test, teacher_scores=teacher_test, k=config.eval.k,
-      keep_ratios=tuple(config.eval.keep_ratios), relevant_grade=config.eval.relevant_grade))
+  ek = dict(k=config.eval.k, relevant_grade=config.eval.relevant_grade,
+            ndcg_empty=config.eval.ndcg_empty)
+  values, excluded = jax.device_get(evaluate_stacked(
+      all_scores, test, teacher_scores=teacher_test,
+      keep_ratios=tuple(config.eval.keep_ratios), return_excluded=True, **ek))
   columns_m = metric_names(k=config.eval.k, keep_ratios=config.eval.keep_ratios)
   points = students.points
   diverged = np.asarray(students.state.diverged)
@@ -196,7 +211,9 @@ def evaluate_rows(config: ml_collections.ConfigDict, students: Phase,
       raise FloatingPointError(f"evaluation of {row['model']!r} produced non-finite "
                                f"{bad}; no results were written")
     rows.append(row)
-  return rows, ["model", *(_COLUMN.get(n, n) for n in swept), *columns_m, "status"]
+  note = describe_excluded(excluded, [r["model"] for r in rows], num_lists=test.num_requests,
+                           **ek)
+  return rows, ["model", *(_COLUMN.get(n, n) for n in swept), *columns_m, "status"], note
 
 
 def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None) -> RunResult:
@@ -213,7 +230,13 @@ def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None)
   check_against_data(config, shortest_list=int(min(b.valid.sum(-1).min()
                                                    for b in splits.values())),
                      num_train_requests=splits["train"].num_requests)
-  run_dir = prepare_run_dir(config)
+  # Every process checks the directory as it was before the run, then only process 0
+  # creates (or replaces) it.
+  run_dir = prepare_run_dir(config, create=False)
+  barrier("checked_run_dir")
+  if is_main():
+    prepare_run_dir(config, create=True)
+  barrier("run_dir")
   timings["data_s"] = time.perf_counter() - t_start
 
   # Teacher(s): a sweep of seeds trained on exposed labels only (kd="none"), or reused
@@ -227,8 +250,9 @@ def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None)
   else:
     teachers, t_tracker = train_phase(config, "teacher", teacher_points(config), data,
                                       run_dir=run_dir, show=show)
-    write_text_atomic(run_dir / "checkpoints" / "teacher" / "identity.json", json.dumps(
-        {"teacher": teacher_identity(config), "data": data_identity(config)}))
+    if is_main():
+      write_text_atomic(run_dir / "checkpoints" / "teacher" / "identity.json", json.dumps(
+          {"teacher": teacher_identity(config), "data": data_identity(config)}))
   if bool(np.any(teachers.state.diverged)):
     raise FloatingPointError("teacher: training diverged (non-finite loss); lower "
                              "teacher.learning_rate")
@@ -244,7 +268,7 @@ def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None)
 
   t0 = time.perf_counter()
   test = scored["test"]
-  rows, columns = evaluate_rows(config, students, test)
+  rows, columns, excluded_note = evaluate_rows(config, students, test)
   timings["eval_s"] = time.perf_counter() - t0
   s_tracker.finish(rows[:len(students.points)])
   if t_tracker is not None:
@@ -280,10 +304,12 @@ def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None)
       "timings": timings,
   }
   for name, text in report.result_files(rows, columns, history=history,
-                                        header=header).items():
-    write_text_atomic(run_dir / name, text)
-  return RunResult(rows, columns, report.format_table(rows, columns), run_dir, history,
-                   timings)
+                                        header=f"{header}\n\n{excluded_note}").items():
+    if is_main():
+      write_text_atomic(run_dir / name, text)
+  barrier("results")
+  return RunResult(rows, columns, f"{report.format_table(rows, columns)}\n\n{excluded_note}",
+                   run_dir, history, timings)
 
 
 def restore_teacher(config: ml_collections.ConfigDict, data: SweepData,
@@ -308,4 +334,4 @@ def restore_teacher(config: ml_collections.ConfigDict, data: SweepData,
   state, meta = restored
   history = {k: np.concatenate([np.asarray(h[k]) for h in meta["history"]], axis=1)
              for k in meta["history"][0]}
-  return Phase(points, trainer, compiled, jax.device_get(state), history)
+  return Phase(points, trainer, compiled, to_host(state), history)

@@ -16,6 +16,9 @@ import jax.numpy as jnp
 
 from prerank_jax.batch import Batch
 from prerank_jax.losses import distill, ground_truth
+from prerank_jax.losses import listnet, pairwise, ranking_distillation
+from prerank_jax.losses import cascade, rankdistil
+from prerank_jax.losses import ensemble as ensemble_module
 from prerank_jax.losses.ensemble import ENSEMBLES
 
 
@@ -52,6 +55,40 @@ HPARAMS: dict[str, HParam] = {
                     default=0.5),
     "learning_rate": HParam(0.0, math.inf, low_open=True, high_open=True,
                             doc="Adam learning rate", default=1e-3),
+    # Ranking Distillation (Tang & Wang 2018).
+    "rd_topk": HParam(1.0, 1000.0, doc="RD: K, teacher top-K used as positives (floored)",
+                      default=10.0),
+    "rd_lambda": HParam(0.0, math.inf, low_open=True, high_open=True,
+                        doc="RD: λ, sharpness of the position weight exp(−r/λ)", default=1.0),
+    "rd_mu": HParam(0.0, math.inf, high_open=True,
+                    doc="RD: μ, sharpness of the discrepancy weight tanh(μ(r̂−r))",
+                    default=0.1),
+    "rd_warmup_steps": HParam(0.0, math.inf, high_open=True,
+                              doc="RD: optimizer steps before the discrepancy weight is used",
+                              default=0.0),
+    # RankDistil, cascade losses and ground-truth extras (rankdistil.py, cascade.py).
+    "rankdistil_topk": HParam(1.0, math.inf, high_open=True,
+                              doc="RankDistil: places k of each sampled teacher "
+                                  "permutation scored by top-k ListMLE", default=10.0),
+    "fsltr_topk": HParam(0.0, math.inf, high_open=True,
+                         doc="FS-LTR: teacher top-K tier (above the rest, below exposed)",
+                         default=10.0),
+    "recall_k": HParam(1.0, math.inf, high_open=True,
+                       doc="soft_recall: teacher top-k whose soft recall is maximised",
+                       default=10.0),
+    "recall_keep_ratio": HParam(0.0, 1.0, low_open=True,
+                                doc="soft_recall: keep ratio r, m = ceil(r·n_valid)",
+                                default=0.25),
+    "neuralsort_tau": HParam(0.0, math.inf, low_open=True, high_open=True,
+                             doc="soft_recall: NeuralSort temperature τ", default=1.0),
+    "rankflow_topk": HParam(1.0, math.inf, high_open=True,
+                            doc="RankFlow: teacher top-k the student must score above the "
+                                "rest", default=10.0),
+    "rankflow_beta": HParam(0.0, 1.0, doc="RankFlow: β·top-k term + (1−β)·MSE",
+                            default=0.5),
+    "gt_negative_weight": HParam(0.0, math.inf, high_open=True,
+                                 doc="gt_extra_positives: weight λ of unexposed negatives",
+                                 default=1.0),
 }
 
 
@@ -81,7 +118,27 @@ class StaticOption:
 
 # Static options of every registered loss, with globally unique names (prefix them with the
 # method). The config carries one field per name under ``<role>.loss.options``.
-STATIC_OPTIONS: dict[str, StaticOption] = {}
+STATIC_OPTIONS: dict[str, StaticOption] = {
+    "rd_rank_estimate": StaticOption(
+        "exact", doc="RD: student rank r̂ exact (sort) or sampled (paper's estimate)",
+        choices=ranking_distillation.RANK_ESTIMATES),
+    "rd_num_rank_samples": StaticOption(
+        100, doc="RD: samples n for rd_rank_estimate='sampled'", low=1, high=100_000),
+    "pairwise_weighting": StaticOption(
+        "uniform", doc="ranknet_distill pair weights", choices=pairwise.PAIR_WEIGHTINGS),
+    "pairwise_top": StaticOption(
+        0, doc="pairwise losses: 0 = all pairs, P > 0 = pairs with the teacher's top P",
+        low=0, high=100_000),
+    "rankdistil_num_samples": StaticOption(
+        8, doc="RankDistil: permutations sampled from the teacher per list and step",
+        low=1, high=1024),
+    "rankflow_space": StaticOption(
+        "prob", doc="RankFlow: terms on σ(scores) (as released) or on logits",
+        choices=("prob", "logit")),
+    "gt_num_negatives": StaticOption(
+        10, doc="gt_extra_positives: unexposed negatives sampled per list (0 = all)",
+        low=0, high=100_000),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +149,8 @@ class LossSpec:
   distillation term and ``fn(student_scores, labels, *, where, weights, **kwargs)`` for a
   ground-truth term. ``kwargs`` holds the traced ``hparams`` it declares (read from the
   sweep point) plus the extra inputs it declares in ``needs``, taken from the batch and the
-  trainer: ``"labels"``, ``"exposed"``, ``"propensity"`` (``[..., N]``), ``"step"`` (the
+  trainer: ``"labels"``, ``"exposed"`` (valid & exposed), ``"valid"``, ``"propensity"``
+  (``[..., N]``), ``"step"`` (the
   optimizer step, int32 scalar) and ``"rng"`` (a fresh key each step), and the static
   ``options`` it declares (names in :data:`STATIC_OPTIONS`, values from the config).
   """
@@ -107,13 +165,36 @@ KD_LOSSES: dict[str, LossSpec] = {
     "hinton_listwise": LossSpec(distill.hinton_listwise_kd, ("temperature",)),
     "hinton_pointwise": LossSpec(distill.hinton_pointwise_kd, ("temperature",)),
     "logit_mse": LossSpec(distill.logit_mse),
+    "ranking_distillation": LossSpec(
+        ranking_distillation.ranking_distillation,
+        ("rd_topk", "rd_lambda", "rd_mu", "rd_warmup_steps"),
+        needs=("labels", "exposed", "step", "rng"),
+        options=("rd_rank_estimate", "rd_num_rank_samples")),
+    "ranknet_distill": LossSpec(pairwise.ranknet_distill, ("temperature",),
+                                options=("pairwise_weighting", "pairwise_top")),
+    "soft_pairwise_distill": LossSpec(pairwise.soft_pairwise_distill, ("temperature",),
+                                      options=("pairwise_top",)),
+    "listnet_distill": LossSpec(listnet.listnet_distill, ("temperature",)),
+    "rankdistil": LossSpec(rankdistil.rankdistil_loss, ("temperature", "rankdistil_topk"),
+                           needs=("rng",), options=("rankdistil_num_samples",)),
+    "fsltr_priority": LossSpec(cascade.fsltr_priority_loss, ("fsltr_topk",),
+                               needs=("labels", "exposed")),
+    "soft_recall": LossSpec(cascade.soft_recall_loss,
+                            ("recall_k", "recall_keep_ratio", "neuralsort_tau")),
+    "rankflow": LossSpec(cascade.rankflow_loss, ("rankflow_topk", "rankflow_beta"),
+                         options=("rankflow_space",)),
 }
 
 GT_LOSSES: dict[str, LossSpec] = {
     "bce": LossSpec(ground_truth.pointwise_bce),
+    "softmax": LossSpec(ground_truth.softmax_ce),
+    "gt_extra_positives": LossSpec(ground_truth.extra_positives_loss,
+                                   ("gt_negative_weight",), needs=("valid", "rng"),
+                                   options=("gt_num_negatives",)),
 }
 
-GT_WEIGHTINGS = ("none", "ipw")
+# "grade": w = 1 + y; "ipw_grade": (1 + y) / max(propensity, ipw_clip).
+GT_WEIGHTINGS = ("none", "ipw", "grade", "ipw_grade")
 
 
 def required_hparams(*specs: LossSpec) -> tuple[str, ...]:
@@ -148,6 +229,7 @@ def make_objective(
     kd: str,
     gt: str,
     ensemble: str = "mean_logits",
+    ensemble_weights: tuple = (),
     gt_weighting: str = "none",
     ipw_clip: float = 0.05,
     options: Mapping[str, Any] | None = None,
@@ -165,8 +247,12 @@ def make_objective(
     kd: a key of :data:`KD_LOSSES`, or ``"none"`` for a ground-truth-only objective.
     gt: a key of :data:`GT_LOSSES`.
     ensemble: how to combine M teachers, a key of ``ENSEMBLES``.
-    gt_weighting: ``"none"`` or ``"ipw"`` (clipped inverse propensity of exposure).
-    ipw_clip: propensity floor for ``"ipw"``, in (0, 1].
+    ensemble_weights: static per-teacher weights (≥ 0, normalised to sum 1); ``()`` means
+      uniform. Their length must equal M, checked when the objective is traced.
+    gt_weighting: ``"none"``, ``"ipw"`` (w = 1/max(propensity, ipw_clip), the clipped
+      inverse propensity of exposure, from ``batch.propensity``), ``"grade"``
+      (w = 1 + y) or ``"ipw_grade"`` (their product, (1 + y)/max(propensity, ipw_clip)).
+    ipw_clip: propensity floor for ``"ipw"`` and ``"ipw_grade"``, in (0, 1].
     options: values of static options (``STATIC_OPTIONS`` names); missing ones take the
       default.
 
@@ -183,12 +269,17 @@ def make_objective(
   if not 0.0 < ipw_clip <= 1.0:
     raise ValueError(f"loss.ipw_clip: must be in (0, 1], got {ipw_clip!r}")
 
+  ensemble_weights = tuple(ensemble_weights or ())
+  if ensemble_weights:
+    ensemble_module.normalized_weights(ensemble_weights, len(ensemble_weights))
+
   options = dict(options or {})
   for name, value in options.items():
     lookup(STATIC_OPTIONS, name, "loss.options").check(value, f"loss.options.{name}")
 
   def extras(spec: LossSpec, batch: Batch, step, rng) -> dict[str, Any]:
     available = {"labels": batch.label, "exposed": batch.valid & batch.exposed,
+                 "valid": batch.valid,
                  "propensity": batch.propensity, "step": step, "rng": rng}
     out = {name: available[name] for name in spec.needs}
     out.update({name: options.get(name, STATIC_OPTIONS[name].default)
@@ -198,9 +289,16 @@ def make_objective(
   def objective(student_scores, batch: Batch, hparams, *, step=0, rng=None):
     observed = batch.valid & batch.exposed
     weights = None
-    if gt_weighting == "ipw":
+    if gt_weighting in ("ipw", "ipw_grade"):
+      if batch.propensity is None:
+        raise ValueError(f"batch.propensity: loss.gt_weighting={gt_weighting!r} needs the "
+                         "examination propensities of the exposed candidates, but the "
+                         "batch has none")
       weights = ground_truth.inverse_propensity_weights(
           batch.propensity, where=observed, clip=ipw_clip)
+    if gt_weighting in ("grade", "ipw_grade"):
+      grade = ground_truth.grade_weights(batch.label, where=observed)
+      weights = grade if weights is None else weights * grade
     gt_rng, kd_rng = (None, None) if rng is None else jax.random.split(rng)
     gt_loss = gt_spec.fn(student_scores, batch.label, where=observed, weights=weights,
                          **{h: hparams[h] for h in gt_spec.hparams},
@@ -210,7 +308,8 @@ def make_objective(
     if batch.teacher_scores is None:
       raise ValueError(f"batch.teacher_scores: loss.kd={kd!r} needs teacher scores, but "
                        "the batch has none (score the data with the teacher first)")
-    teacher = combine(batch.teacher_scores)
+    teacher = combine(batch.teacher_scores, where=batch.valid,
+                      weights=ensemble_weights or None)
     kd_loss = kd_spec.fn(student_scores, teacher, where=batch.valid,
                          **{h: hparams[h] for h in kd_spec.hparams},
                          **extras(kd_spec, batch, step, kd_rng))

@@ -1,4 +1,4 @@
-"""Ranking metrics for pre-ranking evaluation: NDCG, recall and teacher consistency.
+"""Ranking metrics for pre-ranking evaluation: NDCG, MRR, recall, retention, teacher consistency.
 
 Conventions (after google/rax):
 
@@ -16,6 +16,9 @@ Conventions (after google/rax):
   every metric is deterministic. Valid NaN scores rank after every other valid score.
   Unlike rax, a valid candidate scored ``-inf`` is still ranked (and so "retrieved"):
   only ``where`` removes candidates.
+* A list where a metric is undefined (no relevant candidate) gets 0. Average with
+  :func:`mean_over_defined`, which excludes such lists by default (or scores them 0 or
+  1) and returns how many there were, or with :func:`mean_over_lists`.
 
 References:
   Järvelin & Kekäläinen. "Cumulated gain-based evaluation of IR techniques." TOIS 2002.
@@ -191,7 +194,8 @@ def ndcg_at_k(
     The ideal DCG ranks the valid candidates by label and is cut at the same ``k``
     (as trec_eval ``ndcg_cut_k`` and ``rax.ndcg_metric(topn=k)``). Lists without a
     relevant valid candidate get 0; select the lists where NDCG is defined with
-    :func:`has_relevant` before averaging.
+    :func:`has_relevant` before averaging, or average with :func:`mean_over_defined`
+    (``empty="exclude"|"zero"|"one"``), which also counts them.
 
   Args:
     scores: ``[..., N]`` scores.
@@ -367,3 +371,145 @@ def mean_over_lists(values: Array, *, where: Optional[Array] = None) -> Array:
   if where is not None:
     where = jnp.asarray(where)
   return safe_reduce(values, where=where, reduce_fn=jnp.mean)
+
+
+def reciprocal_rank(
+    scores: Array,
+    relevant: Array,
+    *,
+    where: Optional[Array] = None,
+) -> Array:
+  """Reciprocal rank of the first relevant candidate, per list (MRR once averaged).
+
+  Definition:
+    RR = 1 / min{rank(s_i) : i valid, relevant_i}   and 0 when no valid candidate is
+    relevant.
+
+    Ranks are those of :func:`ranks` (descending score, ties by lower index), so a tie
+    between a relevant and an irrelevant candidate is resolved by list order, not
+    averaged. Relevance is an explicit bool mask, like :func:`recall_at_k`. A list
+    without a relevant candidate gets 0, as trec_eval ``recip_rank`` does; to leave such
+    lists out of the mean (as :func:`prerank_jax.evaluate` does) average with
+    :func:`mean_over_defined` and ``defined = any(relevant & where)``.
+
+  Args:
+    scores: ``[..., N]`` scores.
+    relevant: bool ``[..., N]`` relevance.
+    where: optional bool ``[..., N]`` mask of valid candidates.
+
+  Returns:
+    ``[...]`` reciprocal rank per list in [0, 1].
+
+  References:
+    Voorhees. "The TREC-8 question answering track report." TREC 1999 (MRR);
+    trec_eval ``recip_rank``; ``rax.mrr_metric``.
+  """
+  relevant = jnp.asarray(relevant)
+  if relevant.dtype != jnp.bool_:
+    raise TypeError(f"relevant must be a bool mask, got dtype {relevant.dtype}")
+  scores = jnp.asarray(scores)
+  valid = _valid_mask(where, scores.shape)
+  relevant = valid & jnp.broadcast_to(relevant, scores.shape)
+  rank = ranks(scores, where=valid)
+  size = scores.shape[-1]
+  first = jnp.min(jnp.where(relevant, rank, size + 1), axis=-1)
+  return jnp.where(first <= size, 1.0 / first.astype(jnp.float32), 0.0)
+
+
+def positive_retention(
+    scores: Array,
+    labels: Array,
+    *,
+    exposed: Array,
+    where: Optional[Array] = None,
+    keep_ratio: Hyper,
+) -> Array:
+  """Share of the logged positives that a pre-ranking cut keeps, per list.
+
+  Definition:
+    retention@r = |top_m(s) ∩ P| / |P|,   P = {i valid : exposed_i ∧ y_i > 0},
+    m = keep_size(where, keep_ratio=r)
+
+    and 0 when P is empty. The cut ranks the WHOLE valid list (the pre-ranker sees every
+    candidate), but only exposed candidates carry a label, so this is what logs can
+    measure of a cut: the recall of the logged positives (clicks) among all candidates.
+    Unlike recall against the truth, it cannot see relevant candidates the logging
+    policy never showed.
+
+  Args:
+    scores: ``[..., N]`` scores.
+    labels: ``[..., N]`` logged labels; a candidate is positive when ``y > 0``.
+    exposed: bool ``[..., N]``: the label was observed.
+    where: optional bool ``[..., N]`` mask of valid candidates.
+    keep_ratio: fraction kept, see :func:`keep_size`; a Python or traced scalar, or an
+      array broadcastable to ``[...]``.
+
+  Returns:
+    ``[...]`` retention per list in [0, 1].
+
+  References:
+    :func:`recall_at_k` with ``relevant = exposed ∧ y > 0`` and ``k = keep_size``.
+  """
+  exposed = jnp.asarray(exposed)
+  if exposed.dtype != jnp.bool_:
+    raise TypeError(f"exposed must be a bool mask, got dtype {exposed.dtype}")
+  scores = jnp.asarray(scores)
+  valid = _valid_mask(where, scores.shape)
+  observed = valid & jnp.broadcast_to(exposed, scores.shape)
+  positive = observed & (_clean_labels(labels, observed) > 0)
+  m = keep_size(valid, keep_ratio=keep_ratio)
+  return recall_at_k(scores, positive, where=valid, k=m)
+
+
+EMPTY_MODES = ("exclude", "zero", "one")
+
+
+def mean_over_defined(
+    values: Array,
+    defined: Array,
+    *,
+    where: Optional[Array] = None,
+    empty: str = "exclude",
+) -> tuple[Array, Array]:
+  """Averages a per-list metric, with an explicit rule for lists where it is undefined.
+
+  Definition (over the lists selected by ``where``, all by default):
+    ``empty="exclude"``: mean = Σ_l v_l·[defined_l] / Σ_l [defined_l]   (0 if none)
+    ``empty="zero"``:    mean = Σ_l v_l·[defined_l] / L                 (undefined → 0)
+    ``empty="one"``:     mean = (Σ_l v_l·[defined_l] + #undefined) / L  (undefined → 1)
+
+    with L the number of selected lists, and always also returns
+    ``#undefined = Σ_l [where_l ∧ ¬defined_l]`` so the caller can report how many lists
+    were excluded (or scored 0 or 1). Values of undefined lists are never read (they may
+    be NaN). For NDCG, ``defined`` is :func:`has_relevant`: ``"exclude"`` is what
+    trec_eval does for queries absent from the qrels, ``"zero"`` what it does for
+    queries in the qrels with no relevant document, ``"one"`` the convention that a list
+    with nothing to find is ranked perfectly (e.g. LightGBM's NDCG).
+
+  Args:
+    values: ``[...]`` per-list metric values.
+    defined: bool ``[...]``: the metric is defined on the list.
+    where: optional bool ``[...]`` mask of lists to consider at all.
+    empty: ``"exclude"``, ``"zero"`` or ``"one"`` (static Python string).
+
+  Returns:
+    ``(mean, num_undefined)``: a float scalar and an int32 scalar.
+
+  References:
+    trec_eval (``-c`` averages over every query of the qrels); LightGBM ``ndcg``.
+  """
+  if not isinstance(empty, str) or empty not in EMPTY_MODES:
+    raise ValueError(f"empty must be one of {EMPTY_MODES}, got {empty!r}")
+  values = jnp.asarray(values)
+  defined = jnp.asarray(defined)
+  if defined.dtype != jnp.bool_:
+    raise TypeError(f"defined must be a bool mask, got dtype {defined.dtype}")
+  selected = _valid_mask(where, values.shape)
+  defined = selected & jnp.broadcast_to(defined, values.shape)
+  undefined = selected & ~defined
+  num_undefined = jnp.sum(undefined, dtype=jnp.int32)
+  if empty == "exclude":
+    return safe_reduce(values, where=defined, reduce_fn=jnp.mean), num_undefined
+  fill = jnp.asarray(0.0 if empty == "zero" else 1.0, values.dtype)
+  filled = jnp.where(defined, values, jnp.where(undefined, fill, jnp.zeros_like(values)))
+  return safe_reduce(filled, where=selected, reduce_fn=jnp.mean), num_undefined

@@ -121,13 +121,47 @@ def pad_points(points: Sequence[SweepPoint], multiple: int) -> list[SweepPoint]:
                    for i in range(extra)]
 
 
+def _put(tree: Any, sharding: jax.sharding.Sharding) -> Any:
+  """``device_put`` that also works when the sharding spans several processes.
+
+  Every process holds the same host value (the config and seed determine it), so each
+  one builds just its own shards of the global array.
+  """
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+
+  def put(x):
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(put(jax.random.key_data(x)),
+                                      impl=jax.random.key_impl(x))
+    value = np.asarray(x)
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+  return jax.tree.map(put, tree)
+
+
 def shard_sweep(tree: Any, mesh: jax.sharding.Mesh) -> Any:
   """Places a stacked pytree (leading sweep axis) sharded over the mesh's sweep axis."""
-  spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("sweep"))
-  return jax.device_put(tree, spec)
+  return _put(tree, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("sweep")))
 
 
 def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
   """Places a pytree (the shared data) whole on every device of the mesh."""
-  spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  return jax.device_put(tree, spec)
+  return _put(tree, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+
+
+def to_host(tree: Any) -> Any:
+  """Fetches a pytree of (possibly multi-process, sharded) arrays as numpy on every host."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils
+
+  def get(x):
+    if not isinstance(x, jax.Array):
+      return x
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(get(jax.random.key_data(x)),
+                                      impl=jax.random.key_impl(x))
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+  return jax.tree.map(get, tree)

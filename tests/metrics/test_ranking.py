@@ -11,11 +11,15 @@ import pytest
 
 from prerank_jax.metrics import dcg_at_k
 from prerank_jax.metrics import has_relevant
+from prerank_jax.metrics import EMPTY_MODES
 from prerank_jax.metrics import keep_size
+from prerank_jax.metrics import mean_over_defined
 from prerank_jax.metrics import mean_over_lists
 from prerank_jax.metrics import ndcg_at_k
+from prerank_jax.metrics import positive_retention
 from prerank_jax.metrics import ranks
 from prerank_jax.metrics import recall_at_k
+from prerank_jax.metrics import reciprocal_rank
 from prerank_jax.metrics import teacher_consistency_recall
 from prerank_jax.metrics import top_m_mask
 
@@ -193,6 +197,84 @@ def test_mean_over_lists():
                          where=has_relevant(labels)), 0.6199062332840657)
 
 
+def test_reciprocal_rank_closed_form():
+  # Order d2, d3, d1: the first relevant (d3) is at rank 2.
+  _close(reciprocal_rank(SCORES, jnp.array([True, False, True])), 0.5)
+  _close(reciprocal_rank(SCORES, jnp.array([False, True, False])), 1.0)
+  _close(reciprocal_rank(SCORES, jnp.array([True, False, False])), 1 / 3)
+  _close(reciprocal_rank(SCORES, jnp.zeros(3, bool)), 0.0)  # nothing relevant
+  # Masking d2 promotes d3 to rank 1.
+  _close(reciprocal_rank(SCORES, jnp.array([True, False, True]),
+                         where=jnp.array([True, False, True])), 1.0)
+  # Ties are broken by the lower index, not averaged: relevant d1 tied behind d0.
+  _close(reciprocal_rank(jnp.zeros(3), jnp.array([False, True, False])), 0.5)
+  _close(reciprocal_rank(jnp.stack([SCORES, -SCORES]), jnp.array([True, False, False])),
+         [1 / 3, 1.0])
+  with pytest.raises(TypeError, match="bool"):
+    reciprocal_rank(SCORES, jnp.array([1.0, 0.0, 0.0]))
+
+
+def test_positive_retention_closed_form():
+  scores = jnp.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0])
+  labels = jnp.array([0.0, 1.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+  exposed = jnp.array([True, True, True, False, True, False, False, False, True, False])
+  # Logged positives: 1, 4, 8 (index 3 is unexposed; unexposed labels never count).
+  _close(positive_retention(scores, labels, exposed=exposed, keep_ratio=0.1), 0.0)
+  _close(positive_retention(scores, labels, exposed=exposed, keep_ratio=0.2), 1 / 3)
+  _close(positive_retention(scores, labels, exposed=exposed, keep_ratio=0.5), 2 / 3)
+  _close(positive_retention(scores, labels, exposed=exposed, keep_ratio=1.0), 1.0)
+  # An unexposed "positive" label is ignored, even if garbage.
+  labels_garbage = labels.at[3].set(jnp.nan).at[5].set(5.0)
+  _close(positive_retention(scores, labels_garbage, exposed=exposed, keep_ratio=0.5), 2 / 3)
+  # The cut ranks the WHOLE valid list: unexposed candidates take places in it.
+  _close(positive_retention(scores, labels, exposed=exposed, keep_ratio=0.4),
+         recall_at_k(scores, exposed & (labels > 0), k=4))
+  # No logged positive: 0. Masking keeps the cut on valid candidates only.
+  _close(positive_retention(scores, jnp.zeros(10), exposed=exposed, keep_ratio=0.5), 0.0)
+  where = jnp.arange(10) >= 4  # indices 4..9 valid: positives 4, 8; m = 3 keeps 4, 5, 6
+  _close(positive_retention(scores, labels, exposed=exposed, where=where, keep_ratio=0.5),
+         0.5)
+  with pytest.raises(TypeError, match="exposed must be a bool"):
+    positive_retention(scores, labels, exposed=jnp.ones(10), keep_ratio=0.5)
+
+
+def test_mean_over_defined_modes():
+  values = jnp.array([0.5, jnp.nan, 1.0, 0.25])  # list 1 is undefined (NaN is never read)
+  defined = jnp.array([True, False, True, True])
+  mean, excluded = mean_over_defined(values, defined)
+  _close(mean, (0.5 + 1.0 + 0.25) / 3)
+  assert excluded.dtype == jnp.int32 and int(excluded) == 1
+  mean, excluded = mean_over_defined(values, defined, empty="zero")
+  _close(mean, (0.5 + 1.0 + 0.25) / 4)
+  assert int(excluded) == 1
+  mean, _ = mean_over_defined(values, defined, empty="one")
+  _close(mean, (0.5 + 1.0 + 0.25 + 1.0) / 4)
+  # ``where`` drops lists entirely (they are neither averaged nor counted).
+  where = jnp.array([True, False, True, False])
+  for empty, expected in (("exclude", 0.75), ("zero", 0.75), ("one", 0.75)):
+    mean, excluded = mean_over_defined(values, defined, where=where, empty=empty)
+    _close(mean, expected)
+    assert int(excluded) == 0
+  # Nothing defined: exclude gives 0, never NaN; zero and one give 0 and 1.
+  none = jnp.zeros(4, bool)
+  for empty, expected in zip(EMPTY_MODES, (0.0, 0.0, 1.0)):
+    mean, excluded = mean_over_defined(values, none, empty=empty)
+    _close(mean, expected)
+    assert int(excluded) == 4
+  with pytest.raises(ValueError, match=r"exclude.*zero.*one"):
+    mean_over_defined(values, defined, empty="skip")
+  with pytest.raises(TypeError, match="bool"):
+    mean_over_defined(values, jnp.ones(4))
+  # Under jit, with NDCG: a list without a relevant candidate.
+  labels = jnp.stack([LABELS, jnp.zeros(3)])
+  scores = jnp.stack([SCORES, SCORES])
+  ndcg = ndcg_at_k(scores, labels, k=10, gain="linear")
+  fn = jax.jit(lambda v, d: mean_over_defined(v, d, empty="zero"))
+  mean, excluded = fn(ndcg, has_relevant(labels))
+  _close(mean, 0.6199062332840657 / 2)
+  assert int(excluded) == 1
+
+
 # ----------------------------------------------------------------------------- masking
 
 
@@ -205,6 +287,9 @@ def _all_metrics(scores, teacher, labels, where, k, m):
       "has_relevant": has_relevant(labels, where=where),
       "recall": recall_at_k(scores, relevant, where=where, k=k),
       "consistency": teacher_consistency_recall(scores, teacher, where=where, k=k, m=m),
+      "rr": reciprocal_rank(scores, relevant, where=where),
+      "retention": positive_retention(scores, labels, exposed=teacher > 0, where=where,
+                                      keep_ratio=0.4),
       "keep": keep_size(jnp.ones(scores.shape, bool) if where is None else where,
                         keep_ratio=0.3),
   }
@@ -254,7 +339,8 @@ def test_all_masked_lists_are_finite():
   for name, value in values.items():
     assert value.shape == (2,), name
     assert np.all(np.isfinite(np.asarray(value, np.float64))), name
-  for name in ("dcg_exp2", "ndcg_exp2", "ndcg_linear", "recall", "consistency"):
+  for name in ("dcg_exp2", "ndcg_exp2", "ndcg_linear", "recall", "consistency", "rr",
+               "retention"):
     _close(values[name], [0.0, 0.0])
   np.testing.assert_array_equal(values["has_relevant"], [False, False])
   np.testing.assert_array_equal(values["keep"], [1, 1])
@@ -284,6 +370,8 @@ def _per_list_metrics(scores, teacher, labels, where, k, m):
       recall_at_k(scores, labels > 0, where=where, k=k),
       teacher_consistency_recall(scores, teacher, where=where, k=k, m=m),
       keep_size(where, keep_ratio=0.5).astype(jnp.float32),
+      reciprocal_rank(scores, labels > 1, where=where),
+      positive_retention(scores, labels, exposed=teacher > 0, where=where, keep_ratio=0.5),
   ], axis=-1)
 
 
@@ -429,3 +517,62 @@ def test_graded_threshold_differs_from_rax_on_purpose():
   _close(recall_at_k(scores, labels > 0, k=1), 0.0)
   _close(recall_at_k(scores, labels > 0, k=2), 1.0)
   _close(rax.recall_metric(scores, labels, topn=2, reduce_fn=None), 0.0)  # nothing relevant
+
+
+def _trec_lists(seed, num_lists=30, max_size=15, num_empty=5):
+  """Random lists with distinct scores; the first ``num_empty`` have no relevant item."""
+  rng = np.random.default_rng(seed)
+  scores = np.zeros((num_lists, max_size), np.float32)
+  labels = np.zeros((num_lists, max_size), np.float32)
+  where = np.zeros((num_lists, max_size), bool)
+  qrels, run = {}, {}
+  for q in range(num_lists):
+    n = int(rng.integers(2, max_size + 1))
+    rel = rng.integers(0, 4, n)
+    if q < num_empty:
+      rel[:] = 0
+    else:
+      rel[rng.integers(n)] = max(1, rel.max())
+    s = rng.permutation(n).astype(np.float64) / n + rng.uniform(0, 0.1 / n, n)
+    scores[q, :n], labels[q, :n], where[q, :n] = s, rel, True
+    qrels[f"q{q}"] = {f"d{i}": int(rel[i]) for i in range(n)}
+    run[f"q{q}"] = {f"d{i}": float(scores[q, i]) for i in range(n)}
+  return jnp.asarray(scores), jnp.asarray(labels), jnp.asarray(where), qrels, run
+
+
+def test_mrr_matches_pytrec_eval_recip_rank():
+  """trec_eval relevance is ``label >= 1``; a query with no relevant document scores 0."""
+  pytrec_eval = pytest.importorskip("pytrec_eval")
+  scores, labels, where, qrels, run = _trec_lists(3)
+  trec = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(run)
+  expected = np.array([trec[f"q{q}"]["recip_rank"] for q in range(scores.shape[0])])
+  ours = reciprocal_rank(scores, labels >= 1, where=where)
+  _close(ours, expected, tol=1e-6)
+  defined = jnp.any(where & (labels >= 1), axis=-1)
+  # trec_eval's mean counts the empty queries as 0: our "zero"; "exclude" drops them.
+  mean, excluded = mean_over_defined(ours, defined, empty="zero")
+  _close(mean, expected.mean(), tol=1e-6)
+  assert int(excluded) == 5
+  mean, _ = mean_over_defined(ours, defined)
+  _close(mean, expected[5:].mean(), tol=1e-6)
+
+
+def test_ndcg_empty_lists_vs_pytrec_eval_on_purpose():
+  """trec_eval ndcg_cut gives an empty query 0 (our ``empty="zero"``) with linear gain;
+  the default here excludes it, and the default gain is exp2 (so values differ)."""
+  pytrec_eval = pytest.importorskip("pytrec_eval")
+  scores, labels, where, qrels, run = _trec_lists(4)
+  trec = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"}).evaluate(run)
+  expected = np.array([trec[f"q{q}"]["ndcg_cut_10"] for q in range(scores.shape[0])])
+  assert np.all(expected[:5] == 0.0)
+  defined = has_relevant(labels, where=where)
+  linear = ndcg_at_k(scores, labels, where=where, k=10, gain="linear")
+  mean, excluded = mean_over_defined(linear, defined, empty="zero")
+  _close(mean, expected.mean(), tol=1e-5)
+  assert int(excluded) == 5
+  mean, _ = mean_over_defined(linear, defined)  # default: exclude
+  _close(mean, expected[5:].mean(), tol=1e-5)
+  mean, _ = mean_over_defined(linear, defined, empty="one")
+  _close(mean, (expected[5:].sum() + 5) / len(expected), tol=1e-5)
+  exp2 = mean_over_defined(ndcg_at_k(scores, labels, where=where, k=10), defined)[0]
+  assert abs(float(exp2) - expected[5:].mean()) > 1e-3  # graded labels: gains differ

@@ -1,0 +1,153 @@
+"""Tests for prerank_jax.evaluate: the table's columns, exclusion counts, jit and references."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from prerank_jax import evaluate, metrics
+from prerank_jax.config import ConfigError, validate_config
+
+K, RATIOS, GRADE = 5, (0.25, 0.5), 2.0
+
+
+@pytest.fixture(scope="module")
+def test_split(tiny_splits):
+  batch = tiny_splits["test"]
+  rng = np.random.default_rng(0)
+  teacher = jnp.asarray(batch.true_relevance + rng.normal(size=batch.valid.shape), jnp.float32)
+  return batch, teacher
+
+
+def _models(batch, teacher):
+  rng = np.random.default_rng(1)
+  return jnp.stack([teacher, batch.true_relevance,
+                    jnp.asarray(rng.normal(size=batch.valid.shape), jnp.float32),
+                    jnp.zeros(batch.valid.shape)])  # constant scores: τ undefined
+
+
+def test_metric_names_order_and_keys(test_split):
+  batch, teacher = test_split
+  names = evaluate.metric_names(k=K, keep_ratios=RATIOS)
+  assert names == ["ndcg@5", "mrr", "recall@25%", "recall@50%",
+                   "R@(5,25%)", "R@(5,50%)", "kendall_tau",
+                   "ndcg@5_logs", "retention@25%", "retention@50%", "auc_logs", "gauc_logs"]
+  out = evaluate.evaluate_scores(teacher, batch, teacher_scores=teacher, k=K,
+                                 keep_ratios=RATIOS, relevant_grade=GRADE)
+  assert list(out) == names
+  excluded = evaluate.excluded_lists(teacher, batch, teacher_scores=teacher, k=K,
+                                     relevant_grade=GRADE)
+  assert list(excluded) == evaluate.excluded_names(k=K)
+  # Without the truth the truth columns and their counts disappear.
+  no_truth = batch._replace(true_relevance=None)
+  out = evaluate.evaluate_scores(teacher, no_truth, teacher_scores=teacher, k=K,
+                                 keep_ratios=RATIOS, relevant_grade=GRADE)
+  assert list(out) == evaluate.metric_names(k=K, keep_ratios=RATIOS, has_truth=False)
+  excluded = evaluate.excluded_lists(teacher, no_truth, teacher_scores=teacher, k=K,
+                                     relevant_grade=GRADE)
+  assert list(excluded) == evaluate.excluded_names(k=K, has_truth=False)
+
+
+def test_stacked_equals_loop_and_references(test_split):
+  batch, teacher = test_split
+  models = _models(batch, teacher)
+  kw = dict(teacher_scores=teacher, k=K, keep_ratios=RATIOS, relevant_grade=GRADE)
+  values, excluded = evaluate.evaluate_stacked(models, batch, return_excluded=True, **kw)
+  assert set(values) == set(evaluate.metric_names(k=K, keep_ratios=RATIOS))
+  for i in range(models.shape[0]):
+    one = evaluate.evaluate_scores(models[i], batch, **kw)
+    for name, value in one.items():
+      np.testing.assert_allclose(values[name][i], value, rtol=1e-5, atol=1e-6, err_msg=name)
+      assert np.isfinite(values[name][i]), name
+  teacher_row = {n: float(v[0]) for n, v in values.items()}
+  oracle_row = {n: float(v[1]) for n, v in values.items()}
+  assert teacher_row["kendall_tau"] == pytest.approx(1.0)
+  assert teacher_row["R@(5,50%)"] == pytest.approx(1.0)
+  assert oracle_row["ndcg@5"] == pytest.approx(1.0) and oracle_row["mrr"] == pytest.approx(1.0)
+  for name in ("auc_logs", "gauc_logs", "kendall_tau"):
+    assert -1.0 <= teacher_row[name] <= 1.0
+  # Direct definitions of the logs columns on the same data.
+  observed = batch.valid & batch.exposed
+  positive = observed & (batch.label > 0)
+  np.testing.assert_allclose(values["auc_logs"][2],
+                             metrics.auc(models[2], positive, where=observed), rtol=1e-6)
+  np.testing.assert_allclose(values["gauc_logs"][2],
+                             metrics.gauc(models[2], positive, where=observed), rtol=1e-6)
+  # Counts: data-only counts are equal for every model; τ depends on the scores.
+  for key, counts in excluded.items():
+    assert counts.shape == (4,) and counts.dtype == jnp.int32, key
+    if key != "kendall_tau":
+      assert len(set(np.asarray(counts).tolist())) == 1, key
+  assert int(excluded["kendall_tau"][0]) == 0
+  assert int(excluded["kendall_tau"][3]) == batch.num_requests  # constant scores
+  assert float(values["kendall_tau"][3]) == 0.0
+  assert int(excluded["gauc_logs"][0]) == int(
+      jnp.sum(~metrics.has_both_classes(positive, where=observed)))
+
+
+def test_ndcg_empty_switch(test_split):
+  batch, teacher = test_split
+  # Drop every relevant candidate of the first 3 lists so NDCG is undefined there.
+  truth = jnp.asarray(batch.true_relevance).at[:3].set(0.0)
+  label = jnp.asarray(batch.label).at[:3].set(0.0)
+  batch = batch._replace(true_relevance=truth, label=label)
+  models = _models(batch, teacher)
+  kw = dict(teacher_scores=teacher, k=K, keep_ratios=RATIOS, relevant_grade=GRADE)
+  out = {e: evaluate.evaluate_stacked(models, batch, ndcg_empty=e, return_excluded=True, **kw)
+         for e in metrics.EMPTY_MODES}
+  excluded = out["exclude"][1]
+  assert int(excluded["ndcg@5"][0]) >= 3 and int(excluded["ndcg@5_logs,retention"][0]) >= 3
+  n = batch.num_requests
+  for col, key in (("ndcg@5", "ndcg@5"), ("ndcg@5_logs", "ndcg@5_logs,retention")):
+    e = int(excluded[key][0])
+    ex, zero, one = (np.asarray(out[m][0][col]) for m in metrics.EMPTY_MODES)
+    np.testing.assert_allclose(zero, ex * (n - e) / n, rtol=1e-5)
+    np.testing.assert_allclose(one, (ex * (n - e) + e) / n, rtol=1e-5)
+  # The switch only touches NDCG.
+  for col in ("mrr", "recall@50%", "retention@50%", "gauc_logs", "kendall_tau"):
+    np.testing.assert_array_equal(out["zero"][0][col], out["exclude"][0][col])
+  with pytest.raises(ValueError, match="ndcg_empty"):
+    evaluate.evaluate_stacked(models, batch, ndcg_empty="skip", **kw)
+
+
+def test_batch_is_an_argument_not_a_constant(test_split):
+  batch, teacher = test_split
+  batch = jax.tree.map(jnp.asarray, batch)  # device arrays, like the runner's batches
+  models = _models(batch, teacher)
+  kw = dict(teacher_scores=teacher, k=K, keep_ratios=RATIOS, relevant_grade=GRADE)
+  evaluate.evaluate_stacked(models, batch, **kw)
+  before = evaluate._evaluate_stacked._cache_size()
+  other = batch._replace(label=jnp.roll(batch.label, 1, axis=0))
+  evaluate.evaluate_stacked(models + 1.0, other, **kw)
+  assert evaluate._evaluate_stacked._cache_size() == before  # new data, no recompilation
+
+
+def test_describe_excluded():
+  excluded = {"ndcg@5": np.array([1, 1, 1]), "mrr,recall": np.array([2, 2, 2]),
+              "kendall_tau": np.array([0, 4, 0]), "ndcg@5_logs,retention": np.array([3, 3, 3]),
+              "gauc_logs": np.array([5, 5, 5])}
+  text = evaluate.describe_excluded(excluded, ["a", "b", "c"], num_lists=32, k=5,
+                                    relevant_grade=2.0)
+  assert "of 32 test requests" in text
+  assert "- ndcg@5: 1 without a candidate of true grade > 0 (excluded" in text
+  assert "- mrr, recall@r: 2 without a candidate of true grade ≥ 2" in text
+  assert "- kendall_tau: 0 (b: 4)" in text
+  assert "- ndcg@5_logs, retention@r: 3 without a logged positive" in text
+  assert "- gauc_logs: 5 without both" in text
+  text = evaluate.describe_excluded(excluded, ["a", "b", "c"], num_lists=32, k=5,
+                                    relevant_grade=2.0, ndcg_empty="zero")
+  assert "scored 0 in the mean, eval.ndcg_empty='zero'" in text
+  no_truth = {k: v for k, v in excluded.items() if k not in ("ndcg@5", "mrr,recall")}
+  text = evaluate.describe_excluded(no_truth, ["a", "b", "c"], num_lists=32, k=5,
+                                    relevant_grade=2.0)
+  assert "mrr" not in text and "gauc_logs" in text
+
+
+def test_config_ndcg_empty_is_validated(smoke_config):
+  assert smoke_config.eval.ndcg_empty == "exclude"
+  validate_config(smoke_config)
+  smoke_config.eval.ndcg_empty = "skip"
+  with pytest.raises(ConfigError, match=r"eval\.ndcg_empty.*exclude"):
+    validate_config(smoke_config)
