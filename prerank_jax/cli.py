@@ -2,6 +2,11 @@
 
   prerank-jax quickstart [--config=configs/quickstart.py[:smoke]] [--config.<field>=<value>]
   prerank-jax sweep --config=configs/<x>.py[:arg] [--config.<field>=<value> ...]
+  prerank-jax eval <run dir>            re-evaluate a finished run from its checkpoints
+  prerank-jax report <run dir> [...]    print the results; draw the cost/recall Pareto plot
+
+Common overrides: --config.name=<run name>  --config.resume=True  --config.overwrite=True
+  --config.wandb.mode=offline|online|disabled  --config.sweep.<hparam>="(v1, v2, ...)"
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-COMMANDS = ("quickstart", "sweep")
+COMMANDS = ("quickstart", "sweep", "eval", "report")
 USAGE = __doc__
 
 
@@ -78,6 +83,41 @@ def _run(argv: list[str]) -> int:
   return 0
 
 
+def _run_dir_command(command: str, paths: list[str]) -> int:
+  from prerank_jax.host import runner
+
+  if not paths:
+    print(f"prerank-jax {command}: give at least one run directory", file=sys.stderr)
+    return 2
+  missing = [p for p in paths if not (Path(p) / "config.json").exists()]
+  if missing:
+    print(f"prerank-jax {command}: not a run directory (no config.json): {missing}",
+          file=sys.stderr)
+    return 2
+  if command == "eval":
+    for path in paths:
+      try:
+        result = runner.evaluate_run(Path(path))
+      except (FileNotFoundError, ValueError) as e:
+        print(f"prerank-jax eval: {e}", file=sys.stderr)
+        return 2
+      print(result.table)
+      print(f"\nrewrote {result.run_dir}/results.csv, results.md, history.json")
+    return 0
+  for path in paths:
+    results = Path(path) / "results.md"
+    if not results.exists():
+      print(f"prerank-jax report: {path} has no results yet; run `prerank-jax eval {path}` "
+            "(or resume it) first", file=sys.stderr)
+      return 2
+    print(results.read_text())
+  from prerank_jax.host.pareto import write_pareto_report
+
+  png, md = write_pareto_report([Path(p) for p in paths], out_dir=Path(paths[0]))
+  print(f"wrote {png} and {md}")
+  return 0
+
+
 def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv if argv is None else argv)
   if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
@@ -87,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"prerank-jax: unknown command {argv[1]!r}; valid commands are {list(COMMANDS)}",
           file=sys.stderr)
     return 2
+  if argv[1] in ("eval", "report"):
+    return _run_dir_command(argv[1], argv[2:])
   return _run(argv)
 
 

@@ -266,14 +266,22 @@ def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None)
                                     run_dir=run_dir, show=show)
   timings["students_s"] = time.perf_counter() - t0
 
+  result = finish_run(config, run_dir, teachers, students, scored, timings, t_start,
+                      teacher_run_dir=teacher_run_dir)
+  s_tracker.finish(result.rows[:len(students.points)])
+  if t_tracker is not None:
+    t_tracker.finish()
+  return result
+
+
+def finish_run(config: ml_collections.ConfigDict, run_dir: Path, teachers: Phase,
+               students: Phase, scored: dict[str, Batch], timings: dict[str, float],
+               t_start: float, *, teacher_run_dir: Path) -> RunResult:
+  """Evaluates the trained phases on the test split and writes the result files."""
   t0 = time.perf_counter()
   test = scored["test"]
   rows, columns, excluded_note = evaluate_rows(config, students, test)
   timings["eval_s"] = time.perf_counter() - t0
-  s_tracker.finish(rows[:len(students.points)])
-  if t_tracker is not None:
-    t_tracker.finish()
-
   sample = scored["valid"].take(slice(0, min(64, scored["valid"].num_requests)))
   first = lambda tree: jax.tree.map(lambda x: x[0], tree)
   costs = {
@@ -312,6 +320,61 @@ def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None)
                    run_dir, history, timings)
 
 
+def load_run_config(run_dir: Path) -> ml_collections.ConfigDict:
+  """The locked config a run directory was made with (its ``config.json``)."""
+  path = Path(run_dir) / "config.json"
+  if not path.exists():
+    raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
+  tuples = lambda x: (tuple(tuples(v) for v in x) if isinstance(x, list) else
+                      {k: tuples(v) for k, v in x.items()} if isinstance(x, dict) else x)
+  config = ml_collections.ConfigDict(tuples(json.loads(path.read_text())))
+  config.workdir, config.name = str(Path(run_dir).parent), Path(run_dir).name
+  config.progress, config.wandb.mode = False, "disabled"
+  config.lock()
+  return validate_config(config)
+
+
+def evaluate_run(run_dir: Path) -> RunResult:
+  """Re-evaluates a finished run from its final checkpoints and rewrites its results.
+
+  The data are rebuilt from the saved config (the simulator is deterministic by seed);
+  the teacher and the students are restored, not retrained.
+  """
+  t_start = time.perf_counter()
+  run_dir = Path(run_dir)
+  config = load_run_config(run_dir)
+  splits = load_data(config)
+  data = SweepData(splits["train"], splits["valid"])
+  teacher_run_dir = Path(config.teacher.restore_from) if config.teacher.restore_from else run_dir
+  teachers = restore_teacher(config, data, teacher_run_dir)
+  scored = score_splits(teachers, splits)
+  students = restore_phase(config, "student", student_points(config),
+                           SweepData(scored["train"], scored["valid"]), run_dir)
+  timings = {"restore_s": time.perf_counter() - t_start}
+  return finish_run(config, run_dir, teachers, students, scored, timings, t_start,
+                    teacher_run_dir=teacher_run_dir)
+
+
+def restore_phase(config: ml_collections.ConfigDict, role: str, points: list[SweepPoint],
+                  data: SweepData, source: Path) -> Phase:
+  """Restores a *finished* training phase from ``<source>/checkpoints/<role>``."""
+  trainer = make_train(config, role=role, feature_sizes=feature_sizes(data.train),
+                       num_train_requests=data.train.num_requests)
+  compiled = compile_sweep(trainer)
+  like = compiled.init(*stack_points(points))
+  restored = SweepCheckpointer(source / "checkpoints" / role).restore_latest(like)
+  num_chunks = config[role].num_epochs // config[role].epochs_per_chunk
+  if restored is None or restored[1]["chunk"] != num_chunks:
+    done = 0 if restored is None else restored[1]["chunk"]
+    raise FileNotFoundError(f"{source}: the {role} phase is not finished ({done} of "
+                            f"{num_chunks} chunks checkpointed); continue it with "
+                            "--config.resume=True")
+  state, meta = restored
+  history = {k: np.concatenate([np.asarray(h[k]) for h in meta["history"]], axis=1)
+             for k in meta["history"][0]}
+  return Phase(points, trainer, compiled, to_host(state), history)
+
+
 def restore_teacher(config: ml_collections.ConfigDict, data: SweepData,
                     source: Path) -> Phase:
   """Loads the teacher of an earlier run, refusing one trained on other data or config."""
@@ -323,15 +386,4 @@ def restore_teacher(config: ml_collections.ConfigDict, data: SweepData,
   if saved != {"teacher": teacher_identity(config), "data": data_identity(config)}:
     raise ValueError(f"teacher.restore_from: the teacher in {source} was trained on other "
                      "data or with another teacher config (identity mismatch); refusing it")
-  points = teacher_points(config)
-  trainer = make_train(config, role="teacher", feature_sizes=feature_sizes(data.train),
-                       num_train_requests=data.train.num_requests)
-  compiled = compile_sweep(trainer)
-  like = compiled.init(*stack_points(points))
-  restored = SweepCheckpointer(source / "checkpoints" / "teacher").restore_latest(like)
-  if restored is None:
-    raise FileNotFoundError(f"teacher.restore_from: no readable teacher checkpoint in {source}")
-  state, meta = restored
-  history = {k: np.concatenate([np.asarray(h[k]) for h in meta["history"]], axis=1)
-             for k in meta["history"][0]}
-  return Phase(points, trainer, compiled, to_host(state), history)
+  return restore_phase(config, "teacher", teacher_points(config), data, source)

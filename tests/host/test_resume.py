@@ -114,3 +114,18 @@ def test_teacher_is_reused_from_an_earlier_run_and_mismatches_refused(finished):
   config.teacher.num_epochs = 4
   with pytest.raises(ValueError, match="teacher.restore_from: .*identity mismatch"):
     run(config)
+
+
+@pytest.mark.slow
+def test_eval_command_restores_and_reproduces_the_results(finished):
+  _, first = finished
+  before = (first.run_dir / "results.csv").read_text()
+  (first.run_dir / "results.csv").unlink()
+  out = subprocess.run([sys.executable, "-m", "prerank_jax.cli", "eval", str(first.run_dir)],
+                       cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert (first.run_dir / "results.csv").read_text() == before
+  shutil.rmtree(first.run_dir / "checkpoints" / "student")
+  out = subprocess.run([sys.executable, "-m", "prerank_jax.cli", "eval", str(first.run_dir)],
+                       cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode == 2 and "student phase is not finished" in out.stderr

@@ -77,3 +77,15 @@ def test_cli_quickstart_smoke_and_bad_override(tmp_path):
   assert ok.returncode == 0, ok.stderr[-2000:]
   assert "student T=3 α=0.5" in ok.stdout and "gt-only" in ok.stdout and "teacher" in ok.stdout
   assert (tmp_path / "quickstart" / "results.csv").exists()
+
+
+@pytest.mark.slow
+def test_a_diverging_point_is_marked_and_the_rest_are_reported(smoke_config):
+  smoke_config.sweep.temperature = (2.0,)
+  smoke_config.sweep.alpha = (0.9,)
+  smoke_config.sweep.learning_rate = (3e-3, 1e30)
+  smoke_config.sweep.gt_only_baseline = False
+  result = run(smoke_config)
+  status = {r["model"]: r["status"] for r in result.rows}
+  assert status["student T=2 α=0.9 lr=0.003"] == "ok"
+  assert status["student T=2 α=0.9 lr=1e+30"] == "diverged"
