@@ -24,7 +24,6 @@ Expected runtime on a 2-core CPU: about 5 minutes with PyTorch.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import platform
 import time
@@ -35,18 +34,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from prerank_jax.batch import feature_sizes
+from prerank_jax.config import repo_config
 from prerank_jax.data.simulator import PRESETS, simulate
 from prerank_jax.train import SweepData, make_train
 from prerank_jax.train.sweep import compile_sweep, grid_points, stack_points
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def quickstart_config():
-  spec = importlib.util.spec_from_file_location("quickstart", ROOT / "configs" / "quickstart.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def matmul_peak(n: int = 1024, repeats: int = 20) -> float:
@@ -168,7 +161,7 @@ def main() -> None:
   parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
   args = parser.parse_args()
 
-  config = quickstart_config()
+  config = repo_config("quickstart")
   data = make_data()
   trainer = make_train(config, role="student", feature_sizes=feature_sizes(data.train),
                        num_train_requests=data.train.num_requests)

@@ -15,22 +15,15 @@ Expected runtime on a 2-core CPU: about 1 minute per seed.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from prerank_jax.config import repo_config
 from prerank_jax.host.runner import run
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def quickstart_config():
-  spec = importlib.util.spec_from_file_location("quickstart", ROOT / "configs" / "quickstart.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def main() -> None:
@@ -43,7 +36,7 @@ def main() -> None:
   with tempfile.TemporaryDirectory() as tmp:
     for seed in args.seeds:
       for variant in ("teacher", "no_cross"):
-        config = quickstart_config()
+        config = repo_config("quickstart")
         config.seed, config.workdir, config.progress = seed, tmp, False
         config.name = f"seed{seed}_{variant}"
         if variant == "no_cross":

@@ -6,7 +6,9 @@ time); this module checks values and ranges and names the offending field.
 
 from __future__ import annotations
 
+import importlib.util
 import re
+from pathlib import Path
 from typing import Any
 
 import ml_collections
@@ -21,6 +23,22 @@ from prerank_jax.train.sweep import grid_points
 
 DATASETS = ("simulator",)
 ROLES = ("teacher", "student")
+
+
+def load_config_file(path: str | Path, arg: str | None = None) -> ml_collections.ConfigDict:
+  """``get_config(arg)`` of a ``configs/*.py`` file, as the CLI's ``--config=path:arg``."""
+  path = Path(path)
+  spec = importlib.util.spec_from_file_location(f"prerank_configs.{path.stem}", path)
+  if spec is None or not path.exists():
+    raise FileNotFoundError(f"config: no config file at {path}")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def repo_config(name: str = "quickstart", arg: str | None = None) -> ml_collections.ConfigDict:
+  """A config shipped in this repository's ``configs/`` folder."""
+  return load_config_file(Path(__file__).resolve().parent.parent / "configs" / f"{name}.py", arg)
 
 
 class ConfigError(ValueError):

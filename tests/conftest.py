@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+
+from prerank_jax.config import repo_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def load_config(name: str = "quickstart", arg: str | None = "smoke"):
-  spec = importlib.util.spec_from_file_location(f"configs.{name}", ROOT / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return repo_config(name, arg)
 
 
 @pytest.fixture

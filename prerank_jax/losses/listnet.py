@@ -5,13 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from prerank_jax.losses.distill import _masked_log_softmax
 from prerank_jax.reduce import ReduceFn, masked, safe_reduce
-
-_NEG = -1e30  # a finite "minus infinity", as in ``distill``
-
-
-def _masked_log_softmax(logits: jnp.ndarray, where: jnp.ndarray) -> jnp.ndarray:
-  return jax.nn.log_softmax(jnp.where(where, logits, _NEG), axis=-1)
 
 
 def listnet_distill(

@@ -20,6 +20,7 @@ from prerank_jax.losses.ground_truth import (extra_positives_loss, grade_weights
 from prerank_jax.losses.registry import GT_LOSSES, GT_WEIGHTINGS, HPARAMS, STATIC_OPTIONS
 from prerank_jax.train import SweepData, make_train
 from prerank_jax.train.sweep import compile_sweep, grid_points, stack_points
+from tests.learning import noisy_truth_teacher
 from tests.conftest import load_config
 
 
@@ -247,12 +248,6 @@ def test_check_grads(name):
 # ---------------------------------------------------------------- training
 
 
-def _with_teacher(tiny_splits):
-  rng = np.random.default_rng(0)
-  return {k: b._replace(teacher_scores=(b.true_relevance + 0.5 * rng.normal(
-      size=b.label.shape))[..., None].astype(np.float32)) for k, b in tiny_splits.items()}
-
-
 def _ndcg_true(scores, batch):
   return np.asarray(jax.vmap(lambda x: metrics.mean_over_lists(
       metrics.ndcg_at_k(x, batch.true_relevance, where=batch.valid, k=10),
@@ -267,7 +262,7 @@ def test_gt_loss_trains_a_student(tiny_splits, gt, axes):
   config = load_config()
   config.student.loss.gt = gt
   config.student.num_epochs = 20
-  data = _with_teacher(tiny_splits)
+  data = noisy_truth_teacher(tiny_splits, noise=0.5)
   train, valid = data["train"], data["valid"]
   trainer = make_train(config, role="student", feature_sizes=feature_sizes(train),
                        num_train_requests=train.num_requests)

@@ -16,6 +16,7 @@ from prerank_jax.losses import KD_LOSSES, hinton_listwise_kd
 from prerank_jax.losses.listnet import listnet_distill
 from prerank_jax.train import SweepData, make_train
 from prerank_jax.train.sweep import compile_sweep, grid_points, stack_points
+from tests.learning import sweep_data, teacher_consistency
 
 
 def _softmax(xs):
@@ -120,24 +121,6 @@ def test_registered():
 # --- learning through the vmapped trainer -------------------------------------------------
 
 
-def _with_teacher(splits, noise=0.3, seed=0):
-  """teacher = true relevance + noise, so the teacher carries signal."""
-  rng = np.random.default_rng(seed)
-  out = {}
-  for k, b in splits.items():
-    t = b.true_relevance + noise * rng.normal(size=b.label.shape)
-    out[k] = b._replace(teacher_scores=t[..., None].astype(np.float32))
-  return SweepData(out["train"], out["valid"])
-
-
-def _teacher_consistency(scores, batch):
-  """Teacher-consistency recall R@(3, 25%) on the valid split, per sweep point."""
-  teacher = jnp.broadcast_to(batch.teacher_scores[..., 0], scores.shape)
-  m = metrics.keep_size(batch.valid, keep_ratio=0.25)
-  return jnp.mean(metrics.teacher_consistency_recall(scores, teacher, where=batch.valid,
-                                                     k=3, m=m), -1)
-
-
 def test_student_learns_from_the_teacher(tiny_splits):
   from tests.conftest import load_config
   config = load_config()
@@ -145,16 +128,21 @@ def test_student_learns_from_the_teacher(tiny_splits):
   config.student.num_epochs = 8
   config.student.batch_size = 8
   train = tiny_splits["train"]
-  data = _with_teacher(tiny_splits)
+  data = sweep_data(tiny_splits, noise=0.3)
   trainer = make_train(config, role="student", feature_sizes=feature_sizes(train),
                        num_train_requests=train.num_requests)
   compiled = compile_sweep(trainer)
   hparams, rngs = stack_points(grid_points(
       {"temperature": (0.5, 2.0), "alpha": (1.0,), "learning_rate": (1e-2,)}, seed=0))
   state, hist = compiled.train(hparams, rngs, data)
-  before = _teacher_consistency(compiled.apply(compiled.init(hparams, rngs).params,
+  before = _tc(compiled.apply(compiled.init(hparams, rngs).params,
                                                data.valid), data.valid)
-  after = _teacher_consistency(compiled.apply(state.params, data.valid), data.valid)
+  after = _tc(compiled.apply(state.params, data.valid), data.valid)
   assert not np.any(state.diverged)
   assert np.all(np.asarray(hist["loss"][:, -1]) < np.asarray(hist["loss"][:, 0]))
   assert np.all(np.asarray(after) > np.asarray(before)), (before, after)
+
+
+def _tc(scores, batch):
+  """R@(3, 25%) on the valid split, per sweep point."""
+  return teacher_consistency(scores, batch, k=3, keep_ratio=0.25)

@@ -16,6 +16,7 @@ from prerank_jax.losses.rankdistil import rankdistil_loss, sample_plackett_luce,
 from prerank_jax.losses.registry import HPARAMS, KD_LOSSES, STATIC_OPTIONS
 from prerank_jax.train import SweepData, make_train
 from prerank_jax.train.sweep import compile_sweep, grid_points, stack_points
+from tests.learning import noisy_truth_teacher, teacher_consistency
 from tests.conftest import load_config
 
 
@@ -235,35 +236,27 @@ def test_objective_passes_rng_options_and_traced_hparams():
 # ---------------------------------------------------------------- training
 
 
-def _with_teacher(tiny_splits):
-  rng = np.random.default_rng(0)
-  return {k: b._replace(teacher_scores=(b.true_relevance + 0.5 * rng.normal(
-      size=b.label.shape))[..., None].astype(np.float32)) for k, b in tiny_splits.items()}
-
-
-def _consistency(scores, batch):
-  teacher = batch.teacher_scores[..., 0]
-  m = metrics.keep_size(batch.valid, keep_ratio=0.5)
-  return np.asarray(jax.vmap(lambda x: jnp.mean(metrics.teacher_consistency_recall(
-      x, teacher, where=batch.valid, k=5, m=m)))(scores))
-
-
 def test_rankdistil_trains_a_student(tiny_splits):
   config = load_config()
   config.student.loss.kd = "rankdistil"
   config.student.num_epochs = 20
-  data = _with_teacher(tiny_splits)
+  data = noisy_truth_teacher(tiny_splits, noise=0.5)
   train, valid = data["train"], data["valid"]
   trainer = make_train(config, role="student", feature_sizes=feature_sizes(train),
                        num_train_requests=train.num_requests)
   compiled = compile_sweep(trainer)
   hp, rngs = stack_points(grid_points({"rankdistil_topk": (3.0, 10.0), "temperature": (1.0,),
                                        "alpha": (1.0,), "learning_rate": (1e-2,)}, seed=0))
-  before = _consistency(compiled.apply(compiled.init(hp, rngs).params, valid), valid)
+  before = _tc(compiled.apply(compiled.init(hp, rngs).params, valid), valid)
   state, hist = compiled.train(hp, rngs, SweepData(train, valid))
   loss = np.asarray(hist["loss"])
   assert np.all(np.isfinite(loss)) and not np.any(np.asarray(state.diverged))
   assert np.all(loss[:, -3:].mean(1) < loss[:, :3].mean(1)), loss
-  after = _consistency(compiled.apply(state.params, valid), valid)
+  after = _tc(compiled.apply(state.params, valid), valid)
   print("rankdistil loss", loss[:, 0], loss[:, -1], "R@(5,50%)", before, after)
   assert np.all(after > before), (before, after)
+
+
+def _tc(scores, batch):
+  """R@(5, 50%) on the valid split, per sweep point."""
+  return teacher_consistency(scores, batch, k=5, keep_ratio=0.5)

@@ -17,6 +17,7 @@ from prerank_jax.losses.ranking_distillation import (position_weights, ranking_d
                                                      sampled_ranks)
 from prerank_jax.train import SweepData, make_train
 from prerank_jax.train.sweep import compile_sweep, grid_points, stack_points
+from tests.learning import sweep_data, teacher_consistency
 
 
 def _reference(s, t, valid, labels, exposed, *, K, lam, mu, step, warmup):
@@ -303,24 +304,6 @@ def test_registered():
 # --- learning through the vmapped trainer -------------------------------------------------
 
 
-def _with_teacher(splits, noise=0.3, seed=0):
-  """teacher = true relevance + noise, so the teacher carries signal."""
-  rng = np.random.default_rng(seed)
-  out = {}
-  for k, b in splits.items():
-    t = b.true_relevance + noise * rng.normal(size=b.label.shape)
-    out[k] = b._replace(teacher_scores=t[..., None].astype(np.float32))
-  return SweepData(out["train"], out["valid"])
-
-
-def _teacher_consistency(scores, batch):
-  """Teacher-consistency recall R@(3, 25%) on the valid split, per sweep point."""
-  teacher = jnp.broadcast_to(batch.teacher_scores[..., 0], scores.shape)
-  m = metrics.keep_size(batch.valid, keep_ratio=0.25)
-  return jnp.mean(metrics.teacher_consistency_recall(scores, teacher, where=batch.valid,
-                                                     k=3, m=m), -1)
-
-
 @pytest.mark.parametrize("estimate", ["exact", "sampled"])
 def test_student_learns_from_the_teacher(tiny_splits, estimate):
   # RD has no negatives of its own (as in the paper, the GT term supplies them), so it is
@@ -333,7 +316,7 @@ def test_student_learns_from_the_teacher(tiny_splits, estimate):
   config.student.num_epochs = 12
   config.student.batch_size = 8
   train = tiny_splits["train"]
-  data = _with_teacher(tiny_splits)
+  data = sweep_data(tiny_splits, noise=0.3)
   trainer = make_train(config, role="student", feature_sizes=feature_sizes(train),
                        num_train_requests=train.num_requests)
   compiled = compile_sweep(trainer)
@@ -342,11 +325,16 @@ def test_student_learns_from_the_teacher(tiny_splits, estimate):
   points += grid_points({"alpha": (0.0,), "learning_rate": (3e-3,)}, seed=0)
   hparams, rngs = stack_points(points)
   state, hist = compiled.train(hparams, rngs, data)
-  before = _teacher_consistency(compiled.apply(compiled.init(hparams, rngs).params,
+  before = _tc(compiled.apply(compiled.init(hparams, rngs).params,
                                                data.valid), data.valid)
-  after = np.asarray(_teacher_consistency(compiled.apply(state.params, data.valid),
+  after = np.asarray(_tc(compiled.apply(state.params, data.valid),
                                           data.valid))
   assert not np.any(state.diverged)
   assert np.all(np.asarray(hist["loss"][:, -1]) < np.asarray(hist["loss"][:, 0]))
   assert np.all(after[:2] > np.asarray(before)[:2]), (before, after)
   assert np.mean(after[:2]) > after[2], after   # distilled points beat the GT-only point
+
+
+def _tc(scores, batch):
+  """R@(3, 25%) on the valid split, per sweep point."""
+  return teacher_consistency(scores, batch, k=3, keep_ratio=0.25)
