@@ -19,6 +19,7 @@ import ml_collections
 
 from prerank_jax.data.simulator import PRESETS
 from prerank_jax.losses.registry import HPARAMS, STATIC_OPTIONS
+from prerank_jax.models import model_config
 
 
 def _role(model: dict, *, num_epochs: int, batch_size: int, kd: str) -> dict:
@@ -54,17 +55,47 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.distributed = dict(coordinator_address="", num_processes=1, process_id=0,
                             cpu_devices_per_process=0)
 
-  config.dataset = "simulator"
-  config.data = dict(PRESETS["tiny" if smoke else "small"])
+  config.dataset = "simulator"   # or simulator_tfds, letor, mslr_web/10k_fold1, movielens,
+  config.data = dict(PRESETS["tiny" if smoke else "small"])  # tabular: prerank_jax/data/registry.py
+  # Real datasets (TFDS builders written as ArrayRecord; prepared once, then reused). Each
+  # reads the fields it needs; configs/{letor,movielens,tabular}.py set them up.
+  config.source = dict(
+      data_dir="",            # prepared datasets; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
+      manual_dir="",          # raw files; "" = <data_dir>/downloads/manual/<dataset>
+      preset="",              # simulator_tfds: tiny|small|default|large; "" = config.data
+      train_file="", valid_file="", test_file="",  # letor/tabular, relative to manual_dir
+      valid_fraction=0.1, test_fraction=0.1,  # requests carved from train without a file
+      list_size=100,          # N: longer lists are truncated (rule in each loader's doc)
+      min_list_size=10,       # letor/tabular: shorter lists are dropped (>= eval.k)
+      num_exposed=10, logging_noise=1.0, logging_feature=0, position_bias=0.0,  # letor logs
+      student_features=(), teacher_features=(),  # letor feature ids; () = all
+      normalize="log_zscore",  # letor: log_zscore | zscore | none (train statistics)
+      num_negatives=50, history_fraction=0.5,   # movielens
+      request_column="request_id", label_column="label", exposed_column="",  # tabular
+      truth_column="", propensity_column="", split_column="",
+      context_columns=(), item_columns=(), cross_columns=())
+  # Input pipeline: "device" keeps the train split on device (lax.scan); "grain" streams
+  # per-step batches from the host (prerank_jax/data/streaming.py). order="device" feeds
+  # every sweep point its own order, identical to the device-resident one; "shared" feeds
+  # one grain-shuffled batch to all points. read_from="records" reads a TFDS dataset's
+  # ArrayRecord files instead of host memory.
+  config.input_pipeline = "device"
+  config.streaming = dict(order="device", read_from="memory", worker_count=0,
+                          num_threads=2, prefetch=4)
 
-  config.teacher = _role(dict(name="mlp_teacher", hidden=(256, 256, 128)),
+  # Model fields: name plus every option of prerank_jax.models.MODEL_OPTIONS (each model
+  # reads its own; see MODELS). Students: linear, mlp_student, two_tower, int_tower;
+  # teachers: mlp_teacher, dcn_v2, oracle (and the ablation mlp_heavy_no_cross).
+  # Teacher quality knobs: under-trained --config.teacher.num_epochs=1; over-parameterised
+  # --config.teacher.model.hidden="(1024,1024,512)"; perfect --config.teacher.model.name=oracle.
+  config.teacher = _role(model_config("mlp_teacher", hidden=(256, 256, 128)),
                          num_epochs=2 if smoke else 8, batch_size=16 if smoke else 32,
                          kd="none")
   config.teacher.learning_rate = 1e-3
   config.teacher.num_teachers = 1  # > 1: an ensemble of seeds, trained as one vmapped sweep
   config.teacher.restore_from = ""  # a run dir whose teacher (same data/config) to reuse
 
-  config.student = _role(dict(name="mlp_student", hidden=(64, 32)),
+  config.student = _role(model_config("mlp_student", hidden=(64, 32)),
                          num_epochs=4 if smoke else 20, batch_size=16 if smoke else 32,
                          kd="hinton_listwise")
 

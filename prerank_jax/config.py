@@ -18,10 +18,12 @@ from prerank_jax.losses.ensemble import ENSEMBLES
 from prerank_jax.metrics.ranking import EMPTY_MODES
 from prerank_jax.losses.registry import (GT_LOSSES, GT_WEIGHTINGS, HPARAMS, KD_LOSSES,
                                          STATIC_OPTIONS, check_hparam)
-from prerank_jax.models import MODELS
+from prerank_jax.models import MODELS, validate_model_options
 from prerank_jax.train.sweep import grid_points
 
-DATASETS = ("simulator",)
+from prerank_jax.data.registry import DATASETS as _DATASETS, validate_data_config
+
+DATASETS = tuple(_DATASETS)  # prerank_jax/data/registry.py
 ROLES = ("teacher", "student")
 
 
@@ -92,14 +94,17 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
       validate_simulator_params(config.data, prefix="data")
     except ValueError as e:
       raise ConfigError(str(e)) from None
+  try:  # config.source of a real dataset, config.input_pipeline / streaming
+    validate_data_config(config)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
 
   for role in ROLES:
     _choice(config, f"{role}.model.name", MODELS)
-    hidden = _get(config, f"{role}.model.hidden")
-    if (not isinstance(hidden, (tuple, list)) or not hidden
-        or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in hidden)):
-      raise ConfigError(f"{role}.model.hidden: must be a non-empty tuple of ints >= 1, "
-                        f"got {hidden!r}")
+    try:  # every option the model reads (prerank_jax.models.MODEL_OPTIONS)
+      validate_model_options(_get(config, f"{role}.model"), field=f"{role}.model")
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
     _choice(config, f"{role}.loss.kd", {*KD_LOSSES, "none"})
     _choice(config, f"{role}.loss.gt", GT_LOSSES)
     _choice(config, f"{role}.loss.ensemble", ENSEMBLES)
@@ -185,8 +190,17 @@ def sweep_axes(config: ml_collections.ConfigDict) -> dict[str, tuple]:
 
 
 def check_against_data(config: ml_collections.ConfigDict, *, shortest_list: int,
-                       num_train_requests: int) -> None:
-  """Checks the fields whose range depends on the data: k and the batch sizes."""
+                       num_train_requests: int,
+                       feature_sizes: dict[str, int] | None = None) -> None:
+  """Checks the fields whose range depends on the data: k, the batch sizes and (given the
+  data's ``feature_sizes``) the models' selected feature columns."""
+  if feature_sizes is not None:
+    for role in ROLES:
+      try:
+        validate_model_options(config[role].model, field=f"{role}.model",
+                               feature_sizes=feature_sizes)
+      except ValueError as e:
+        raise ConfigError(str(e)) from None
   k = config.eval.k
   if k > shortest_list:
     raise ConfigError(f"eval.k: must be in [1, {shortest_list}] (the shortest list has "
