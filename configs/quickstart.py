@@ -75,13 +75,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       truth_column="", propensity_column="", split_column="",
       context_columns=(), item_columns=(), cross_columns=())
   # Input pipeline: "device" keeps the train split on device (lax.scan); "grain" streams
-  # per-step batches from the host (prerank_jax/data/streaming.py). order="device" feeds
-  # every sweep point its own order, identical to the device-resident one; "shared" feeds
-  # one grain-shuffled batch to all points. read_from="records" reads a TFDS dataset's
-  # ArrayRecord files instead of host memory.
+  # batches from the host (prerank_jax/data/streaming.py). order="device" feeds every sweep
+  # point its device-resident order exactly; "shared" one grain-shuffled order to all.
+  # read_from="records" reads a TFDS dataset's ArrayRecord files instead of host memory.
+  # steps_per_call steps are read as one grain element and run as one compiled call.
   config.input_pipeline = "device"
   config.streaming = dict(order="device", read_from="memory", worker_count=0,
-                          num_threads=2, prefetch=4)
+                          num_threads=2, prefetch=4, steps_per_call=8)
 
   # Model fields: name plus every option of prerank_jax.models.MODEL_OPTIONS (each model
   # reads its own; see MODELS). Students: linear, mlp_student, two_tower, int_tower;
@@ -108,6 +108,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       learning_rate=(3e-3,),
   )
   config.sweep.mode = "product"
+  # Structural axes: each combination is its own compiled program, e.g.
+  # "student.loss.kd=hinton_listwise|logit_mse; student.model.hidden=(32,)|(64, 32)".
+  config.sweep.programs = ""
   config.sweep.gt_only_baseline = True  # add a student trained on exposed labels alone (α=0)
   config.eval = dict(k=10, keep_ratios=(0.1, 0.25, 0.5, 0.75), relevant_grade=2.0,
                      monitor_keep_ratio=0.25,

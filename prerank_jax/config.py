@@ -153,6 +153,16 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   except ValueError as e:
     raise ConfigError(str(e)) from None
 
+  programs_spec = _get(config, "sweep.programs")
+  if programs_spec:
+    from prerank_jax.train.programs import apply_overrides, parse_programs
+    try:
+      for overrides in parse_programs(programs_spec):
+        validate_config(apply_overrides(config, overrides))
+    except ConfigError as e:
+      raise ConfigError(f"sweep.programs: in program {overrides}: {e}") from None
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
   axes = sweep_axes(config)
   try:
     points = grid_points(axes, seed=config.seed, mode=_get(config, "sweep.mode"))

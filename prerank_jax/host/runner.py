@@ -24,6 +24,7 @@ from prerank_jax.data.simulator import simulate
 from prerank_jax.evaluate import describe_excluded, evaluate_stacked, metric_names
 from prerank_jax.host import report
 from prerank_jax.host.checkpoint import SweepCheckpointer
+from prerank_jax.host.pareto import add_cost_columns
 from prerank_jax.host.rundir import (config_identity, fingerprint, prepare_run_dir,
                                      write_text_atomic)
 from prerank_jax.host.tracking import Tracker
@@ -31,6 +32,7 @@ from prerank_jax.losses.registry import HPARAMS
 from prerank_jax.models import param_count
 from prerank_jax.models.cost import flops_per_candidate
 from prerank_jax.train.loop import SweepData, Trainer, TrainState, make_train
+from prerank_jax.train.programs import apply_overrides, parse_programs, program_label
 from prerank_jax.train.sweep import (CompiledSweep, SweepPoint, compile_sweep, grid_points,
                                      pad_points, replicate, shard_sweep, stack_points,
                                      sweep_mesh, to_host)
@@ -71,10 +73,9 @@ def barrier(name: str) -> None:
 
 def load_data(config: ml_collections.ConfigDict) -> dict[str, Batch]:
   """Builds and validates the train/valid/test splits named by the config."""
-  if config.dataset != "simulator":
-    raise ValueError(f"dataset: unknown dataset {config.dataset!r}; valid names are "
-                     "['simulator']")
-  splits = simulate(config.data, seed=config.seed)
+  from prerank_jax.data.registry import load_splits  # simulator, TFDS datasets (issue 6)
+
+  splits = load_splits(config)
   for name, batch in splits.items():
     validate_batch(batch, name=name)
   return splits
@@ -82,8 +83,10 @@ def load_data(config: ml_collections.ConfigDict) -> dict[str, Batch]:
 
 def data_identity(config: ml_collections.ConfigDict) -> str:
   """Fingerprint of what determines the data: dataset, its knobs and the seed."""
-  return fingerprint({"dataset": config.dataset, "data": config.data.to_dict(),
-                      "seed": config.seed})
+  identity = {"dataset": config.dataset, "data": config.data.to_dict(), "seed": config.seed}
+  if config.dataset != "simulator":  # a real dataset: its config.source fields too
+    identity["source"] = config.source.to_dict()
+  return fingerprint(identity)
 
 
 def teacher_identity(config: ml_collections.ConfigDict) -> str:
@@ -113,10 +116,11 @@ def teacher_points(config: ml_collections.ConfigDict) -> list[SweepPoint]:
 
 
 def train_phase(config: ml_collections.ConfigDict, role: str, points: list[SweepPoint],
-                data: SweepData, *, run_dir: Path, show: bool) -> tuple[Phase, Tracker]:
+                data: SweepData, *, run_dir: Path, show: bool,
+                tag: str = "") -> tuple[Phase, Tracker]:
   """Trains ``points`` as one vmapped program, sharded over all devices, resumably.
 
-  Checkpoints go to ``<run_dir>/checkpoints/<role>`` every ``config.checkpoint_every``
+  Checkpoints go to ``<run_dir>/checkpoints/<role><tag>`` every ``config.checkpoint_every``
   chunks and after the last one; with ``config.resume`` the newest readable one is
   continued, bit-identically to an uninterrupted run. Returns the phase and its open W&B
   tracker (finished by the caller once the evaluation is known).
@@ -127,18 +131,27 @@ def train_phase(config: ml_collections.ConfigDict, role: str, points: list[Sweep
   mesh = sweep_mesh()
   padded = pad_points(points, mesh.size)
   hparams, rngs = shard_sweep(stack_points(padded), mesh)
+  feed = None
+  if config.get("input_pipeline", "device") == "grain":  # stream train steps (issue 6)
+    from prerank_jax.data.streaming import GrainFeed
+    feed = GrainFeed(config, role, trainer, data.train, mesh)
+    data = data._replace(train=data.train.take(slice(0, 1)))  # only valid goes on device
   data = replicate(data, mesh)
   state = compiled.init(hparams, rngs)
+  if feed is not None:
+    feed.start(state)
   role_cfg = config[role]
   num_chunks = role_cfg.num_epochs // role_cfg.epochs_per_chunk
   steps_per_chunk = trainer.steps_per_epoch * role_cfg.epochs_per_chunk
 
-  checkpointer = SweepCheckpointer(run_dir / "checkpoints" / role)
+  checkpointer = SweepCheckpointer(run_dir / "checkpoints" / f"{role}{tag}")
   start, history = 0, []
   if config.resume:
     restored = checkpointer.restore_latest(state)
     if restored is not None:
       state, meta = restored
+      if feed is not None:  # the grain iterator's position, saved with the state
+        feed.resume(meta.get("input"), step=meta["chunk"] * steps_per_chunk)
       start, history = meta["chunk"], [
           {k: np.asarray(v) for k, v in h.items()} for h in meta["history"]]
   tracker = Tracker(config.wandb.mode if is_main() else "disabled", project=config.wandb.project, group=config.name,
@@ -146,10 +159,10 @@ def train_phase(config: ml_collections.ConfigDict, role: str, points: list[Sweep
                     config=json.loads(config.to_json_best_effort()),
                     points=[(p.name, p.hparams) for p in points])
   with tqdm(total=num_chunks * steps_per_chunk * len(points), initial=start * steps_per_chunk
-            * len(points), desc=f"{role} ({len(points)} pt)", unit="pt·step",
+            * len(points), desc=f"{role}{tag} ({len(points)} pt)", unit="pt·step",
             disable=not (show and is_main()), dynamic_ncols=True) as bar:
     for chunk in range(start, num_chunks):
-      state, stats = compiled.run_chunk(state, hparams, data)
+      state, stats = (compiled if feed is None else feed).run_chunk(state, hparams, data)
       stats = {k: np.asarray(v)[:len(points)] for k, v in to_host(stats).items()}
       history.append(stats)
       tracker.log_epochs(stats, first_epoch=chunk * role_cfg.epochs_per_chunk)
@@ -159,7 +172,8 @@ def train_phase(config: ml_collections.ConfigDict, role: str, points: list[Sweep
       if done == num_chunks or (config.checkpoint_every and done % config.checkpoint_every == 0):
         checkpointer.save(done, state, {
             "history": [{k: v.tolist() for k, v in h.items()} for h in history],
-            "points": [p.name for p in points]})
+            "points": [p.name for p in points],
+            **({"input": feed.get_state()} if feed is not None else {})})
   checkpointer.close()
   merged = {k: np.concatenate([h[k] for h in history], axis=1) for k in history[0]}
   final = jax.tree.map(lambda x: x[:len(points)], to_host(state))
@@ -224,12 +238,16 @@ def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None)
   """
   t_start = time.perf_counter()
   validate_config(config)
+  programs = student_programs(config)
   show = config.progress if show_progress is None else show_progress
+  if show and is_main():
+    print(describe_plan(config, programs))
   timings = {}
   splits = load_data(config)
   check_against_data(config, shortest_list=int(min(b.valid.sum(-1).min()
                                                    for b in splits.values())),
-                     num_train_requests=splits["train"].num_requests)
+                     num_train_requests=splits["train"].num_requests,
+                     feature_sizes=feature_sizes(splits["train"]))
   # Every process checks the directory as it was before the run, then only process 0
   # creates (or replaces) it.
   run_dir = prepare_run_dir(config, create=False)
@@ -261,54 +279,82 @@ def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None)
 
   # Students: the whole grid as one vmapped program, sharded over the devices.
   t0 = time.perf_counter()
-  students, s_tracker = train_phase(config, "student", student_points(config),
-                                    SweepData(scored["train"], scored["valid"]),
-                                    run_dir=run_dir, show=show)
+  students, trackers = [], []
+  for j, (label, program) in enumerate(programs):
+    phase, tracker = train_phase(program, "student", student_points(program),
+                                 SweepData(scored["train"], scored["valid"]),
+                                 run_dir=run_dir, show=show,
+                                 tag="" if len(programs) == 1 else f"-{j}")
+    students.append((label, program, phase))
+    trackers.append(tracker)
   timings["students_s"] = time.perf_counter() - t0
 
   result = finish_run(config, run_dir, teachers, students, scored, timings, t_start,
                       teacher_run_dir=teacher_run_dir)
-  s_tracker.finish(result.rows[:len(students.points)])
+  offset = 0
+  for (_, _, phase), tracker in zip(students, trackers):
+    tracker.finish(result.rows[offset:offset + len(phase.points)])
+    offset += len(phase.points)
   if t_tracker is not None:
     t_tracker.finish()
   return result
 
 
 def finish_run(config: ml_collections.ConfigDict, run_dir: Path, teachers: Phase,
-               students: Phase, scored: dict[str, Batch], timings: dict[str, float],
-               t_start: float, *, teacher_run_dir: Path) -> RunResult:
-  """Evaluates the trained phases on the test split and writes the result files."""
+               students: list[tuple[str, ml_collections.ConfigDict, Phase]],
+               scored: dict[str, Batch], timings: dict[str, float], t_start: float, *,
+               teacher_run_dir: Path) -> RunResult:
+  """Evaluates the trained phases on the test split and writes the result files.
+
+  ``students`` holds one ``(label, config, phase)`` per program of ``sweep.programs``; with
+  more than one, student rows are prefixed by ``[label]``.
+  """
   t0 = time.perf_counter()
   test = scored["test"]
-  rows, columns, excluded_note = evaluate_rows(config, students, test)
-  timings["eval_s"] = time.perf_counter() - t0
   sample = scored["valid"].take(slice(0, min(64, scored["valid"].num_requests)))
   first = lambda tree: jax.tree.map(lambda x: x[0], tree)
-  costs = {
+  teacher_costs = {
       "teacher_params": param_count(first(teachers.state.params)),
-      "student_params": param_count(first(students.state.params)),
       "teacher_flops_per_candidate": flops_per_candidate(
           teachers.trainer.model, first(teachers.state.params), sample),
-      "student_flops_per_candidate": flops_per_candidate(
-          students.trainer.model, first(students.state.params), sample),
   }
+  rows, history_students, student_costs = [], {}, []
+  for j, (label, program, phase) in enumerate(students):
+    rows_j, columns, excluded_note = evaluate_rows(program, phase, test)
+    costs = {**teacher_costs,
+             "student_params": param_count(first(phase.state.params)),
+             "student_flops_per_candidate": flops_per_candidate(
+                 phase.trainer.model, first(phase.state.params), sample)}
+    columns = add_cost_columns(rows_j, columns, costs,
+                               num_teachers=config.teacher.num_teachers)
+    prefix = f"[{label}] " if len(students) > 1 else ""
+    for row in rows_j:
+      if row["status"] != "reference":
+        row["model"] = f"student {prefix}{row['model'].removeprefix('student ')}"
+    rows += [r for r in rows_j if j == 0 or r["status"] != "reference"]
+    history_students.update({f"{prefix}{p.name}": {k: v[i].tolist()
+                                                   for k, v in phase.history.items()}
+                             for i, p in enumerate(phase.points)})
+    student_costs.append(f"{program.student.model.name}{' ' + prefix.strip() if prefix else ''}"
+                         f" ({costs['student_params']} params, "
+                         f"{costs['student_flops_per_candidate']:.0f} FLOPs/candidate)")
+  # Reference rows (teacher, oracle, random) go last, after every program's students.
+  rows.sort(key=lambda r: r["status"] == "reference")
+  timings["eval_s"] = time.perf_counter() - t0
   timings["total_s"] = time.perf_counter() - t_start
   header = (f"# {config.name}\n\nTest split: {test.num_requests} requests, lists of up to "
             f"{test.list_size} candidates. Teacher: {config.teacher.model.name} "
-            f"({costs['teacher_params']} params, "
-            f"{costs['teacher_flops_per_candidate']:.0f} FLOPs/candidate; "
+            f"({teacher_costs['teacher_params']} params, "
+            f"{teacher_costs['teacher_flops_per_candidate']:.0f} FLOPs/candidate; "
             f"{teacher_run_dir / 'checkpoints' / 'teacher'}, identity "
-            f"{teacher_identity(config)}), student: "
-            f"{config.student.model.name} ({costs['student_params']} params, "
-            f"{costs['student_flops_per_candidate']:.0f} FLOPs/candidate). "
+            f"{teacher_identity(config)}), student: {'; '.join(student_costs)}. "
             f"Wall time {timings['total_s']:.1f} s on {jax.device_count()} "
             f"{jax.default_backend()} device(s).")
   history = {
       "teacher": {k: v.tolist() for k, v in teachers.history.items()},
-      "students": {p.name: {k: v[i].tolist() for k, v in students.history.items()}
-                   for i, p in enumerate(students.points)},
+      "students": history_students,
       "teacher_source": str(teacher_run_dir / "checkpoints" / "teacher"),
-      "costs": costs,
+      "costs": costs if len(students) == 1 else {**teacher_costs, "programs": student_costs},
       "timings": timings,
   }
   for name, text in report.result_files(rows, columns, history=history,
@@ -318,6 +364,31 @@ def finish_run(config: ml_collections.ConfigDict, run_dir: Path, teachers: Phase
   barrier("results")
   return RunResult(rows, columns, f"{report.format_table(rows, columns)}\n\n{excluded_note}",
                    run_dir, history, timings)
+
+
+def student_programs(config: ml_collections.ConfigDict
+                     ) -> list[tuple[str, ml_collections.ConfigDict]]:
+  """``(label, config)`` per structural program of ``sweep.programs`` (one if empty)."""
+  return [(program_label(o), apply_overrides(config, o) if o else config)
+          for o in parse_programs(config.sweep.programs)]
+
+
+def describe_plan(config: ml_collections.ConfigDict,
+                  programs: list[tuple[str, ml_collections.ConfigDict]]) -> str:
+  """What will be compiled and run, printed before any work starts."""
+  devices = jax.device_count()
+  lines = [f"plan: {1 + len(programs)} compiled programs on {devices} "
+           f"{jax.default_backend()} device(s), run one after another",
+           f"  teacher: {config.teacher.num_teachers} point(s) × "
+           f"{config.teacher.num_epochs} epochs ({config.teacher.model.name})"]
+  for label, program in programs:
+    n = len(student_points(program))
+    padded = n + (-n) % devices
+    lines.append(f"  students{' [' + label + ']' if label else ''}: {n} point(s)"
+                 f"{f' (padded to {padded})' if padded != n else ''} × "
+                 f"{program.student.num_epochs} epochs ({program.student.model.name}, "
+                 f"kd={program.student.loss.kd})")
+  return "\n".join(lines)
 
 
 def load_run_config(run_dir: Path) -> ml_collections.ConfigDict:
@@ -348,21 +419,24 @@ def evaluate_run(run_dir: Path) -> RunResult:
   teacher_run_dir = Path(config.teacher.restore_from) if config.teacher.restore_from else run_dir
   teachers = restore_teacher(config, data, teacher_run_dir)
   scored = score_splits(teachers, splits)
-  students = restore_phase(config, "student", student_points(config),
-                           SweepData(scored["train"], scored["valid"]), run_dir)
+  programs = student_programs(config)
+  students = [(label, program, restore_phase(
+      program, "student", student_points(program), SweepData(scored["train"], scored["valid"]),
+      run_dir, tag="" if len(programs) == 1 else f"-{j}"))
+      for j, (label, program) in enumerate(programs)]
   timings = {"restore_s": time.perf_counter() - t_start}
   return finish_run(config, run_dir, teachers, students, scored, timings, t_start,
                     teacher_run_dir=teacher_run_dir)
 
 
 def restore_phase(config: ml_collections.ConfigDict, role: str, points: list[SweepPoint],
-                  data: SweepData, source: Path) -> Phase:
-  """Restores a *finished* training phase from ``<source>/checkpoints/<role>``."""
+                  data: SweepData, source: Path, *, tag: str = "") -> Phase:
+  """Restores a *finished* training phase from ``<source>/checkpoints/<role><tag>``."""
   trainer = make_train(config, role=role, feature_sizes=feature_sizes(data.train),
                        num_train_requests=data.train.num_requests)
   compiled = compile_sweep(trainer)
   like = compiled.init(*stack_points(points))
-  restored = SweepCheckpointer(source / "checkpoints" / role).restore_latest(like)
+  restored = SweepCheckpointer(source / "checkpoints" / f"{role}{tag}").restore_latest(like)
   num_chunks = config[role].num_epochs // config[role].epochs_per_chunk
   if restored is None or restored[1]["chunk"] != num_chunks:
     done = 0 if restored is None else restored[1]["chunk"]

@@ -55,6 +55,7 @@ def apply_overrides(config: ml_collections.ConfigDict,
     ValueError: a path that the config does not have, or a value of the wrong type.
   """
   derived = copy.deepcopy(config)
+  derived.sweep.programs = ""  # a derived config is one program
   for path, value in overrides.items():
     *parents, leaf = path.split(".")
     node = derived

@@ -89,3 +89,24 @@ def test_a_diverging_point_is_marked_and_the_rest_are_reported(smoke_config):
   status = {r["model"]: r["status"] for r in result.rows}
   assert status["student T=2 α=0.9 lr=0.003"] == "ok"
   assert status["student T=2 α=0.9 lr=1e+30"] == "diverged"
+
+
+@pytest.mark.slow
+def test_structural_programs_share_the_teacher_and_report_together(smoke_config, capsys):
+  smoke_config.sweep.temperature = (2.0,)
+  smoke_config.sweep.alpha = (1.0,)
+  smoke_config.sweep.gt_only_baseline = False
+  smoke_config.sweep.programs = "student.loss.kd=hinton_listwise|logit_mse"
+  result = run(smoke_config, show_progress=True)
+  out = capsys.readouterr()
+  assert "plan: 3 compiled programs" in out.out
+  models = [r["model"] for r in result.rows]
+  assert models[:2] == ["student [kd=hinton_listwise] T=2 α=1 lr=0.003",
+                        "student [kd=logit_mse] T=2 α=1 lr=0.003"]
+  assert models.count("teacher") == 1
+  ckpts = sorted(p.name for p in (result.run_dir / "checkpoints").iterdir())
+  assert ckpts == ["student-0", "student-1", "teacher"]
+  smoke_config.sweep.programs = "student.loss.kd=hinton_listwise|nope"
+  smoke_config.name = "bad"
+  with pytest.raises(ConfigError, match=r"sweep.programs: .*student.loss.kd: unknown name 'nope'"):
+    run(smoke_config)

@@ -1,0 +1,35 @@
+"""MovieLens (GroupLens ml-100k or ml-1m files): a request is a user; candidates are the
+user's later-rated items plus sampled unrated ones; the teacher also sees user×genre
+affinities from the user's earlier ratings (see prerank_jax/data/movielens.py).
+
+  python -m prerank_jax.data --config=configs/movielens.py --config.source.manual_dir=~/data/ml-100k
+  prerank-jax sweep --config=configs/movielens.py --config.source.manual_dir=~/data/ml-100k
+`--config.dataset=movielens/1m` picks ml-1m; plain `movielens` takes whichever is there.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+_spec = importlib.util.spec_from_file_location(
+    "_prerank_configs_quickstart", Path(__file__).resolve().parent / "quickstart.py")
+_quickstart = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_quickstart)
+
+
+def get_config(arg: str | None = None):
+  if arg not in (None, ""):
+    raise ValueError(f"configs/movielens.py: unknown argument {arg!r}")
+  config = _quickstart.get_config()
+  config.name = "movielens"
+  config.dataset = "movielens"
+  config.source.list_size = 100
+  config.source.num_negatives = 50     # at least 50 never-rated items a list
+  config.source.history_fraction = 0.5
+  config.eval.relevant_grade = 4.0     # ratings 4 and 5 count as relevant
+  for role in ("teacher", "student"):
+    # Every exposed label is a rating >= 1, so a pointwise "label > 0" loss sees only
+    # positives; the listwise softmax loss uses the grades.
+    config[role].loss.gt = "softmax"
+  return config

@@ -1,0 +1,37 @@
+"""Bring your own data: a Parquet or CSV table, one row per (request, candidate), with the
+columns named below (see prerank_jax/data/tabular.py for every field and rule).
+
+  python -m prerank_jax.data --config=configs/tabular.py --config.source.manual_dir=~/data/mine \
+      --config.source.train_file=logs.parquet
+  prerank-jax sweep --config=configs/tabular.py --config.source.manual_dir=~/data/mine \
+      --config.source.train_file=logs.parquet
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+_spec = importlib.util.spec_from_file_location(
+    "_prerank_configs_quickstart", Path(__file__).resolve().parent / "quickstart.py")
+_quickstart = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_quickstart)
+
+
+def get_config(arg: str | None = None):
+  if arg not in (None, ""):
+    raise ValueError(f"configs/tabular.py: unknown argument {arg!r}")
+  config = _quickstart.get_config()
+  config.name = "tabular"
+  config.dataset = "tabular"
+  s = config.source
+  s.train_file = "logs.parquet"        # relative to source.manual_dir
+  s.split_column = ""                  # "" = carve valid/test by request
+  s.request_column = "request_id"
+  s.label_column = "label"             # null where the candidate was not shown
+  s.context_columns = ("user_f0", "user_f1")
+  s.item_columns = ("item_f0", "item_f1", "item_f2")
+  s.cross_columns = ("cross_f0",)      # teacher only
+  s.list_size = 100
+  s.min_list_size = 10
+  return config

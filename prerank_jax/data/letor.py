@@ -1,0 +1,489 @@
+"""LETOR / LibSVM ranking files as a TFDS dataset (``prerank_letor``).
+
+Input: the format of MSLR-WEB10K/30K, Istella, Yahoo C14, LETOR 4.0 and the LightGBM
+ranking examples, one judged document a line::
+
+    <label> qid:<query id> <feature id>:<value> <feature id>:<value> ... [# comment]
+
+* Feature ids are the integers written in the file (usually 1-based); a feature a line
+  leaves out is 0 (sparse files). The config lists below name features by these ids.
+* Without ``qid:`` tokens, a ``<file>.query`` group file (LightGBM style, one group size a
+  line) groups consecutive lines into queries. With both, the group file wins.
+* Lines of one query need not be contiguous: documents are grouped by query id, and queries
+  keep the order of their first line.
+
+Splits: the files named by ``source.train_file/valid_file/test_file`` (relative to the manual
+directory; defaults ``train.txt``, ``vali.txt``, ``test.txt``) or a catalog layout
+(``Fold1/{train,vali,test}.txt`` for ``mslr_web/10k_fold1``). For your own files (``letor``)
+a valid or test file left at its default name and absent is carved from train: a seeded
+``valid_fraction`` (``test_fraction``) of the train queries; catalog layouts need every
+file (Istella's ``main`` has no vali file and always carves).
+
+Each query becomes one request of the batch schema:
+
+* **filtering**: queries with fewer than ``min_list_size`` documents are dropped (the
+  evaluation's k must not exceed the shortest list);
+* **truncation rule**: a query with more than ``N = list_size`` documents keeps a seeded,
+  uniformly random subset of ``N`` of them (independent of labels and features), in file
+  order; shorter lists are padded (``valid=False``, zeros);
+* **features**: every feature is first normalised with statistics of the *train* split
+  (``normalize="log_zscore"``: ``sign(x)·log1p(|x|)``, then z-scored; ``"zscore"``;
+  ``"none"``). The student's features (``student_features``, ``()`` = all) become ``items``;
+  the teacher's (``teacher_features``, ``()`` = all) minus the student's become ``cross``
+  (teacher only), so the teacher sees their union. ``context`` is one query-level feature,
+  ``log1p(L) / log1p(N)`` of the list length ``L`` before truncation;
+* **exposure** (these datasets judge every document, so the logs are simulated): a noisy
+  logging ranker scores ``y + logging_noise·ε`` (``y`` the judged label, or, with
+  ``logging_feature = f``, the normalised feature ``f``) and exposes its top
+  ``E = num_exposed`` (all of a shorter list). With ``position_bias = η > 0`` an exposed
+  document at position ``p`` is examined with propensity ``(1/p)^η``; unexamined ones log
+  label 0. ``label`` is the judged grade where exposed (and examined), else 0;
+  ``exposed`` marks the top E; ``true_relevance`` is the judged grade of every document;
+  ``propensity`` is ``(1/p)^η`` where exposed, else 1.
+
+All randomness comes from ``seed`` (config ``seed``), the split and the query's position.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from prerank_jax.batch import Batch
+from prerank_jax.data import tfds_base
+
+VERSION = "1.0.0"
+SPLITS = ("train", "valid", "test")
+NORMALIZERS = ("log_zscore", "zscore", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class CatalogEntry:
+  """Where a TFDS catalog LTR dataset's extracted files sit under the manual directory."""
+
+  files: Mapping[str, str]        # split -> path relative to the manual dir ("" = carve)
+  download: str                   # what to download, from where
+  licence: str
+
+
+_MSLR = ("MSLR-WEB{size}.zip from https://www.microsoft.com/en-us/research/project/mslr/ "
+         "(unzip it: it holds Fold1..Fold5)")
+_MSLR_LICENCE = ("Microsoft Research LETOR/MSLR licence: research use; you may not "
+                 "redistribute the data. prerank-jax ships this loader, not the data.")
+CATALOG: dict[str, CatalogEntry] = {}
+for _size in ("10k", "30k"):
+  for _fold in range(1, 6):
+    CATALOG[f"mslr_web/{_size}_fold{_fold}"] = CatalogEntry(
+        {"train": f"Fold{_fold}/train.txt", "valid": f"Fold{_fold}/vali.txt",
+         "test": f"Fold{_fold}/test.txt"},
+        _MSLR.format(size=_size.upper()), _MSLR_LICENCE)
+_ISTELLA = ("the Istella LETOR dataset from https://istella.ai/datasets/letor-dataset/ "
+            "(extract the archive)")
+_ISTELLA_LICENCE = ("Istella LETOR licence: non-commercial research use only, no "
+                    "redistribution. prerank-jax ships this loader, not the data.")
+CATALOG["istella/main"] = CatalogEntry(
+    {"train": "full/train.txt", "valid": "", "test": "full/test.txt"}, _ISTELLA,
+    _ISTELLA_LICENCE)
+CATALOG["istella/s"] = CatalogEntry(
+    {"train": "sample/train.txt", "valid": "sample/vali.txt", "test": "sample/test.txt"},
+    _ISTELLA, _ISTELLA_LICENCE)
+CATALOG["istella/x"] = CatalogEntry(
+    {"train": "train.txt", "valid": "vali.txt", "test": "test.txt"}, _ISTELLA,
+    _ISTELLA_LICENCE)
+for _set in ("set1", "set2"):
+  CATALOG[f"yahoo_ltrc/{_set}"] = CatalogEntry(
+      {"train": f"{_set}.train.txt", "valid": f"{_set}.valid.txt",
+       "test": f"{_set}.test.txt"},
+      "ltrc_yahoo.tar.bz2 (Yahoo! Learning to Rank Challenge, C14) from "
+      "https://webscope.sandbox.yahoo.com/ (extract it)",
+      "Yahoo! Webscope licence: research use after registration, no redistribution. "
+      "prerank-jax ships this loader, not the data.")
+GENERIC = CatalogEntry(
+    {"train": "train.txt", "valid": "vali.txt", "test": "test.txt"},
+    "your LibSVM ranking files (`label qid:Q f:v ...`)",
+    "your own data: its licence is yours to check.")
+
+
+# --- parsing ------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class ParsedFile:
+  """A parsed LibSVM ranking file: ``features[i]`` is a dense ``[L_i, D]`` block."""
+
+  qids: list[str]
+  labels: list[np.ndarray]   # [L_i] float32
+  features: list[np.ndarray]  # [L_i, max_id + 1] float32; column = feature id
+  feature_ids: list[int]      # 1..max_id (and 0 when the file uses id 0)
+
+
+def _read_groups(path: Path) -> list[int] | None:
+  group = Path(str(path) + ".query")
+  if not group.exists():
+    return None
+  sizes = [int(x) for x in group.read_text().split()]
+  if any(s < 1 for s in sizes):
+    raise ValueError(f"{group}: group sizes must be >= 1")
+  return sizes
+
+
+def parse_file(path: Path) -> ParsedFile:
+  """Parses one LibSVM ranking file (see the module docstring for the accepted format)."""
+  path = Path(path)
+  groups = _read_groups(path)
+  labels, qids, rows, cols, vals = [], [], [], [], []
+  max_id, min_id, line_count = 0, 1, 0
+  with open(path, encoding="utf-8", errors="replace") as f:
+    for line_number, line in enumerate(f, 1):
+      body = line.split("#", 1)[0].split()
+      if not body:
+        continue
+      try:
+        labels.append(float(body[0]))
+        rest = body[1:]
+        qid = None
+        if rest and rest[0].startswith("qid:"):
+          qid, rest = rest[0][4:], rest[1:]
+        qids.append(qid)
+        for token in rest:
+          key, _, value = token.partition(":")
+          fid = int(key)
+          if fid < 0:
+            raise ValueError(f"negative feature id {fid}")
+          rows.append(line_count)
+          cols.append(fid)
+          vals.append(float(value))
+          if fid > max_id:
+            max_id = fid
+          if fid < min_id:
+            min_id = fid
+      except ValueError as e:
+        raise ValueError(f"{path}:{line_number}: not a LibSVM ranking line ({e}): "
+                         f"{line.strip()[:120]!r}") from None
+      line_count += 1
+  if not line_count:
+    raise ValueError(f"{path}: no data lines")
+  dense = np.zeros((line_count, max_id + 1), np.float32)
+  dense[np.asarray(rows, np.int64), np.asarray(cols, np.int64)] = np.asarray(vals, np.float32)
+  label = np.asarray(labels, np.float32)
+  if not np.isfinite(dense).all() or not np.isfinite(label).all():
+    raise ValueError(f"{path}: non-finite labels or feature values")
+  if (label < 0).any():
+    raise ValueError(f"{path}: labels must be >= 0")
+
+  if groups is not None:
+    if sum(groups) != line_count:
+      raise ValueError(f"{path}.query: group sizes sum to {sum(groups)}, but the file has "
+                       f"{line_count} lines")
+    bounds = np.cumsum([0, *groups])
+    members = [np.arange(bounds[i], bounds[i + 1]) for i in range(len(groups))]
+    names = [str(i) for i in range(len(groups))]
+  else:
+    missing = [i for i, q in enumerate(qids) if q is None]
+    if missing:
+      raise ValueError(f"{path}: line {missing[0] + 1} has no qid: and there is no group "
+                       f"file {path}.query")
+    order: dict[str, list[int]] = {}
+    for i, q in enumerate(qids):
+      order.setdefault(q, []).append(i)
+    names = list(order)
+    members = [np.asarray(v) for v in order.values()]
+  return ParsedFile(names, [label[m] for m in members], [dense[m] for m in members],
+                    list(range(min_id, max_id + 1)))
+
+
+_PARSED: dict[tuple, ParsedFile] = {}  # (path, size, mtime) -> parsed; see parse_files
+
+
+def parse_files(files: Mapping[str, str]) -> dict[str, ParsedFile]:
+  """Parses the split files, memoised on (path, size, mtime) until :func:`clear_cache`."""
+  out = {}
+  for split, path in files.items():
+    if path:
+      stat = Path(path).stat()
+      key = (str(path), stat.st_size, stat.st_mtime_ns)
+      out[split] = _PARSED[key] if key in _PARSED else parse_file(Path(path))
+      _PARSED[key] = out[split]
+  return out
+
+
+def clear_cache() -> None:
+  _PARSED.clear()
+
+
+# --- turning queries into requests ---------------------------------------------------------
+
+def _widen(block: np.ndarray, width: int) -> np.ndarray:
+  if block.shape[1] == width:
+    return block
+  out = np.zeros((block.shape[0], width), np.float32)
+  out[:, :block.shape[1]] = block
+  return out
+
+
+def feature_columns(present: Sequence[int], student: Sequence[int],
+                    teacher: Sequence[int]) -> tuple[list[int], list[int]]:
+  """Feature ids of ``items`` (the student's) and ``cross`` (the teacher's others)."""
+  present = sorted(present)
+  student_ids = list(student) if student else present
+  teacher_ids = list(teacher) if teacher else present
+  unknown = sorted({*student_ids, *teacher_ids} - set(present))
+  if unknown:
+    raise ValueError(f"source.student_features/teacher_features: feature ids {unknown[:10]} "
+                     f"do not occur in the files (ids present: {present[0]}..{present[-1]})")
+  cross_ids = [f for f in teacher_ids if f not in set(student_ids)]
+  return student_ids, cross_ids
+
+
+class Normalizer:
+  """Per-feature normalisation fitted on the train split's documents."""
+
+  def __init__(self, kind: str, train_blocks: Sequence[np.ndarray]):
+    if kind not in NORMALIZERS:
+      raise ValueError(f"source.normalize: must be one of {NORMALIZERS}, got {kind!r}")
+    self.kind = kind
+    if kind == "none":
+      return
+    x = self._pre(np.concatenate(train_blocks, axis=0).astype(np.float64))
+    self.mean = x.mean(0)
+    std = x.std(0)
+    self.std = np.where(std > 1e-12, std, 1.0)
+
+  def _pre(self, x):
+    return np.sign(x) * np.log1p(np.abs(x)) if self.kind == "log_zscore" else x
+
+  def __call__(self, x: np.ndarray) -> np.ndarray:
+    if self.kind == "none":
+      return x.astype(np.float32)
+    return ((self._pre(x.astype(np.float64)) - self.mean) / self.std).astype(np.float32)
+
+
+def make_request(label: np.ndarray, features: np.ndarray, *, rng: np.random.Generator,
+                 list_size: int, items_cols: Sequence[int], cross_cols: Sequence[int],
+                 num_exposed: int, logging_noise: float, logging_feature: int,
+                 position_bias: float) -> dict[str, np.ndarray]:
+  """One query (normalised features ``[L, D]``, judged labels ``[L]``) → one record."""
+  length = len(label)
+  n = list_size
+  if length > n:  # the truncation rule: a uniform random subset, kept in file order
+    keep = np.sort(rng.choice(length, size=n, replace=False))
+    label, features = label[keep], features[keep]
+  k = len(label)
+  valid = np.arange(n) < k
+  pad = lambda x: np.concatenate([x, np.zeros((n - k, *x.shape[1:]), x.dtype)])
+  signal = label if logging_feature == 0 else features[:, logging_feature]
+  log_score = signal + logging_noise * rng.standard_normal(k).astype(np.float32)
+  e = min(num_exposed, k)
+  top = np.argsort(-log_score, kind="stable")[:e]
+  position = np.zeros(k, np.int64)
+  position[top] = np.arange(1, e + 1)
+  exposed = position > 0
+  theta = np.where(exposed, (1.0 / np.maximum(position, 1)) ** position_bias, 1.0)
+  examined = exposed & (rng.random(k) < theta)
+  return {
+      "context": np.array([math.log1p(length) / math.log1p(n)], np.float32),
+      "items": pad(features[:, list(items_cols)]),
+      "cross": pad(features[:, list(cross_cols)]),
+      "label": pad(np.where(examined, label, 0.0).astype(np.float32)),
+      "exposed": pad(exposed),
+      "valid": valid,
+      "true_relevance": pad(label.astype(np.float32)),
+      "propensity": pad(theta.astype(np.float32)),
+  }
+
+
+# --- the builder --------------------------------------------------------------------------
+
+def split_queries(parsed: Mapping[str, ParsedFile], params: Mapping[str, Any]) -> dict:
+  """``{split: [(qid, labels [L], features [L, D])]}``, carving missing splits from train."""
+  width = max(b.shape[1] for f in parsed.values() for b in f.features)
+  queries = {s: list(zip(f.qids, f.labels, [_widen(b, width) for b in f.features]))
+             for s, f in parsed.items()}
+  train = queries["train"]
+  carve = [s for s in ("valid", "test") if s not in queries]
+  if carve:
+    order = np.random.default_rng([params["seed"], 7]).permutation(len(train))
+    counts = {s: max(1, int(round(params[f"{s}_fraction"] * len(train)))) for s in carve}
+    if sum(counts.values()) >= len(train):
+      raise ValueError(f"{len(train)} train queries are too few to carve {counts} from")
+    start = 0
+    for s in carve:
+      queries[s] = [train[i] for i in sorted(order[start:start + counts[s]])]
+      start += counts[s]
+    queries["train"] = [train[i] for i in sorted(order[start:])]
+  return queries
+
+
+def _builder_class():
+  import tensorflow_datasets as tfds
+
+  tfds_base.quiet_tfds()
+
+  @dataclasses.dataclass
+  class LetorConfig(tfds.core.BuilderConfig):
+    source: str = "letor"                                   # catalog name or "letor"
+    files: dict = dataclasses.field(default_factory=dict)   # split -> absolute path | ""
+    params: dict = dataclasses.field(default_factory=dict)  # PARAMS
+    items_ids: list = dataclasses.field(default_factory=list)  # feature ids -> items
+    cross_ids: list = dataclasses.field(default_factory=list)  # feature ids -> cross
+
+  class PrerankLetor(tfds.core.GeneratorBasedBuilder):
+    """LETOR/LibSVM ranking files in the prerank-jax batch schema (see the module doc)."""
+
+    VERSION = tfds.core.Version(VERSION)
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    BUILDER_CONFIGS = [LetorConfig(name="placeholder", items_ids=[1],
+                                   params={"list_size": 1},
+                                   description="use prerank_jax.data.letor.make_builder")]
+
+    def _shapes(self):
+      c = self.builder_config
+      return tfds_base.record_shapes(context=1, list_size=c.params["list_size"],
+                                     items=len(c.items_ids), cross=len(c.cross_ids),
+                                     truth=True, propensity=True)
+
+    def _info(self):
+      c = self.builder_config
+      entry = CATALOG.get(c.source, GENERIC)
+      files = {s: f for s, f in c.files.items() if f}
+      return tfds_base.dataset_info(
+          self, self._shapes(), description=__doc__, license_note=entry.licence,
+          metadata={"source": c.source, "params": c.params, "items_feature_ids": c.items_ids,
+                    "cross_feature_ids": c.cross_ids,
+                    "files": {s: Path(f).name for s, f in files.items()},
+                    "file_signature": tfds_base.file_signature(files.values())
+                    if all(Path(f).is_file() for f in files.values()) else None})
+
+    def _split_generators(self, dl_manager):
+      c = self.builder_config
+      self._queries = split_queries(parse_files(c.files), c.params)
+      self._normalizer = Normalizer(c.params["normalize"],
+                                    [q[2] for q in self._queries["train"]])
+      return {split: self._generate_examples(split) for split in SPLITS}
+
+    def _generate_examples(self, split):
+      c = self.builder_config
+      p = c.params
+      shapes = self._shapes()
+      index, kept = SPLITS.index(split), 0
+      for q, (qid, label, features) in enumerate(self._queries[split]):
+        if len(label) < p["min_list_size"]:
+          continue
+        record = make_request(
+            label, self._normalizer(features), rng=np.random.default_rng([p["seed"], index, q]),
+            list_size=p["list_size"], items_cols=c.items_ids, cross_cols=c.cross_ids,
+            num_exposed=p["num_exposed"], logging_noise=p["logging_noise"],
+            logging_feature=p["logging_feature"], position_bias=p["position_bias"])
+        record["request_id"] = qid
+        yield kept, tfds_base.check_record(record, shapes)
+        kept += 1
+      if not kept:
+        raise ValueError(f"{c.source}: split {split!r} has no query with at least "
+                         f"source.min_list_size={p['min_list_size']} documents")
+
+  return PrerankLetor, LetorConfig
+
+
+_CLASSES: tuple | None = None
+
+
+def builder_classes():
+  """``(PrerankLetor, LetorConfig)``, defined on first use (TFDS is imported lazily)."""
+  global _CLASSES
+  if _CLASSES is None:
+    _CLASSES = _builder_class()
+  return _CLASSES
+
+
+def resolve_files(dataset: str, source: Mapping[str, Any]) -> tuple[Path, dict[str, str],
+                                                                     CatalogEntry]:
+  """The manual directory and ``{split: absolute path or ""}`` for a dataset name."""
+  entry = CATALOG.get(dataset, GENERIC)
+  data_dir = tfds_base.default_data_dir(source["data_dir"])
+  manual = Path(source["manual_dir"]).expanduser() if source["manual_dir"] else (
+      data_dir / "downloads" / "manual" / dataset.replace("/", "_"))
+  files = {}
+  for split in SPLITS:
+    override = source[f"{split}_file"]
+    rel = override if override else entry.files[split]
+    files[split] = str((manual / rel).resolve()) if rel else ""
+    if (split != "train" and not override and dataset not in CATALOG
+        and not Path(files[split]).is_file()):
+      files[split] = ""  # your own files: a valid/test file that is not there is carved
+  if not files["train"]:
+    raise ValueError(f"{dataset}: source.train_file is required")
+  return manual.resolve(), files, entry
+
+
+def params_of(config) -> dict[str, Any]:
+  s = config.source
+  return {
+      "list_size": int(s.list_size), "min_list_size": int(s.min_list_size),
+      "num_exposed": int(s.num_exposed), "logging_noise": float(s.logging_noise),
+      "logging_feature": int(s.logging_feature), "position_bias": float(s.position_bias),
+      "student_features": [int(i) for i in s.student_features],
+      "teacher_features": [int(i) for i in s.teacher_features],
+      "normalize": str(s.normalize), "valid_fraction": float(s.valid_fraction),
+      "test_fraction": float(s.test_fraction), "seed": int(config.seed)}
+
+
+def make_builder(config) -> tuple[Any, str | None]:
+  """``(builder, missing)`` for ``config.dataset`` (a catalog name or ``"letor"``) and
+  ``config.source``. ``missing`` holds the instructions when the dataset is neither prepared
+  nor on disk as raw files (``builder`` is then ``None``). Without preparing, this parses
+  the raw files (to learn the feature ids); a prepared dataset needs no raw files."""
+  from prerank_jax.data import registry
+
+  dataset = config.dataset
+  manual, files, entry = resolve_files(dataset, config.source)
+  params = params_of(config)
+  # Catalog data is identified by its name; your own files by their paths.
+  identity = {"source": dataset, "params": params,
+              "files": None if dataset in CATALOG else files}
+  name = (f"{dataset.replace('/', '-')}-n{params['list_size']}-e{params['num_exposed']}-"
+          f"{tfds_base.short_hash(identity)}")
+  data_dir = tfds_base.default_data_dir(config.source.data_dir)
+  prepared = data_dir / "prerank_letor" / name / VERSION
+  present = [f for f in files.values() if f and Path(f).is_file()]
+  absent = [f for f in files.values() if f and not Path(f).is_file()]
+  cls, config_cls = builder_classes()
+  make = lambda items_ids, cross_ids: cls(
+      config=config_cls(name=name, source=dataset, files=files, params=params,
+                        items_ids=list(items_ids), cross_ids=list(cross_ids),
+                        description=f"{dataset} from {manual}"),
+      data_dir=str(data_dir), file_format="array_record")
+  if (prepared / "dataset_info.json").exists():
+    meta = json.loads((prepared / "metadata.json").read_text())
+    if (dataset not in CATALOG and not absent and meta.get("file_signature")
+        and [list(x) for x in tfds_base.file_signature(present)] != meta["file_signature"]):
+      raise ValueError(f"{dataset}: the files in {manual} changed since they were prepared "
+                       f"into {prepared}; delete that directory to prepare them again")
+    return make(meta["items_feature_ids"], meta["cross_feature_ids"]), None
+  if absent:
+    return None, registry.missing_message(
+        config, what=entry.download, licence=entry.licence, manual_dir=manual,
+        where=[(f, "missing" if f in absent else "found") for f in files.values() if f])
+  parsed = parse_files(files)
+  ids = sorted({i for f in parsed.values() for i in f.feature_ids})
+  items_ids, cross_ids = feature_columns(ids, params["student_features"],
+                                         params["teacher_features"])
+  if params["logging_feature"] and params["logging_feature"] not in ids:
+    raise ValueError(f"source.logging_feature: feature {params['logging_feature']} does not "
+                     "occur in the files")
+  return make(items_ids, cross_ids), None
+
+
+def load(config, *, show: bool = False) -> tuple[dict[str, Batch], Any]:
+  """Prepares (once) and reads ``{"train", "valid", "test"} → Batch`` and the builder."""
+  builder, missing = make_builder(config)
+  if builder is None:
+    raise tfds_base.DatasetMissingError(missing)
+  try:
+    builder = tfds_base.prepare(builder, missing=None, show=show)
+  finally:
+    clear_cache()
+  return {split: tfds_base.read_split(builder, split) for split in SPLITS}, builder

@@ -1,0 +1,305 @@
+"""Bring your own data: a Parquet or CSV table as a TFDS dataset (``prerank_tabular``).
+
+One row per (request, candidate). ``config.source`` names the columns:
+
+* ``request_column``: groups rows into requests (any type; requests keep the order of
+  their first row);
+* ``context_columns``: request features (must be constant within a request);
+* ``item_columns``: candidate features the student (and teacher) see;
+* ``cross_columns``: candidate features only the teacher sees;
+* ``label_column``: the graded label (≥ 0); null where the candidate was not shown;
+* ``exposed_column`` (optional): a bool/0-1 column; without it a row is exposed when its
+  label is not null;
+* ``truth_column`` (optional): graded truth of every candidate; without it
+  ``true_relevance`` is the logged label (0 where not exposed);
+* ``propensity_column`` (optional): examination propensity of exposed rows, in (0, 1];
+* ``split_column`` (optional): ``train``/``valid``/``test`` per row. Without it, the files
+  ``train_file``/``valid_file``/``test_file`` are the splits, and a split without a file is
+  carved from train by request (``valid_fraction``, ``test_fraction``, seeded).
+
+A missing (null) feature is 0. Requests with fewer than ``min_list_size`` candidates are
+dropped. **Truncation rule**: a request with more than ``N = list_size`` candidates keeps
+all its exposed rows first (in file order, at most N), then a seeded uniform random subset
+of the unexposed ones fills the remaining slots; shorter lists are padded (``valid=False``).
+Files ending in ``.parquet``/``.pq`` are read as Parquet, anything else as CSV (pyarrow).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from prerank_jax.batch import Batch
+from prerank_jax.data import tfds_base
+
+VERSION = "1.0.0"
+SPLITS = ("train", "valid", "test")
+SPLIT_VALUES = {"train": "train", "valid": "valid", "validation": "valid", "vali": "valid",
+                "test": "test"}
+LICENCE = "your own data: its licence is yours to check."
+
+
+def read_table(path: str | Path, columns: Sequence[str], *,
+               text_columns: Sequence[str] = ()) -> dict[str, np.ndarray]:
+  """``{column: numpy array}`` of a Parquet or CSV file (only ``columns``): float64 with NaN
+  for nulls, or strings for ``text_columns`` (the request id and the split)."""
+  import pyarrow as pa
+
+  path = Path(path)
+  if path.suffix.lower() in (".parquet", ".pq"):
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+  else:
+    import pyarrow.csv as pcsv
+
+    table = pcsv.read_csv(path)
+  missing = [c for c in columns if c not in table.column_names]
+  if missing:
+    raise ValueError(f"{path}: no column(s) {missing}; the table has {table.column_names}")
+  out = {}
+  for name in columns:
+    column = table.column(name)
+    if name in text_columns:
+      out[name] = np.asarray(column.cast(pa.string()).to_pylist(), dtype=object)
+      continue
+    try:
+      out[name] = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+      raise ValueError(f"{path}: column {name!r} ({column.type}) must be numeric") from None
+  return out
+
+
+def _floats(values: np.ndarray, name: str) -> np.ndarray:
+  if values.dtype == object:
+    raise ValueError(f"column {name!r} must be numeric")
+  return values
+
+
+def group_rows(request: np.ndarray) -> list[np.ndarray]:
+  """Row indices of each request, requests in order of their first row."""
+  _, first, inverse = np.unique(request, return_index=True, return_inverse=True)
+  order = np.argsort(inverse, kind="stable")
+  bounds = np.cumsum(np.bincount(inverse))
+  groups = np.split(order, bounds[:-1])
+  return [groups[i] for i in np.argsort(first)]
+
+
+def make_request(rows: np.ndarray, table: Mapping[str, np.ndarray], s: Mapping[str, Any],
+                 rng: np.random.Generator, request_id: str) -> dict[str, np.ndarray]:
+  n = s["list_size"]
+  label = _floats(table[s["label_column"]], s["label_column"])[rows]
+  if s["exposed_column"]:
+    exposed_all = np.nan_to_num(_floats(table[s["exposed_column"]], s["exposed_column"])[rows]) > 0
+  else:
+    exposed_all = ~np.isnan(label)
+  if len(rows) > n:  # the truncation rule: exposed rows first, then random unexposed ones
+    shown = np.flatnonzero(exposed_all)[:n]
+    hidden = np.flatnonzero(~exposed_all)
+    fill = np.sort(rng.choice(hidden, size=n - len(shown), replace=False)) if n > len(shown) \
+        else np.zeros(0, np.int64)
+    keep = np.sort(np.concatenate([shown, fill]))
+    rows, label, exposed_all = rows[keep], label[keep], exposed_all[keep]
+  k = len(rows)
+  pad = lambda x: np.concatenate([x, np.zeros((n - k, *x.shape[1:]), x.dtype)])
+  feats = lambda cols: (np.nan_to_num(np.stack([_floats(table[c], c)[rows] for c in cols], 1))
+                        if cols else np.zeros((k, 0))).astype(np.float32)
+  context = []
+  for c in s["context_columns"]:
+    values = _floats(table[c], c)[rows]
+    if not np.all((values == values[0]) | (np.isnan(values) & np.isnan(values[0]))):
+      raise ValueError(f"source.context_columns: column {c!r} varies within request "
+                       f"{request_id!r}; context features must be constant per request")
+    context.append(0.0 if np.isnan(values[0]) else values[0])
+  logged = np.where(exposed_all, np.nan_to_num(label), 0.0)
+  if (logged < 0).any():
+    raise ValueError(f"{s['label_column']}: labels must be >= 0 (request {request_id!r})")
+  record = {
+      "context": np.asarray(context, np.float32),
+      "items": pad(feats(s["item_columns"])),
+      "cross": pad(feats(s["cross_columns"])),
+      "label": pad(logged.astype(np.float32)),
+      "exposed": pad(exposed_all),
+      "valid": np.arange(n) < k,
+      "request_id": request_id,
+  }
+  truth = (np.nan_to_num(_floats(table[s["truth_column"]], s["truth_column"])[rows])
+           if s["truth_column"] else logged)
+  record["true_relevance"] = pad(truth.astype(np.float32))
+  if s["propensity_column"]:
+    p = _floats(table[s["propensity_column"]], s["propensity_column"])[rows]
+    record["propensity"] = pad(np.where(exposed_all, np.nan_to_num(p, nan=1.0), 1.0)
+                               .astype(np.float32))
+  return record
+
+
+def columns_of(s: Mapping[str, Any]) -> list[str]:
+  """Every column the config names, the request column first."""
+  cols = [s["request_column"], s["label_column"], *s["context_columns"], *s["item_columns"],
+          *s["cross_columns"]]
+  cols += [s[k] for k in ("exposed_column", "truth_column", "propensity_column",
+                          "split_column") if s[k]]
+  return list(dict.fromkeys(cols))
+
+
+def build_requests(files: Mapping[str, str], s: Mapping[str, Any]) -> dict[str, list[dict]]:
+  columns = columns_of(s)
+  text = [s["request_column"]] + ([s["split_column"]] if s["split_column"] else [])
+  tables = {split: read_table(path, columns, text_columns=text)
+            for split, path in files.items() if path}
+  groups: dict[str, list[tuple[str, np.ndarray, dict]]] = {split: [] for split in SPLITS}
+  for split, table in tables.items():
+    request = table[s["request_column"]]
+    for rows in group_rows(request):
+      target = split
+      if s["split_column"]:
+        values = {str(v).strip().lower() for v in table[s["split_column"]][rows]}
+        if len(values) != 1 or next(iter(values)) not in SPLIT_VALUES:
+          raise ValueError(f"source.split_column: request {request[rows[0]]!r} has split "
+                           f"values {sorted(values)}; each request needs one of "
+                           f"{sorted(SPLIT_VALUES)}")
+        target = SPLIT_VALUES[next(iter(values))]
+      groups[target].append((str(request[rows[0]]), rows, table))
+  carve = [x for x in ("valid", "test") if not groups[x]]
+  if carve:
+    train = groups["train"]
+    order = np.random.default_rng([s["seed"], 13]).permutation(len(train))
+    counts = {x: max(1, int(round(s[f"{x}_fraction"] * len(train)))) for x in carve}
+    if sum(counts.values()) >= len(train):
+      raise ValueError(f"tabular: {len(train)} train requests are too few to carve "
+                       f"{counts} from")
+    start = 0
+    for x in carve:
+      groups[x] = [train[i] for i in sorted(order[start:start + counts[x]])]
+      start += counts[x]
+    groups["train"] = [train[i] for i in sorted(order[start:])]
+  out = {}
+  for split_index, split in enumerate(SPLITS):
+    out[split] = []
+    for q, (rid, rows, table) in enumerate(groups[split]):
+      if len(rows) < s["min_list_size"]:
+        continue
+      rng = np.random.default_rng([s["seed"], split_index, q])
+      out[split].append(make_request(rows, table, s, rng, rid))
+    if not out[split]:
+      raise ValueError(f"tabular: split {split!r} has no request with at least "
+                       f"source.min_list_size={s['min_list_size']} candidates")
+  return out
+
+
+def _builder_class():
+  import tensorflow_datasets as tfds
+
+  tfds_base.quiet_tfds()
+
+  @dataclasses.dataclass
+  class TabularConfig(tfds.core.BuilderConfig):
+    files: dict = dataclasses.field(default_factory=dict)
+    params: dict = dataclasses.field(default_factory=dict)
+
+  class PrerankTabular(tfds.core.GeneratorBasedBuilder):
+    """A Parquet/CSV table in the prerank-jax batch schema (see the module docstring)."""
+
+    VERSION = tfds.core.Version(VERSION)
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    BUILDER_CONFIGS = [TabularConfig(name="placeholder", params=dict(
+        list_size=1, context_columns=[], item_columns=["x"], cross_columns=[],
+        propensity_column=""), description="use prerank_jax.data.tabular.make_builder")]
+
+    def _shapes(self):
+      p = self.builder_config.params
+      return tfds_base.record_shapes(
+          context=len(p["context_columns"]), list_size=p["list_size"],
+          items=len(p["item_columns"]), cross=len(p["cross_columns"]), truth=True,
+          propensity=bool(p["propensity_column"]))
+
+    def _info(self):
+      c = self.builder_config
+      files = {k: v for k, v in c.files.items() if v}
+      return tfds_base.dataset_info(
+          self, self._shapes(), description=__doc__, license_note=LICENCE,
+          metadata={"params": c.params, "files": files,
+                    "file_signature": tfds_base.file_signature(files.values())
+                    if all(Path(f).is_file() for f in files.values()) else None})
+
+    def _split_generators(self, dl_manager):
+      self._requests = build_requests(self.builder_config.files, self.builder_config.params)
+      return {split: self._generate_examples(split) for split in SPLITS}
+
+    def _generate_examples(self, split):
+      shapes = self._shapes()
+      for i, record in enumerate(self._requests[split]):
+        yield i, tfds_base.check_record(record, shapes)
+
+  return PrerankTabular, TabularConfig
+
+
+_CLASSES: tuple | None = None
+
+
+def builder_classes():
+  global _CLASSES
+  if _CLASSES is None:
+    _CLASSES = _builder_class()
+  return _CLASSES
+
+
+PARAMS = ("list_size", "min_list_size", "request_column", "label_column", "context_columns",
+          "item_columns", "cross_columns", "exposed_column", "truth_column",
+          "propensity_column", "split_column", "valid_fraction", "test_fraction")
+
+
+def params_of(config) -> dict[str, Any]:
+  s = config.source
+  out = {k: (list(s[k]) if isinstance(s[k], (tuple, list)) else s[k]) for k in PARAMS}
+  out["seed"] = int(config.seed)
+  return out
+
+
+def make_builder(config) -> tuple[Any, str | None]:
+  """``(builder, missing)``; see :func:`prerank_jax.data.letor.make_builder`."""
+  from prerank_jax.data import registry
+
+  s = config.source
+  data_dir = tfds_base.default_data_dir(s.data_dir)
+  manual = (Path(s.manual_dir).expanduser() if s.manual_dir
+            else data_dir / "downloads" / "manual" / "tabular").resolve()
+  files = {split: str((manual / s[f"{split}_file"]).resolve()) if s[f"{split}_file"] else ""
+           for split in SPLITS}
+  if not files["train"]:
+    raise ValueError("source.train_file: the table (Parquet or CSV) is required")
+  params = params_of(config)
+  stem = Path(files["train"]).name.split(".")[0] or "table"
+  name = f"{stem}-n{params['list_size']}-{tfds_base.short_hash([files, params])}"
+  cls, config_cls = builder_classes()
+  builder = cls(config=config_cls(name=name, files=files, params=params,
+                                  description=f"table {files['train']}"),
+                data_dir=str(data_dir), file_format="array_record")
+  absent = [f for f in files.values() if f and not Path(f).is_file()]
+  if tfds_base.is_prepared(builder):
+    meta = json.loads((Path(str(builder.data_path)) / "metadata.json").read_text())
+    present = [f for f in files.values() if f]
+    if (not absent and meta.get("file_signature")
+        and [list(x) for x in tfds_base.file_signature(present)] != meta["file_signature"]):
+      raise ValueError(f"tabular: {files['train']} (or another split file) changed since it "
+                       f"was prepared into {builder.data_path}; delete that directory to "
+                       "prepare it again")
+    return builder, None
+  if absent:
+    return None, registry.missing_message(
+        config, what="your own Parquet/CSV table, one row per (request, candidate)",
+        licence=LICENCE, manual_dir=manual,
+        where=[(f, "missing" if f in absent else "found") for f in files.values() if f])
+  return builder, None
+
+
+def load(config, *, show: bool = False) -> tuple[dict[str, Batch], Any]:
+  builder, missing = make_builder(config)
+  if builder is None:
+    raise tfds_base.DatasetMissingError(missing)
+  builder = tfds_base.prepare(builder, missing=None, show=show)
+  return {split: tfds_base.read_split(builder, split) for split in SPLITS}, builder
