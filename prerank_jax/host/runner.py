@@ -71,14 +71,18 @@ def barrier(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
-def load_data(config: ml_collections.ConfigDict) -> dict[str, Batch]:
-  """Builds and validates the train/valid/test splits named by the config."""
-  from prerank_jax.data.registry import load_splits  # simulator, TFDS datasets (issue 6)
+def load_data(config: ml_collections.ConfigDict) -> tuple[dict[str, Batch], Any]:
+  """Builds and validates the train/valid/test splits named by the config.
 
-  splits = load_splits(config)
-  for name, batch in splits.items():
+  Returns ``(splits, builder)``; ``builder`` is the prepared TFDS builder of a dataset on
+  disk (it places the teacher-score cache) or ``None`` for the in-memory simulator.
+  """
+  from prerank_jax.data.registry import load_dataset  # simulator, TFDS datasets (issue 6)
+
+  loaded = load_dataset(config)
+  for name, batch in loaded.splits.items():
     validate_batch(batch, name=name)
-  return splits
+  return loaded.splits, loaded.builder
 
 
 def data_identity(config: ml_collections.ConfigDict) -> str:
@@ -180,14 +184,30 @@ def train_phase(config: ml_collections.ConfigDict, role: str, points: list[Sweep
   return Phase(points, trainer, compiled, final, merged), tracker
 
 
-def score_splits(phase: Phase, splits: dict[str, Batch]) -> dict[str, Batch]:
-  """Adds the teachers' scores ``[R, N, M]`` to every split, computed once."""
-  scored = {}
-  for name, batch in splits.items():
-    scores = phase.compiled.apply(phase.state.params, batch)  # [M, R, N]
-    scored[name] = validate_batch(batch._replace(teacher_scores=jnp.moveaxis(scores, 0, -1)),
-                                  name=name, require_teacher=True)
-  return scored
+def score_splits(phase: Phase, splits: dict[str, Batch], builder: Any = None
+                 ) -> tuple[dict[str, Batch], dict[str, str]]:
+  """Adds the teachers' scores ``[R, N, M]`` to every split, computed once.
+
+  For a dataset on disk (``builder`` given) the scores go through the teacher-score cache
+  next to the dataset, keyed by its name and version and a hash of the teacher's
+  parameters: a later sweep with the same teacher reads them instead of scoring again.
+  Returns ``(scored splits, {split: "computed" | "cache"})``.
+  """
+  from prerank_jax.data.teacher_cache import score_splits_cached
+
+  def compute(todo):
+    return {name: batch._replace(teacher_scores=jnp.moveaxis(
+        phase.compiled.apply(phase.state.params, batch), 0, -1))  # [M, R, N] -> [R, N, M]
+            for name, batch in todo.items()}
+
+  if builder is not None and not is_main():  # one process writes the cache
+    barrier("teacher_cache")
+  scored, how = score_splits_cached(builder, phase.state.params, splits, compute)
+  if builder is not None and is_main():
+    barrier("teacher_cache")
+  return {name: validate_batch(batch._replace(teacher_scores=jnp.asarray(batch.teacher_scores)),
+                               name=name, require_teacher=True)
+          for name, batch in scored.items()}, how
 
 
 def evaluate_rows(config: ml_collections.ConfigDict, students: Phase,
@@ -243,7 +263,7 @@ def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None)
   if show and is_main():
     print(describe_plan(config, programs))
   timings = {}
-  splits = load_data(config)
+  splits, builder = load_data(config)
   check_against_data(config, shortest_list=int(min(b.valid.sum(-1).min()
                                                    for b in splits.values())),
                      num_train_requests=splits["train"].num_requests,
@@ -274,7 +294,7 @@ def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None)
   if bool(np.any(teachers.state.diverged)):
     raise FloatingPointError("teacher: training diverged (non-finite loss); lower "
                              "teacher.learning_rate")
-  scored = score_splits(teachers, splits)
+  scored, score_source = score_splits(teachers, splits, builder)
   timings["teacher_s"] = time.perf_counter() - t0
 
   # Students: the whole grid as one vmapped program, sharded over the devices.
@@ -290,7 +310,7 @@ def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None)
   timings["students_s"] = time.perf_counter() - t0
 
   result = finish_run(config, run_dir, teachers, students, scored, timings, t_start,
-                      teacher_run_dir=teacher_run_dir)
+                      teacher_run_dir=teacher_run_dir, score_source=score_source)
   offset = 0
   for (_, _, phase), tracker in zip(students, trackers):
     tracker.finish(result.rows[offset:offset + len(phase.points)])
@@ -303,8 +323,11 @@ def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None)
 def finish_run(config: ml_collections.ConfigDict, run_dir: Path, teachers: Phase,
                students: list[tuple[str, ml_collections.ConfigDict, Phase]],
                scored: dict[str, Batch], timings: dict[str, float], t_start: float, *,
-               teacher_run_dir: Path) -> RunResult:
+               teacher_run_dir: Path, score_source: dict[str, str]) -> RunResult:
   """Evaluates the trained phases on the test split and writes the result files.
+
+  ``score_source`` says per split whether the teacher scores were computed or read from
+  the teacher-score cache; it is recorded in ``history.json``.
 
   ``students`` holds one ``(label, config, phase)`` per program of ``sweep.programs``; with
   more than one, student rows are prefixed by ``[label]``.
@@ -354,6 +377,7 @@ def finish_run(config: ml_collections.ConfigDict, run_dir: Path, teachers: Phase
       "teacher": {k: v.tolist() for k, v in teachers.history.items()},
       "students": history_students,
       "teacher_source": str(teacher_run_dir / "checkpoints" / "teacher"),
+      "teacher_scores": score_source,
       "costs": costs if len(students) == 1 else {**teacher_costs, "programs": student_costs},
       "timings": timings,
   }
@@ -414,11 +438,11 @@ def evaluate_run(run_dir: Path) -> RunResult:
   t_start = time.perf_counter()
   run_dir = Path(run_dir)
   config = load_run_config(run_dir)
-  splits = load_data(config)
+  splits, builder = load_data(config)
   data = SweepData(splits["train"], splits["valid"])
   teacher_run_dir = Path(config.teacher.restore_from) if config.teacher.restore_from else run_dir
   teachers = restore_teacher(config, data, teacher_run_dir)
-  scored = score_splits(teachers, splits)
+  scored, score_source = score_splits(teachers, splits, builder)
   programs = student_programs(config)
   students = [(label, program, restore_phase(
       program, "student", student_points(program), SweepData(scored["train"], scored["valid"]),
@@ -426,7 +450,7 @@ def evaluate_run(run_dir: Path) -> RunResult:
       for j, (label, program) in enumerate(programs)]
   timings = {"restore_s": time.perf_counter() - t_start}
   return finish_run(config, run_dir, teachers, students, scored, timings, t_start,
-                    teacher_run_dir=teacher_run_dir)
+                    teacher_run_dir=teacher_run_dir, score_source=score_source)
 
 
 def restore_phase(config: ml_collections.ConfigDict, role: str, points: list[SweepPoint],

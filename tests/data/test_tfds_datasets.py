@@ -459,3 +459,15 @@ def test_runner_end_to_end_on_letor_movielens_and_parquet(tmp_path):
       steps = meta["input"]["step"]   # 2 epochs of the train split's steps
       calls = 2 * -(-(steps // 2) // config.streaming.steps_per_call)
       assert steps > 0 and steps % 2 == 0 and meta["input"]["grain"]["next_index"] == calls
+    # Teacher scores of a dataset on disk go through the cache next to it: computed by the
+    # first run, read back by a second run that reuses its teacher.
+    assert result.history["teacher_scores"] == dict.fromkeys(("train", "valid", "test"),
+                                                              "computed")
+    if dataset == "mslr_web/10k_fold1":
+      again = config.copy_and_resolve_references()
+      again.name = "e2e_cached"
+      again.teacher.restore_from = str(result.run_dir)
+      cached = run(again)
+      assert cached.history["teacher_scores"] == dict.fromkeys(("train", "valid", "test"),
+                                                                "cache")
+      assert [r["ndcg@5"] for r in cached.rows] == [r["ndcg@5"] for r in result.rows]

@@ -65,8 +65,7 @@ def test_changing_traced_hyperparameters_does_not_recompile(setup):
                                          "learning_rate": (lr,)}, seed=3))
     jax.block_until_ready(counted(hp, rngs, data))
     compiled.run_chunk(compiled.init(hp, rngs), hp, data)
-  assert len(traces) == 1
-  assert compiled.run_chunk._cache_size() == 1
+  assert len(traces) == 1  # one trace (hence one compilation) for both grids
 
 
 def test_a_diverging_point_is_frozen_and_the_others_are_unaffected(setup):
