@@ -94,6 +94,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.teacher.learning_rate = 1e-3
   config.teacher.num_teachers = 1  # > 1: an ensemble of seeds, trained as one vmapped sweep
   config.teacher.restore_from = ""  # a run dir whose teacher (same data/config) to reuse
+  # Run dirs over the same data whose finished teachers (any architecture) join this run's
+  # as extra ensemble members: e.g. an mlp_teacher run plus a dcn_v2 run, distilled at once.
+  config.teacher.ensemble_with = ()
 
   config.student = _role(model_config("mlp_student", hidden=(64, 32)),
                          num_epochs=4 if smoke else 20, batch_size=16 if smoke else 32,

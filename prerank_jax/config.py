@@ -136,8 +136,13 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     raise ConfigError(f"student.loss.kd: a student needs a distillation loss; valid names "
                       f"are {sorted(KD_LOSSES)}")
   _int(config, "teacher.num_teachers", 1, 64)
+  others = config.teacher.get("ensemble_with", ())
+  if not isinstance(others, (tuple, list)) or not all(
+      isinstance(d, str) and d for d in others):
+    raise ConfigError(f"teacher.ensemble_with: must be a tuple of run directories, got "
+                      f"{others!r}")
   ens_w = config.student.loss.get("ensemble_weights", ())
-  if ens_w and len(ens_w) != config.teacher.num_teachers:
+  if ens_w and not others and len(ens_w) != config.teacher.num_teachers:
     raise ConfigError(f"student.loss.ensemble_weights: must have one weight per teacher "
                       f"(teacher.num_teachers={config.teacher.num_teachers}), got {ens_w!r}")
   _int(config, "checkpoint_every", 0)

@@ -19,7 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from prerank_jax.batch import Batch, feature_sizes, validate_batch
-from prerank_jax.config import check_against_data, sweep_axes, validate_config
+from prerank_jax.config import ConfigError, check_against_data, sweep_axes, validate_config
 from prerank_jax.data.simulator import simulate
 from prerank_jax.evaluate import describe_excluded, evaluate_stacked, metric_names
 from prerank_jax.host import report
@@ -95,7 +95,8 @@ def data_identity(config: ml_collections.ConfigDict) -> str:
 
 def teacher_identity(config: ml_collections.ConfigDict) -> str:
   """Fingerprint of the teacher: the data plus every teacher field."""
-  fields = {k: v for k, v in config.teacher.to_dict().items() if k != "restore_from"}
+  fields = {k: v for k, v in config.teacher.to_dict().items()
+            if k not in ("restore_from", "ensemble_with")}
   return fingerprint({"data": data_identity(config), "teacher": fields})
 
 
@@ -184,30 +185,69 @@ def train_phase(config: ml_collections.ConfigDict, role: str, points: list[Sweep
   return Phase(points, trainer, compiled, final, merged), tracker
 
 
-def score_splits(phase: Phase, splits: dict[str, Batch], builder: Any = None
+def score_splits(members: list[Phase], splits: dict[str, Batch], builder: Any = None
                  ) -> tuple[dict[str, Batch], dict[str, str]]:
   """Adds the teachers' scores ``[R, N, M]`` to every split, computed once.
 
-  For a dataset on disk (``builder`` given) the scores go through the teacher-score cache
-  next to the dataset, keyed by its name and version and a hash of the teacher's
-  parameters: a later sweep with the same teacher reads them instead of scoring again.
+  ``members`` are trained teacher phases (this run's, then those of
+  ``teacher.ensemble_with``); their points are stacked along M in that order. For a
+  dataset on disk (``builder`` given) the scores go through the teacher-score cache next
+  to the dataset, keyed by its name and version and a hash of every teacher's parameters:
+  a later sweep with the same teachers reads them instead of scoring again.
   Returns ``(scored splits, {split: "computed" | "cache"})``.
   """
   from prerank_jax.data.teacher_cache import score_splits_cached
 
   def compute(todo):
-    return {name: batch._replace(teacher_scores=jnp.moveaxis(
-        phase.compiled.apply(phase.state.params, batch), 0, -1))  # [M, R, N] -> [R, N, M]
+    return {name: batch._replace(teacher_scores=jnp.concatenate(
+        [jnp.moveaxis(m.compiled.apply(m.state.params, batch), 0, -1)  # [M_i, R, N] -> [R, N, M_i]
+         for m in members], axis=-1))
             for name, batch in todo.items()}
 
+  params = members[0].state.params if len(members) == 1 else [m.state.params for m in members]
   if builder is not None and not is_main():  # one process writes the cache
     barrier("teacher_cache")
-  scored, how = score_splits_cached(builder, phase.state.params, splits, compute)
+  scored, how = score_splits_cached(builder, params, splits, compute)
   if builder is not None and is_main():
     barrier("teacher_cache")
   return {name: validate_batch(batch._replace(teacher_scores=jnp.asarray(batch.teacher_scores)),
                                name=name, require_teacher=True)
           for name, batch in scored.items()}, how
+
+
+def ensemble_sources(config: ml_collections.ConfigDict
+                     ) -> list[tuple[Path, ml_collections.ConfigDict]]:
+  """``(teacher checkpoint run dir, its config)`` per run of ``teacher.ensemble_with``.
+
+  Checked before anything is written: each must be a run over the same data with a
+  finished teacher, and ``student.loss.ensemble_weights`` (if set) must have one weight
+  per teacher of the whole ensemble.
+  """
+  sources = []
+  for d in config.teacher.get("ensemble_with", ()):
+    try:
+      other = load_run_config(Path(d))
+    except FileNotFoundError as e:
+      raise FileNotFoundError(f"teacher.ensemble_with: {e}") from None
+    if data_identity(other) != data_identity(config):
+      raise ValueError(f"teacher.ensemble_with: {d} trained its teacher on other data "
+                       "(dataset, data fields or seed differ); refusing it")
+    home = Path(other.teacher.restore_from) if other.teacher.restore_from else Path(d)
+    if not (home / "checkpoints" / "teacher" / "identity.json").exists():
+      raise FileNotFoundError(f"teacher.ensemble_with: {home} holds no finished teacher")
+    sources.append((home, other))
+  ens_w = config.student.loss.get("ensemble_weights", ())
+  total = config.teacher.num_teachers + sum(o.teacher.num_teachers for _, o in sources)
+  if ens_w and len(ens_w) != total:
+    raise ConfigError(f"student.loss.ensemble_weights: must have one weight per teacher "
+                      f"({total} with teacher.ensemble_with), got {ens_w!r}")
+  return sources
+
+
+def ensemble_members(teachers: Phase, data: SweepData,
+                     sources: list[tuple[Path, ml_collections.ConfigDict]]) -> list[Phase]:
+  """This run's teacher phase followed by the restored teachers of ``ensemble_with``."""
+  return [teachers] + [restore_teacher(other, data, home) for home, other in sources]
 
 
 def evaluate_rows(config: ml_collections.ConfigDict, students: Phase,
@@ -264,6 +304,7 @@ def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None)
     print(describe_plan(config, programs))
   timings = {}
   splits, builder = load_data(config)
+  sources = ensemble_sources(config)
   check_against_data(config, shortest_list=int(min(b.valid.sum(-1).min()
                                                    for b in splits.values())),
                      num_train_requests=splits["train"].num_requests,
@@ -294,7 +335,8 @@ def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None)
   if bool(np.any(teachers.state.diverged)):
     raise FloatingPointError("teacher: training diverged (non-finite loss); lower "
                              "teacher.learning_rate")
-  scored, score_source = score_splits(teachers, splits, builder)
+  members = ensemble_members(teachers, data, sources)
+  scored, score_source = score_splits(members, splits, builder)
   timings["teacher_s"] = time.perf_counter() - t0
 
   # Students: the whole grid as one vmapped program, sharded over the devices.
@@ -309,7 +351,7 @@ def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None)
     trackers.append(tracker)
   timings["students_s"] = time.perf_counter() - t0
 
-  result = finish_run(config, run_dir, teachers, students, scored, timings, t_start,
+  result = finish_run(config, run_dir, members, students, scored, timings, t_start,
                       teacher_run_dir=teacher_run_dir, score_source=score_source)
   offset = 0
   for (_, _, phase), tracker in zip(students, trackers):
@@ -320,13 +362,14 @@ def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None)
   return result
 
 
-def finish_run(config: ml_collections.ConfigDict, run_dir: Path, teachers: Phase,
+def finish_run(config: ml_collections.ConfigDict, run_dir: Path, members: list[Phase],
                students: list[tuple[str, ml_collections.ConfigDict, Phase]],
                scored: dict[str, Batch], timings: dict[str, float], t_start: float, *,
                teacher_run_dir: Path, score_source: dict[str, str]) -> RunResult:
   """Evaluates the trained phases on the test split and writes the result files.
 
-  ``score_source`` says per split whether the teacher scores were computed or read from
+  ``members`` are the teacher phases whose points make up the M teachers (this run's
+  first). ``score_source`` says per split whether the teacher scores were computed or read from
   the teacher-score cache; it is recorded in ``history.json``.
 
   ``students`` holds one ``(label, config, phase)`` per program of ``sweep.programs``; with
@@ -336,11 +379,19 @@ def finish_run(config: ml_collections.ConfigDict, run_dir: Path, teachers: Phase
   test = scored["test"]
   sample = scored["valid"].take(slice(0, min(64, scored["valid"].num_requests)))
   first = lambda tree: jax.tree.map(lambda x: x[0], tree)
-  teacher_costs = {
-      "teacher_params": param_count(first(teachers.state.params)),
-      "teacher_flops_per_candidate": flops_per_candidate(
-          teachers.trainer.model, first(teachers.state.params), sample),
+  teachers = members[0]
+  member_costs = [{"model": m.trainer.model.name, "count": len(m.points),
+                   "params": param_count(first(m.state.params)),
+                   "flops_per_candidate": flops_per_candidate(
+                       m.trainer.model, first(m.state.params), sample)} for m in members]
+  teacher_costs = {  # one of this run's own teachers
+      "teacher_params": member_costs[0]["params"],
+      "teacher_flops_per_candidate": member_costs[0]["flops_per_candidate"],
   }
+  # The teacher row scores with every member: its cost is theirs summed.
+  ensemble_costs = {"teacher_params": sum(c["params"] * c["count"] for c in member_costs),
+                    "teacher_flops_per_candidate": sum(c["flops_per_candidate"] * c["count"]
+                                                       for c in member_costs)}
   rows, history_students, student_costs = [], {}, []
   for j, (label, program, phase) in enumerate(students):
     rows_j, columns, excluded_note = evaluate_rows(program, phase, test)
@@ -348,8 +399,7 @@ def finish_run(config: ml_collections.ConfigDict, run_dir: Path, teachers: Phase
              "student_params": param_count(first(phase.state.params)),
              "student_flops_per_candidate": flops_per_candidate(
                  phase.trainer.model, first(phase.state.params), sample)}
-    columns = add_cost_columns(rows_j, columns, costs,
-                               num_teachers=config.teacher.num_teachers)
+    columns = add_cost_columns(rows_j, columns, {**costs, **ensemble_costs})
     prefix = f"[{label}] " if len(students) > 1 else ""
     for row in rows_j:
       if row["status"] != "reference":
@@ -370,7 +420,11 @@ def finish_run(config: ml_collections.ConfigDict, run_dir: Path, teachers: Phase
             f"({teacher_costs['teacher_params']} params, "
             f"{teacher_costs['teacher_flops_per_candidate']:.0f} FLOPs/candidate; "
             f"{teacher_run_dir / 'checkpoints' / 'teacher'}, identity "
-            f"{teacher_identity(config)}), student: {'; '.join(student_costs)}. "
+            f"{teacher_identity(config)})"
+            + "".join(f" + {c['count']}× {c['model']} ({c['params']} params, "
+                      f"{c['flops_per_candidate']:.0f} FLOPs/candidate; {d})"
+                      for c, d in zip(member_costs[1:], config.teacher.ensemble_with))
+            + f", student: {'; '.join(student_costs)}. "
             f"Wall time {timings['total_s']:.1f} s on {jax.device_count()} "
             f"{jax.default_backend()} device(s).")
   history = {
@@ -378,6 +432,7 @@ def finish_run(config: ml_collections.ConfigDict, run_dir: Path, teachers: Phase
       "students": history_students,
       "teacher_source": str(teacher_run_dir / "checkpoints" / "teacher"),
       "teacher_scores": score_source,
+      "teacher_members": member_costs,
       "costs": costs if len(students) == 1 else {**teacher_costs, "programs": student_costs},
       "timings": timings,
   }
@@ -404,7 +459,8 @@ def describe_plan(config: ml_collections.ConfigDict,
   lines = [f"plan: {1 + len(programs)} compiled programs on {devices} "
            f"{jax.default_backend()} device(s), run one after another",
            f"  teacher: {config.teacher.num_teachers} point(s) × "
-           f"{config.teacher.num_epochs} epochs ({config.teacher.model.name})"]
+           f"{config.teacher.num_epochs} epochs ({config.teacher.model.name})"
+           + "".join(f" + the teacher of {d}" for d in config.teacher.get("ensemble_with", ()))]
   for label, program in programs:
     n = len(student_points(program))
     padded = n + (-n) % devices
@@ -442,14 +498,15 @@ def evaluate_run(run_dir: Path) -> RunResult:
   data = SweepData(splits["train"], splits["valid"])
   teacher_run_dir = Path(config.teacher.restore_from) if config.teacher.restore_from else run_dir
   teachers = restore_teacher(config, data, teacher_run_dir)
-  scored, score_source = score_splits(teachers, splits, builder)
+  members = ensemble_members(teachers, data, ensemble_sources(config))
+  scored, score_source = score_splits(members, splits, builder)
   programs = student_programs(config)
   students = [(label, program, restore_phase(
       program, "student", student_points(program), SweepData(scored["train"], scored["valid"]),
       run_dir, tag="" if len(programs) == 1 else f"-{j}"))
       for j, (label, program) in enumerate(programs)]
   timings = {"restore_s": time.perf_counter() - t_start}
-  return finish_run(config, run_dir, teachers, students, scored, timings, t_start,
+  return finish_run(config, run_dir, members, students, scored, timings, t_start,
                     teacher_run_dir=teacher_run_dir, score_source=score_source)
 
 

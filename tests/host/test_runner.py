@@ -110,3 +110,51 @@ def test_structural_programs_share_the_teacher_and_report_together(smoke_config,
   smoke_config.name = "bad"
   with pytest.raises(ConfigError, match=r"sweep.programs: .*student.loss.kd: unknown name 'nope'"):
     run(smoke_config)
+
+
+@pytest.mark.slow
+def test_teachers_of_other_runs_join_the_ensemble(smoke_config):
+  """An mlp_teacher run and a dcn_v2 run over the same data, distilled into one student."""
+  from prerank_jax.host import runner
+
+  c = smoke_config
+  c.sweep.temperature, c.sweep.alpha = (1.0,), (0.5,)
+  c.sweep.gt_only_baseline = False
+  c.name = "mlp"
+  mlp = run(c)
+  c.name, c.teacher.model.name = "dcn", "dcn_v2"
+  dcn = run(c)
+
+  c.teacher.model.name = "mlp_teacher"
+  c.teacher.restore_from = str(mlp.run_dir)
+  c.teacher.ensemble_with = (str(dcn.run_dir),)
+  c.name, c.student.loss.ensemble_weights = "bad", (1.0,)  # two teachers need two weights
+  with pytest.raises(ConfigError, match=r"ensemble_weights: .*2 with teacher.ensemble_with"):
+    run(c)
+  c.student.loss.ensemble_weights, c.seed = (), 1  # a member trained on other data
+  with pytest.raises(ValueError, match="ensemble_with: .* other data"):
+    run(c)
+  assert not (mlp.run_dir.parent / "bad").exists()
+
+  c.name, c.seed = "both", 0
+  both = run(c)
+  members = both.history["teacher_members"]
+  assert [(m["model"], m["count"]) for m in members] == [("mlp_teacher", 1), ("dcn_v2", 1)]
+  rows = {r["model"]: r for r in both.rows}
+  assert rows["teacher"]["flops/cand"] == pytest.approx(
+      sum(m["flops_per_candidate"] for m in members))
+  # The student saw both teachers: with the mlp teacher alone (same seed, same data) it
+  # would have reproduced the first run's student exactly.
+  student = lambda result: next(r for r in result.rows if r["model"].startswith("student"))
+  assert student(both)["ndcg@10"] != student(mlp)["ndcg@10"]
+  # Scores are stacked along M in order: this run's teacher, then ensemble_with's.
+  splits, _ = runner.load_data(c)
+  data = runner.SweepData(splits["train"], splits["valid"])
+  phases = [runner.restore_teacher(runner.load_run_config(r.run_dir), data, r.run_dir)
+            for r in (mlp, dcn)]
+  joint, _ = runner.score_splits(phases, splits)
+  alone = [runner.score_splits([p], splits)[0]["test"].teacher_scores for p in phases]
+  np.testing.assert_array_equal(joint["test"].teacher_scores, np.concatenate(alone, -1))
+  # eval re-scores with the same members and reproduces the results.
+  again = runner.evaluate_run(both.run_dir)
+  assert [r["ndcg@10"] for r in again.rows] == [r["ndcg@10"] for r in both.rows]
