@@ -396,7 +396,8 @@ class GrainFeed:
       return stats
 
     def steps(broadcast):
-      step = jax.vmap(trainer.step, in_axes=(0, None if broadcast else 0, 0))
+      step = jax.vmap(trainer.step, in_axes=(0, None if broadcast else 0, 0),
+                      spmd_axis_name="sweep")  # as compile_sweep: points on "sweep"
       # k steps in one program: a scan over the call's leading axis, as epoch() does.
       return jax.jit(lambda state, batches, hparams: jax.lax.scan(
           lambda s, b: step(s, b, hparams), state, batches))

@@ -35,7 +35,7 @@ from prerank_jax.train.loop import SweepData, Trainer, TrainState, make_train
 from prerank_jax.train.programs import apply_overrides, parse_programs, program_label
 from prerank_jax.train.sweep import (CompiledSweep, SweepPoint, compile_sweep, grid_points,
                                      pad_points, replicate, shard_sweep, stack_points,
-                                     sweep_mesh, to_host)
+                                     sweep_mesh, to_host, batch_sharding)
 
 _COLUMN = {"temperature": "T", "learning_rate": "lr"}
 
@@ -130,11 +130,13 @@ def train_phase(config: ml_collections.ConfigDict, role: str, points: list[Sweep
   continued, bit-identically to an uninterrupted run. Returns the phase and its open W&B
   tracker (finished by the caller once the evaluation is known).
   """
+  # Points over the mesh's "sweep" axis; spare devices split each step's batch ("data").
+  mesh = sweep_mesh(len(points), batch_size=config[role].batch_size)
   trainer = make_train(config, role=role, feature_sizes=feature_sizes(data.train),
-                       num_train_requests=data.train.num_requests)
+                       num_train_requests=data.train.num_requests,
+                       shard_batch=batch_sharding(mesh))
   compiled = compile_sweep(trainer)
-  mesh = sweep_mesh()
-  padded = pad_points(points, mesh.size)
+  padded = pad_points(points, mesh.shape["sweep"])
   hparams, rngs = shard_sweep(stack_points(padded), mesh)
   feed = None
   if config.get("input_pipeline", "device") == "grain":  # stream train steps (issue 6)
@@ -456,16 +458,23 @@ def describe_plan(config: ml_collections.ConfigDict,
                   programs: list[tuple[str, ml_collections.ConfigDict]]) -> str:
   """What will be compiled and run, printed before any work starts."""
   devices = jax.device_count()
+  def layout(n: int, batch_size: int) -> str:
+    mesh = sweep_mesh(n, batch_size=batch_size)
+    s, d = mesh.shape["sweep"], mesh.shape["data"]
+    padded = n + (-n) % s
+    return ((f" (padded to {padded})" if padded != n else "")
+            + (f" (each batch split over {d} devices)" if d > 1 else ""))
+
   lines = [f"plan: {1 + len(programs)} compiled programs on {devices} "
            f"{jax.default_backend()} device(s), run one after another",
-           f"  teacher: {config.teacher.num_teachers} point(s) × "
+           f"  teacher: {config.teacher.num_teachers} point(s)"
+           f"{layout(config.teacher.num_teachers, config.teacher.batch_size)} × "
            f"{config.teacher.num_epochs} epochs ({config.teacher.model.name})"
            + "".join(f" + the teacher of {d}" for d in config.teacher.get("ensemble_with", ()))]
   for label, program in programs:
     n = len(student_points(program))
-    padded = n + (-n) % devices
     lines.append(f"  students{' [' + label + ']' if label else ''}: {n} point(s)"
-                 f"{f' (padded to {padded})' if padded != n else ''} × "
+                 f"{layout(n, program.student.batch_size)} × "
                  f"{program.student.num_epochs} epochs ({program.student.model.name}, "
                  f"kd={program.student.loss.kd})")
   return "\n".join(lines)

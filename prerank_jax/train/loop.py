@@ -82,7 +82,8 @@ def _monitor(scores: jax.Array, batch: Batch, *, k: int, keep_ratio: float) -> d
 
 
 def make_train(config: Any, *, role: str = "student", feature_sizes: Mapping[str, int],
-               num_train_requests: int) -> Trainer:
+               num_train_requests: int,
+               shard_batch: Callable[[Batch], Batch] | None = None) -> Trainer:
   """Builds the pure training functions for one model role (student or teacher).
 
   Args:
@@ -92,6 +93,9 @@ def make_train(config: Any, *, role: str = "student", feature_sizes: Mapping[str
     role: ``"student"`` or ``"teacher"``.
     feature_sizes: ``{"context": Fc, "items": Fi, "cross": Fx}`` of the data.
     num_train_requests: R of the train split (fixes the steps per epoch).
+    shard_batch: applied to each step's batch of requests; the runner passes a sharding
+      constraint that splits it over the mesh's ``"data"`` axis
+      (:func:`prerank_jax.train.sweep.batch_sharding`). ``None``: the identity.
 
   Returns:
     A :class:`Trainer`.
@@ -127,6 +131,9 @@ def make_train(config: Any, *, role: str = "student", feature_sizes: Mapping[str
                       jnp.zeros((), jnp.bool_))
 
   def train_step(state: TrainState, batch: Batch, hparams: HParams):
+    if shard_batch is not None:
+      batch = shard_batch(batch)
+
     def loss_fn(params):
       return objective(model.apply(params, batch), batch, hparams, step=state.step,
                        rng=jax.random.fold_in(state.rng, state.step))

@@ -6,8 +6,10 @@ with the data broadcast. A single run is a sweep of one point.
 
 from __future__ import annotations
 
+import functools
 import itertools
-from typing import Any, Mapping, NamedTuple, Sequence
+import math
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -95,19 +97,51 @@ class CompiledSweep(NamedTuple):
 
 
 def compile_sweep(trainer: Trainer) -> CompiledSweep:
-  """Vmaps the trainer over the leading point axis, broadcasting the data."""
+  """Vmaps the trainer over the leading point axis, broadcasting the data.
+
+  The point axis is named ``"sweep"`` for SPMD: a sharding constraint inside the trainer
+  (the data-parallel batch split, see :func:`batch_sharding`) then keeps the points on the
+  mesh's ``"sweep"`` axis.
+  """
+  vmap = functools.partial(jax.vmap, spmd_axis_name="sweep")
   return CompiledSweep(
-      init=jax.jit(jax.vmap(trainer.init)),
-      run_chunk=jax.jit(jax.vmap(trainer.run_chunk, in_axes=(0, 0, None))),
-      train=jax.jit(jax.vmap(trainer.train, in_axes=(0, 0, None))),
-      apply=jax.jit(jax.vmap(trainer.model.apply, in_axes=(0, None))),
+      init=jax.jit(vmap(trainer.init)),
+      run_chunk=jax.jit(vmap(trainer.run_chunk, in_axes=(0, 0, None))),
+      train=jax.jit(vmap(trainer.train, in_axes=(0, 0, None))),
+      apply=jax.jit(vmap(trainer.model.apply, in_axes=(0, None))),
   )
 
 
-def sweep_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
-  """A 1-D mesh named ``"sweep"`` over all (or the given) devices."""
-  devices = jax.devices() if devices is None else list(devices)
-  return jax.sharding.Mesh(np.array(devices), ("sweep",))
+def sweep_mesh(num_points: int | None = None, *, batch_size: int | None = None,
+               devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
+  """A 2-D ``("sweep", "data")`` mesh over all (or the given) devices.
+
+  Sweep points are sharded over ``"sweep"``. With fewer points than devices the spare
+  factor becomes ``"data"``: each point's batch of requests is split over it (data
+  parallelism, gradients summed across it) instead of the devices computing padded copies.
+  ``"sweep"`` is the smallest divisor of the device count that holds ``num_points``, and
+  ``"data"`` the rest, reduced to a divisor of ``batch_size`` so that every device gets
+  the same number of requests. Without ``num_points`` the mesh is ``(devices, 1)``.
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  n, data = len(devices), 1
+  if num_points is not None and num_points < n:
+    sweep = min(d for d in range(1, n + 1) if n % d == 0 and d >= num_points)
+    data = n // sweep
+    if batch_size is not None:
+      data = math.gcd(data, int(batch_size))
+  return jax.sharding.Mesh(np.array(devices).reshape(n // data, data), ("sweep", "data"))
+
+
+def batch_sharding(mesh: jax.sharding.Mesh | None) -> Callable[[Any], Any]:
+  """The trainer's ``shard_batch``: splits a step's requests over the mesh's ``"data"``
+  axis (a sharding constraint, so XLA partitions the step and sums the gradients), or the
+  identity when the mesh has no data axis to speak of."""
+  if mesh is None or mesh.shape.get("data", 1) == 1:
+    return lambda batch: batch
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  return lambda batch: jax.tree.map(
+      lambda x: jax.lax.with_sharding_constraint(x, sharding), batch)
 
 
 def pad_points(points: Sequence[SweepPoint], multiple: int) -> list[SweepPoint]:
