@@ -29,7 +29,7 @@ from prerank_jax.host.rundir import (config_identity, fingerprint, prepare_run_d
                                      write_text_atomic)
 from prerank_jax.host.tracking import Tracker
 from prerank_jax.losses.registry import HPARAMS
-from prerank_jax.models import param_count
+from prerank_jax.models import feature_columns, feature_importance, param_count
 from prerank_jax.models.cost import flops_per_candidate
 from prerank_jax.train.loop import SweepData, Trainer, TrainState, make_train
 from prerank_jax.train.programs import apply_overrides, parse_programs, program_label
@@ -394,7 +394,7 @@ def finish_run(config: ml_collections.ConfigDict, run_dir: Path, members: list[P
   ensemble_costs = {"teacher_params": sum(c["params"] * c["count"] for c in member_costs),
                     "teacher_flops_per_candidate": sum(c["flops_per_candidate"] * c["count"]
                                                        for c in member_costs)}
-  rows, history_students, student_costs = [], {}, []
+  rows, history_students, student_costs, importance = [], {}, [], {}
   for j, (label, program, phase) in enumerate(students):
     rows_j, columns, excluded_note = evaluate_rows(program, phase, test)
     costs = {**teacher_costs,
@@ -410,6 +410,12 @@ def finish_run(config: ml_collections.ConfigDict, run_dir: Path, members: list[P
     history_students.update({f"{prefix}{p.name}": {k: v[i].tolist()
                                                    for k, v in phase.history.items()}
                              for i, p in enumerate(phase.points)})
+    if program.student.model.get("se_gate", False):  # COLD's gate: which features matter
+      gates = jax.device_get(jax.jit(jax.vmap(
+          lambda p: feature_importance(phase.trainer.model, p, test)))(phase.state.params))
+      labels = feature_columns(phase.trainer.model)
+      importance.update({f"{prefix}{p.name}": dict(zip(labels, map(float, gates[i])))
+                         for i, p in enumerate(phase.points)})
     student_costs.append(f"{program.student.model.name}{' ' + prefix.strip() if prefix else ''}"
                          f" ({costs['student_params']} params, "
                          f"{costs['student_flops_per_candidate']:.0f} FLOPs/candidate)")
@@ -435,9 +441,17 @@ def finish_run(config: ml_collections.ConfigDict, run_dir: Path, members: list[P
       "teacher_source": str(teacher_run_dir / "checkpoints" / "teacher"),
       "teacher_scores": score_source,
       "teacher_members": member_costs,
+      **({"feature_importance": importance} if importance else {}),
       "costs": costs if len(students) == 1 else {**teacher_costs, "programs": student_costs},
       "timings": timings,
   }
+  if importance:  # a table: features × points, to see which features a student could drop
+    names = list(next(iter(importance.values())))
+    excluded_note += ("\n\nSE-gate feature importance (mean gate over valid test candidates; "
+                      "near 0 = a candidate for pruning):\n\n"
+                      + report.markdown_table(
+                          [{"model": m, **v} for m, v in importance.items()],
+                          ["model", *names]))
   for name, text in report.result_files(rows, columns, history=history,
                                         header=f"{header}\n\n{excluded_note}").items():
     if is_main():

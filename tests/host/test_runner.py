@@ -158,3 +158,19 @@ def test_teachers_of_other_runs_join_the_ensemble(smoke_config):
   # eval re-scores with the same members and reproduces the results.
   again = runner.evaluate_run(both.run_dir)
   assert [r["ndcg@10"] for r in again.rows] == [r["ndcg@10"] for r in both.rows]
+
+
+@pytest.mark.slow
+def test_se_gate_importance_is_reported(smoke_config):
+  smoke_config.sweep.temperature, smoke_config.sweep.alpha = (1.0,), (0.5,)
+  smoke_config.student.model.se_gate = True
+  smoke_config.student.model.item_features = (0, 2, 4)
+  result = run(smoke_config)
+  importance = result.history["feature_importance"]
+  assert list(importance) == ["T=1 α=0.5 lr=0.003", "gt-only"]
+  for gates in importance.values():  # one value in (0, 1) per feature the student reads
+    assert [k for k in gates if k.startswith("items")] == ["items[0]", "items[2]", "items[4]"]
+    assert all(0.0 < v < 1.0 for v in gates.values())
+  text = (result.run_dir / "results.md").read_text()
+  assert "SE-gate feature importance" in text and "items[4]" in text
+  assert json.loads((result.run_dir / "history.json").read_text())["feature_importance"]
