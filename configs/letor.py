@@ -29,18 +29,26 @@ MSLR_STUDENT_FEATURES = (5, 10, 11, 12, 13, 15, 75, 108, 110, 126, 127, 128, 129
 
 
 def get_config(arg: str | None = None):
-  if arg not in (None, "", "all"):
-    raise ValueError(f"configs/letor.py: unknown argument {arg!r}; use 'all' or nothing")
-  config = _quickstart.get_config()
+  """``arg``: comma-separated flags out of ('all', 'smoke'); ``smoke`` shrinks the run for
+  tests (the quickstart's smoke sizes: few epochs, small batches, lists of 20)."""
+  flags = set(filter(None, (arg or "").split(",")))
+  if not flags <= {'all', 'smoke'}:
+    raise ValueError(f"configs/letor.py: unknown argument {arg!r}; use flags out of "
+                     "('all', 'smoke') separated by commas, or nothing")
+  smoke = "smoke" in flags
+  config = _quickstart.get_config("smoke" if smoke else None)
   config.name = "letor"
   config.dataset = "mslr_web/10k_fold1"
   config.source.list_size = 120     # MSLR lists: median about 110 documents
   config.source.min_list_size = 10  # >= eval.k
   config.source.num_exposed = 10
   config.source.logging_noise = 1.0
-  config.source.student_features = () if arg == "all" else MSLR_STUDENT_FEATURES
+  config.source.student_features = () if "all" in flags else MSLR_STUDENT_FEATURES
   config.source.teacher_features = ()  # all 136
   config.eval.relevant_grade = 2.0     # MSLR grades 0..4
   for role in ("teacher", "student"):
     config[role].loss.gt = "softmax"   # graded labels: a listwise ground-truth loss
+  if smoke:
+    config.source.list_size = 20
+    config.source.min_list_size = config.eval.k
   return config

@@ -19,9 +19,14 @@ _spec.loader.exec_module(_quickstart)
 
 
 def get_config(arg: str | None = None):
-  if arg not in (None, ""):
-    raise ValueError(f"configs/movielens.py: unknown argument {arg!r}")
-  config = _quickstart.get_config()
+  """``arg``: comma-separated flags out of ('smoke'); ``smoke`` shrinks the run for
+  tests (the quickstart's smoke sizes: few epochs, small batches, lists of 20)."""
+  flags = set(filter(None, (arg or "").split(",")))
+  if not flags <= {'smoke'}:
+    raise ValueError(f"configs/movielens.py: unknown argument {arg!r}; use flags out of "
+                     "('smoke') separated by commas, or nothing")
+  smoke = "smoke" in flags
+  config = _quickstart.get_config("smoke" if smoke else None)
   config.name = "movielens"
   config.dataset = "movielens"
   config.source.list_size = 100
@@ -32,4 +37,8 @@ def get_config(arg: str | None = None):
     # Every exposed label is a rating >= 1, so a pointwise "label > 0" loss sees only
     # positives; the listwise softmax loss uses the grades.
     config[role].loss.gt = "softmax"
+  if smoke:
+    config.source.list_size = 30
+    config.source.num_negatives = 10
+    config.source.min_list_size = config.eval.k
   return config

@@ -19,9 +19,14 @@ _spec.loader.exec_module(_quickstart)
 
 
 def get_config(arg: str | None = None):
-  if arg not in (None, ""):
-    raise ValueError(f"configs/tabular.py: unknown argument {arg!r}")
-  config = _quickstart.get_config()
+  """``arg``: comma-separated flags out of ('smoke'); ``smoke`` shrinks the run for
+  tests (the quickstart's smoke sizes: few epochs, small batches, lists of 20)."""
+  flags = set(filter(None, (arg or "").split(",")))
+  if not flags <= {'smoke'}:
+    raise ValueError(f"configs/tabular.py: unknown argument {arg!r}; use flags out of "
+                     "('smoke') separated by commas, or nothing")
+  smoke = "smoke" in flags
+  config = _quickstart.get_config("smoke" if smoke else None)
   config.name = "tabular"
   config.dataset = "tabular"
   s = config.source
@@ -34,4 +39,8 @@ def get_config(arg: str | None = None):
   s.cross_columns = ("cross_f0",)      # teacher only
   s.list_size = 100
   s.min_list_size = 10
+  config.eval.relevant_grade = 1.0     # binary clicks: a label of 1 is relevant
+  if smoke:
+    config.source.list_size = 20
+    config.source.min_list_size = config.eval.k
   return config
