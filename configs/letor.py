@@ -10,6 +10,12 @@ valid_file/test_file; a `<file>.query` group file replaces qid: tokens).
 
 Feature sets (MSLR ids, 1-based): the student sees 20 cheap, mostly query-independent or
 single-stream features; the teacher sees all 136. `arg="all"` gives the student all 136.
+
+Expected runtime on a 2-core CPU, measured on a synthetic file of the MSLR shape (136
+features, 120 documents a query): preparing 96,000 lines (135 MB) took 9.6 s and the sweep
+on 600 train queries 17 s. An MSLR-WEB10K fold (about 6,000 train queries, 1.2M lines)
+should take about 2 minutes to prepare and 3 to run (extrapolated: the data are not on
+these machines). `:smoke` on the test fixtures: seconds.
 """
 
 from __future__ import annotations

@@ -11,6 +11,24 @@ def test_shipped_configs_validate():
   validate_config(load_config(arg="smoke"))
 
 
+@pytest.mark.parametrize("name", ["quickstart", "letor", "movielens", "tabular"])
+def test_every_config_file_documents_its_launch_and_has_a_smoke_form(name):
+  from pathlib import Path
+
+  from prerank_jax.config import repo_config
+
+  path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.py"
+  doc = path.read_text().split('"""')[1]
+  assert "prerank-jax" in doc and "Expected runtime" in doc, name
+  full, smoke = repo_config(name), repo_config(name, "smoke")
+  for config in (full, smoke):
+    validate_config(config)
+  assert smoke.student.num_epochs < full.student.num_epochs
+  assert smoke.dataset == full.dataset
+  with pytest.raises(ValueError, match=f"configs/{name}.py: unknown argument"):
+    repo_config(name, "nope")
+
+
 @pytest.mark.parametrize("path, value, match", [
     ("sweep.temperature", (1.0, 0.0), r"sweep.temperature: must be in \(0, inf\)"),
     ("sweep.temperature", (-2.0,), r"sweep.temperature: must be in \(0, inf\)"),
