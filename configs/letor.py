@@ -20,13 +20,7 @@ these machines). `:smoke` on the test fixtures: seconds.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-_spec = importlib.util.spec_from_file_location(
-    "_prerank_configs_quickstart", Path(__file__).resolve().parent / "quickstart.py")
-_quickstart = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_quickstart)
+from prerank_jax.config import quickstart_based
 
 # 20 cheap MSLR features: covered query terms and stream lengths of the whole document,
 # BM25/TF-IDF of title and whole document, URL and link statistics, PageRank and quality.
@@ -35,14 +29,10 @@ MSLR_STUDENT_FEATURES = (5, 10, 11, 12, 13, 15, 75, 108, 110, 126, 127, 128, 129
 
 
 def get_config(arg: str | None = None):
-  """``arg``: comma-separated flags out of ('all', 'smoke'); ``smoke`` shrinks the run for
+  """``arg``: comma-separated flags out of 'all', 'smoke'; ``smoke`` shrinks the run for
   tests (the quickstart's smoke sizes: few epochs, small batches, lists of 20)."""
-  flags = set(filter(None, (arg or "").split(",")))
-  if not flags <= {'all', 'smoke'}:
-    raise ValueError(f"configs/letor.py: unknown argument {arg!r}; use flags out of "
-                     "('all', 'smoke') separated by commas, or nothing")
+  config, flags = quickstart_based(__file__, arg, ("all", "smoke"))
   smoke = "smoke" in flags
-  config = _quickstart.get_config("smoke" if smoke else None)
   config.name = "letor"
   config.dataset = "mslr_web/10k_fold1"
   config.source.list_size = 120     # MSLR lists: median about 110 documents

@@ -13,24 +13,14 @@ about a minute is expected. `:smoke` on the test fixture: seconds.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-_spec = importlib.util.spec_from_file_location(
-    "_prerank_configs_quickstart", Path(__file__).resolve().parent / "quickstart.py")
-_quickstart = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_quickstart)
+from prerank_jax.config import quickstart_based
 
 
 def get_config(arg: str | None = None):
-  """``arg``: comma-separated flags out of ('smoke'); ``smoke`` shrinks the run for
+  """``arg``: comma-separated flags out of 'smoke'; ``smoke`` shrinks the run for
   tests (the quickstart's smoke sizes: few epochs, small batches, lists of 20)."""
-  flags = set(filter(None, (arg or "").split(",")))
-  if not flags <= {'smoke'}:
-    raise ValueError(f"configs/movielens.py: unknown argument {arg!r}; use flags out of "
-                     "('smoke') separated by commas, or nothing")
+  config, flags = quickstart_based(__file__, arg, ("smoke",))
   smoke = "smoke" in flags
-  config = _quickstart.get_config("smoke" if smoke else None)
   config.name = "movielens"
   config.dataset = "movielens"
   config.source.list_size = 100

@@ -38,6 +38,19 @@ def load_config_file(path: str | Path, arg: str | None = None) -> ml_collections
   return module.get_config(arg)
 
 
+def quickstart_based(config_file: str, arg: str | None, allowed: tuple[str, ...]
+                     ) -> tuple[ml_collections.ConfigDict, set[str]]:
+  """For ``configs/*.py`` files built on the quickstart: parses ``arg`` (flags separated
+  by commas, each in ``allowed``) and returns ``(quickstart config, flags)``; the
+  ``smoke`` flag gives the quickstart's smoke config."""
+  flags = set(filter(None, (arg or "").split(",")))
+  if not flags <= set(allowed):
+    raise ValueError(f"configs/{Path(config_file).name}: unknown argument {arg!r}; use "
+                     f"flags out of {sorted(allowed)} separated by commas, or nothing")
+  return load_config_file(Path(config_file).resolve().parent / "quickstart.py",
+                          "smoke" if "smoke" in flags else None), flags
+
+
 def repo_config(name: str = "quickstart", arg: str | None = None) -> ml_collections.ConfigDict:
   """A config shipped in this repository's ``configs/`` folder."""
   return load_config_file(Path(__file__).resolve().parent.parent / "configs" / f"{name}.py", arg)

@@ -47,6 +47,7 @@ All randomness comes from ``seed`` (config ``seed``), the split and the query's 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from pathlib import Path
@@ -388,15 +389,8 @@ def _builder_class():
   return PrerankLetor, LetorConfig
 
 
-_CLASSES: tuple | None = None
-
-
-def builder_classes():
-  """``(PrerankLetor, LetorConfig)``, defined on first use (TFDS is imported lazily)."""
-  global _CLASSES
-  if _CLASSES is None:
-    _CLASSES = _builder_class()
-  return _CLASSES
+# The builder classes, defined on first use (TFDS is imported lazily).
+builder_classes = functools.cache(_builder_class)
 
 
 def resolve_files(dataset: str, source: Mapping[str, Any]) -> tuple[Path, dict[str, str],

@@ -31,6 +31,7 @@ without permission; prerank-jax ships this loader, not the data.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -271,14 +272,8 @@ def _builder_class():
   return PrerankMovielens, MovielensConfig
 
 
-_CLASSES: tuple | None = None
-
-
-def builder_classes():
-  global _CLASSES
-  if _CLASSES is None:
-    _CLASSES = _builder_class()
-  return _CLASSES
+# The builder classes, defined on first use (TFDS is imported lazily).
+builder_classes = functools.cache(_builder_class)
 
 
 def variant_of(dataset: str) -> str:

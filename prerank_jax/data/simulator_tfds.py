@@ -13,6 +13,7 @@ seeds are ``<preset>-seed<k>``; any other knob set is ``custom-<hash of knobs an
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Mapping
 
 import numpy as np
@@ -110,15 +111,8 @@ def _builder_class():
   return PrerankSimulator, SimulatorConfig
 
 
-_CLASSES: tuple | None = None
-
-
-def builder_classes():
-  """``(PrerankSimulator, SimulatorConfig)``, defined on first use (TFDS is imported lazily)."""
-  global _CLASSES
-  if _CLASSES is None:
-    _CLASSES = _builder_class()
-  return _CLASSES
+# The builder classes, defined on first use (TFDS is imported lazily).
+builder_classes = functools.cache(_builder_class)
 
 
 def make_builder(params: Mapping[str, Any], *, seed: int, data_dir: str = ""):

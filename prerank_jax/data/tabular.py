@@ -27,6 +27,7 @@ Files ending in ``.parquet``/``.pq`` are read as Parquet, anything else as CSV (
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -238,14 +239,8 @@ def _builder_class():
   return PrerankTabular, TabularConfig
 
 
-_CLASSES: tuple | None = None
-
-
-def builder_classes():
-  global _CLASSES
-  if _CLASSES is None:
-    _CLASSES = _builder_class()
-  return _CLASSES
+# The builder classes, defined on first use (TFDS is imported lazily).
+builder_classes = functools.cache(_builder_class)
 
 
 PARAMS = ("list_size", "min_list_size", "request_column", "label_column", "context_columns",
