@@ -35,7 +35,7 @@ def metric_names(*, k: int, keep_ratios: Sequence[float], has_truth: bool = True
   """
   names = []
   if has_truth:
-    names += [f"ndcg@{k}", "mrr"]
+    names += [f"ndcg@{k}", "mrr", f"recall@{k}"]
     names += [f"recall@{keep_label(r)}" for r in keep_ratios]
   names += [f"R@({k},{keep_label(r)})" for r in keep_ratios]
   names.append("kendall_tau")
@@ -72,8 +72,10 @@ def evaluate_scores(
                         handled by ``ndcg_empty`` (excluded by default).
     ``mrr``             1 / rank of the first candidate with true grade ≥ relevant_grade;
                         lists without one are excluded.
-    ``recall@r``        |top-m ∩ {true grade ≥ relevant_grade}| / |relevant|: the share of
-                        truly relevant candidates that survive the cut; same lists as mrr.
+    ``recall@k``        |top-k ∩ {true grade ≥ relevant_grade}| / |relevant| at the fixed
+                        cut k (k ≥ n keeps the whole list); same lists as mrr.
+    ``recall@r``        the same at m = ⌈r · n_valid⌉: the share of truly relevant
+                        candidates that survive a cut keeping a fraction r; same lists.
   Against the teacher (``teacher_scores``, every list):
     ``R@(k,r)``         |teacher top-k ∩ student top-m| / k.
     ``kendall_tau``     Kendall τ-b between the model's and the teacher's scores over the
@@ -114,6 +116,8 @@ def evaluate_scores(
     has_rel = jnp.any(relevant, axis=-1)
     out["mrr"] = metrics.mean_over_lists(
         metrics.reciprocal_rank(scores, relevant, where=valid), where=has_rel)
+    out[f"recall@{k}"] = metrics.mean_over_lists(
+        metrics.recall_at_k(scores, relevant, where=valid, k=k), where=has_rel)
     for r in keep_ratios:
       m = metrics.keep_size(valid, keep_ratio=r)
       out[f"recall@{keep_label(r)}"] = metrics.mean_over_lists(
