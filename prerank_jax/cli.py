@@ -7,6 +7,7 @@
 
 Common overrides: --config.name=<run name>  --config.resume=True  --config.overwrite=True
   --config.wandb.mode=offline|online|disabled  --config.sweep.<hparam>="(v1, v2, ...)"
+Shorthands: --resume, --overwrite, --wandb=offline|online|disabled (the same fields).
 """
 
 from __future__ import annotations
@@ -47,6 +48,22 @@ def init_distributed(config) -> None:
                              num_processes=dist.num_processes, process_id=dist.process_id)
 
 
+SHORTHANDS = {"--resume": "--config.resume=True", "--overwrite": "--config.overwrite=True"}
+
+
+def expand_shorthands(args: list[str]) -> list[str]:
+  """``--resume``, ``--overwrite`` and ``--wandb=<mode>`` as their ``--config.*`` forms."""
+  out = []
+  for a in args:
+    if a in SHORTHANDS:
+      out.append(SHORTHANDS[a])
+    elif a.startswith("--wandb="):
+      out.append(f"--config.wandb.mode={a.split('=', 1)[1]}")
+    else:
+      out.append(a)
+  return out
+
+
 def _run(argv: list[str]) -> int:
   from absl import flags
   from ml_collections import config_flags
@@ -55,19 +72,24 @@ def _run(argv: list[str]) -> int:
   from prerank_jax.host.runner import run
 
   command = argv[1]
+  argv = argv[:2] + expand_shorthands(argv[2:])
   if command == "sweep" and not any(a.startswith("--config=") for a in argv):
     print("prerank-jax sweep: --config=configs/<file>.py is required", file=sys.stderr)
     return 2
+  # config_flags reads the --config.* overrides from sys.argv, so it sees the expanded form.
+  saved, sys.argv = sys.argv, [argv[0], *argv[2:]]
   try:
     # With a default file, config_flags already applies the --config.* overrides here.
     config_flags.DEFINE_config_file("config", default_config_path(),
                                     "a configs/*.py file, optionally with :arg",
                                     lock_config=True)
-    flags.FLAGS([argv[0], *argv[2:]])
+    flags.FLAGS(sys.argv)
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
     # config_flags reports an unknown --config.<field> as AttributeError/KeyError.
     print(f"prerank-jax {command}: bad flag or config override: {e}", file=sys.stderr)
     return 2
+  finally:
+    sys.argv = saved
   config = flags.FLAGS.config
   try:
     init_distributed(config)

@@ -73,10 +73,23 @@ def test_cli_quickstart_smoke_and_bad_override(tmp_path):
   no_file = subprocess.run(base[:4] + ["--config.sweep.temprature=(1.,)"], capture_output=True,
                            text=True)
   assert no_file.returncode == 2 and "temperature" in no_file.stderr
-  ok = subprocess.run(base, capture_output=True, text=True)
+  ok = subprocess.run(base + ["--wandb=disabled"], capture_output=True, text=True)
   assert ok.returncode == 0, ok.stderr[-2000:]
   assert "student T=3 α=0.5" in ok.stdout and "gt-only" in ok.stdout and "teacher" in ok.stdout
   assert (tmp_path / "quickstart" / "results.csv").exists()
+  assert not (tmp_path / "quickstart" / "wandb").exists()  # --wandb=disabled took effect
+  again = subprocess.run(base + ["--wandb=disabled"], capture_output=True, text=True)
+  assert again.returncode == 2 and "overwrite" in again.stderr  # an existing run is kept
+  again = subprocess.run(base + ["--wandb=disabled", "--overwrite"], capture_output=True,
+                         text=True)
+  assert again.returncode == 0, again.stderr[-2000:]
+
+
+def test_cli_shorthands():
+  from prerank_jax.cli import expand_shorthands
+  assert expand_shorthands(["--resume", "--wandb=online", "--overwrite", "--config.x=1"]) == [
+      "--config.resume=True", "--config.wandb.mode=online", "--config.overwrite=True",
+      "--config.x=1"]
 
 
 @pytest.mark.slow
