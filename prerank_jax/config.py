@@ -188,6 +188,12 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     raise ConfigError(str(e)) from None
   if len(points) > 4096:
     raise ConfigError(f"sweep: {len(points)} points in one program; must be at most 4096")
+  if "group_size" in config.sweep:
+    group_size = _int(config, "sweep.group_size", 0, 4096)
+    if group_size and config.get("input_pipeline", "device") != "device":
+      raise ConfigError("sweep.group_size: groups of points run with the device-resident "
+                        "pipeline only; set it to 0 with input_pipeline="
+                        f"{config.input_pipeline!r}")
 
   _int(config, "eval.k", 1)
   ratios = _get(config, "eval.keep_ratios")

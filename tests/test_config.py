@@ -46,6 +46,8 @@ def test_every_config_file_documents_its_launch_and_has_a_smoke_form(name):
     ("student.epochs_per_chunk", 3, r"student.epochs_per_chunk: must divide"),
     ("data.num_exposed", 50, r"data.num_exposed"),
     ("name", "../escape", r"name: must be a non-empty run name"),
+    ("sweep.group_size", -1, r"sweep.group_size: must be an int in \[0, 4096\]"),
+    ("sweep.group_size", True, r"sweep.group_size: must be an int"),
 ])
 def test_bad_values_name_the_field(path, value, match):
   config = load_config()
@@ -77,3 +79,13 @@ def test_locked_config_rejects_unknown_fields():
   config = load_config()
   with pytest.raises(AttributeError):
     config.sweep.temprature = (1.0,)
+
+
+def test_groups_of_points_need_the_device_pipeline():
+  config = load_config()
+  with config.ignore_type():
+    config.sweep.group_size = 4
+    config.input_pipeline = "grain"
+  with pytest.raises(ConfigError, match="sweep.group_size: groups of points run with the "
+                     "device-resident pipeline only"):
+    validate_config(config)

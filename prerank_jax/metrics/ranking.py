@@ -10,8 +10,9 @@ Conventions (after google/rax):
   (NaN, inf, huge) and the result equals the one on the list with them sliced out.
 * Hyperparameters (``k``, ``m``, ``keep_ratio``) are keyword-only and may be traced
   jnp values: a scalar or an array broadcastable to the list shape ``[...]``. Cutoffs
-  are applied as ``rank <= k`` (no ``lax.top_k`` with a static ``k``), so evaluation
-  can be vmapped over ``k``/``m`` and changing them never recompiles.
+  are applied as ``rank <= k``, so evaluation can be vmapped over ``k``/``m`` and
+  changing them never recompiles. A static Python ``int`` cutoff takes a faster path
+  (``lax.top_k``, O(N log k)) with identical results; pass a jnp scalar to sweep it.
 * Ranking is by descending score; ties are broken by the lower list index first, so
   every metric is deterministic. Valid NaN scores rank after every other valid score.
   Unlike rax, a valid candidate scored ``-inf`` is still ranked (and so "retrieved"):
@@ -97,22 +98,62 @@ def ranks(scores: Array, *, where: Optional[Array] = None) -> Array:
   valid = _valid_mask(where, scores.shape)
   size = scores.shape[-1]
   index = jnp.broadcast_to(jnp.arange(size, dtype=jnp.int32), scores.shape)
-  if jnp.issubdtype(scores.dtype, jnp.inexact):
-    is_nan = valid & jnp.isnan(scores)
-    clean = jnp.where(valid & ~is_nan, scores, jnp.zeros_like(scores))
-    clean = jnp.where(clean == 0, jnp.zeros_like(clean), clean)  # -0.0 ties with +0.0
-    descending = -clean
+  key = _rank_key(scores, valid)
+  if key is not None:
+    # One integer key and a stable sort: ties keep the lower index first.
+    _, order = lax.sort((key, index), dimension=-1, num_keys=1, is_stable=True)
   else:
     if scores.dtype == jnp.bool_:
       scores = scores.astype(jnp.int8)
-    is_nan = jnp.zeros(scores.shape, dtype=jnp.bool_)
     # Bitwise NOT reverses the order of signed and unsigned ints exactly (no overflow).
     descending = jnp.invert(jnp.where(valid, scores, jnp.zeros_like(scores)))
-  # Sort keys, most significant first: valid first, NaN last, higher score, lower index.
-  *_, order = lax.sort((~valid, is_nan, descending, index), dimension=-1, num_keys=4)
-  # Invert the permutation: order[j] is the index of the candidate at rank j + 1.
-  _, rank = lax.sort((order, index + 1), dimension=-1, num_keys=1)
-  return rank.astype(jnp.int32)
+    # Sort keys, most significant first: valid first, higher score; stable for the index.
+    _, _, order = lax.sort((~valid, descending, index), dimension=-1, num_keys=2,
+                           is_stable=True)
+  # Invert the permutation with one scatter: order[j] is the candidate at rank j + 1.
+  flat_order = order.reshape(-1, size)
+  rows = jnp.arange(flat_order.shape[0], dtype=jnp.int32)[:, None]
+  rank = jnp.zeros_like(flat_order).at[rows, flat_order].set(
+      index.reshape(-1, size) + 1, unique_indices=True)
+  return rank.reshape(scores.shape).astype(jnp.int32)
+
+
+def _rank_key(scores: Array, valid: Array) -> Optional[Array]:
+  """An integer sort key for float scores: ascending key = descending rank order.
+
+  The float's bits are mapped to a signed integer of the same width whose order is the
+  float order (negatives flip their magnitude bits); -0.0 and +0.0 share one key. Valid
+  NaN scores get the second-largest key and masked candidates the largest, so one
+  single-key stable sort ranks: valid scores by value, then valid NaNs, then masked
+  candidates, each tie by the lower index. ``None`` for integer and bool scores.
+  """
+  if not jnp.issubdtype(scores.dtype, jnp.floating):
+    return None
+  scores = lax.stop_gradient(scores)  # ranks are piecewise constant
+  int_dtype = jnp.dtype(f"int{8 * scores.dtype.itemsize}")
+  top = jnp.iinfo(int_dtype).max
+  negated = -scores
+  negated = jnp.where(negated == 0, jnp.zeros_like(negated), negated)  # -0.0 ties +0.0
+  bits = lax.bitcast_convert_type(negated, int_dtype)
+  key = bits ^ ((bits >> (8 * scores.dtype.itemsize - 1)) & jnp.asarray(top, int_dtype))
+  key = jnp.where(jnp.isnan(scores), jnp.asarray(top - 1, int_dtype), key)
+  return jnp.where(valid, key, jnp.asarray(top, int_dtype))
+
+
+def _top_k_indices(scores: Array, valid: Array, k: int) -> Optional[tuple[Array, Array]]:
+  """Indices ``[..., min(k, N)]`` of the top ``k`` by :func:`ranks` order, and validity.
+
+  For a static Python ``k`` and float scores this is ``lax.top_k`` (O(N log k), and much
+  faster than a sort on CPU) on the :func:`_rank_key` order; ``lax.top_k`` puts the
+  lower index first among equals, as :func:`ranks` does. ``None`` when it does not apply.
+  """
+  if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
+    return None
+  key = _rank_key(scores, valid)
+  if key is None:
+    return None
+  _, top = lax.top_k(jnp.invert(key), min(k, scores.shape[-1]))
+  return top, jnp.take_along_axis(valid, top, axis=-1)
 
 
 def top_m_mask(scores: Array, *, where: Optional[Array] = None, m: Hyper) -> Array:
@@ -137,6 +178,14 @@ def top_m_mask(scores: Array, *, where: Optional[Array] = None, m: Hyper) -> Arr
   """
   scores = jnp.asarray(scores)
   valid = _valid_mask(where, scores.shape)
+  fast = _top_k_indices(scores, valid, m)
+  if fast is not None:  # a static m: lax.top_k instead of a full sort
+    top, top_valid = fast
+    flat_top = top.reshape(-1, top.shape[-1])
+    rows = jnp.arange(flat_top.shape[0], dtype=jnp.int32)[:, None]
+    mask = jnp.zeros((flat_top.shape[0], scores.shape[-1]), jnp.bool_)
+    mask = mask.at[rows, flat_top].set(top_valid.reshape(flat_top.shape), unique_indices=True)
+    return mask.reshape(scores.shape)
   return valid & (ranks(scores, where=valid) <= _per_list(m))
 
 
@@ -172,6 +221,13 @@ def dcg_at_k(
   scores = jnp.asarray(scores)
   valid = _valid_mask(where, scores.shape)
   labels = _clean_labels(labels, valid)
+  fast = _top_k_indices(scores, valid, k)
+  if fast is not None:  # a static k: gather the top k (lax.top_k) instead of sorting
+    top, top_valid = fast
+    top_gain = gain_fn(jnp.take_along_axis(labels, top, axis=-1))
+    position = jnp.arange(1, top.shape[-1] + 1, dtype=labels.dtype)
+    discounted = top_gain / jnp.log2(position + 1.0)
+    return jnp.sum(jnp.where(top_valid, discounted, jnp.zeros_like(discounted)), axis=-1)
   rank = ranks(scores, where=valid)
   included = valid & (rank <= _per_list(k))
   discounted = gain_fn(labels) / jnp.log2(rank.astype(labels.dtype) + 1.0)

@@ -96,20 +96,62 @@ class CompiledSweep(NamedTuple):
   apply: Any       # (params [P], batch) -> scores [P, R, N]
 
 
-def compile_sweep(trainer: Trainer) -> CompiledSweep:
+def compile_sweep(trainer: Trainer, *, group_size: int = 0) -> CompiledSweep:
   """Vmaps the trainer over the leading point axis, broadcasting the data.
 
   The point axis is named ``"sweep"`` for SPMD: a sharding constraint inside the trainer
   (the data-parallel batch split, see :func:`batch_sharding`) then keeps the points on the
   mesh's ``"sweep"`` axis.
+
+  Args:
+    trainer: from :func:`prerank_jax.train.make_train`.
+    group_size: ``0`` vmaps all points at once. Otherwise ``run_chunk`` and ``train``
+      vmap ``group_size`` points at a time and ``lax.scan`` over the groups, still one
+      compiled program (see :func:`in_groups`): it bounds activation memory for large
+      sweeps and keeps a CPU's caches warm. The point count must then be a multiple of
+      ``group_size`` (the runner pads it, :func:`points_multiple`).
   """
   vmap = functools.partial(jax.vmap, spmd_axis_name="sweep")
   return CompiledSweep(
       init=jax.jit(vmap(trainer.init)),
-      run_chunk=jax.jit(vmap(trainer.run_chunk, in_axes=(0, 0, None))),
-      train=jax.jit(vmap(trainer.train, in_axes=(0, 0, None))),
+      run_chunk=jax.jit(in_groups(vmap(trainer.run_chunk, in_axes=(0, 0, None)), group_size)),
+      train=jax.jit(in_groups(vmap(trainer.train, in_axes=(0, 0, None)), group_size)),
       apply=jax.jit(vmap(trainer.model.apply, in_axes=(0, None))),
   )
+
+
+def in_groups(vmapped: Callable, group_size: int) -> Callable:
+  """Runs ``vmapped(a [P], b [P], shared)`` as a ``lax.scan`` over groups of points.
+
+  Group ``j`` holds the points ``j, j + G, j + 2G, ...`` (``G = P / group_size`` groups):
+  strided, so a device that holds a contiguous block of the sharded point axis keeps
+  holding its own points in every group (no communication when ``group_size`` is a
+  multiple of the mesh's ``"sweep"`` size). Each point's computation is the same as in
+  one big vmap; only how many run side by side changes. ``group_size <= 0`` or
+  ``>= P``: ``vmapped`` itself.
+  """
+  def run(a, b, shared):
+    num = jax.tree.leaves(b)[0].shape[0]
+    if group_size <= 0 or num <= group_size:
+      return vmapped(a, b, shared)
+    if num % group_size:
+      raise ValueError(f"sweep.group_size: {num} points do not split into groups of "
+                       f"{group_size}; pad them with pad_points(points, {group_size})")
+    groups = num // group_size
+    split = lambda x: jnp.swapaxes(x.reshape(group_size, groups, *x.shape[1:]), 0, 1)
+    merge = lambda x: jnp.swapaxes(x, 0, 1).reshape(num, *x.shape[2:])
+    _, out = jax.lax.scan(lambda carry, ab: (carry, vmapped(*ab, shared)), None,
+                          jax.tree.map(split, (a, b)))
+    return jax.tree.map(merge, out)
+  return run
+
+
+def points_multiple(num_points: int, *, devices: int, group_size: int) -> int:
+  """What the point count is padded to a multiple of: the mesh's ``"sweep"`` size, and
+  the group size when the points run in groups (``0 < group_size < num_points``)."""
+  if 0 < group_size < num_points:
+    return math.lcm(devices, group_size)
+  return devices
 
 
 def sweep_mesh(num_points: int | None = None, *, batch_size: int | None = None,

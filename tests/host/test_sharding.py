@@ -11,11 +11,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(workdir: Path, name: str, devices: int) -> list[dict]:
+def _run(workdir: Path, name: str, devices: int, *extra: str) -> list[dict]:
   env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
   cmd = [sys.executable, "-m", "prerank_jax.cli", "quickstart",
          "--config=configs/quickstart.py:smoke", f"--config.workdir={workdir}",
-         f"--config.name={name}", "--config.progress=False", "--config.wandb.mode=disabled"]
+         f"--config.name={name}", "--config.progress=False", "--config.wandb.mode=disabled", *extra]
   out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
   assert out.returncode == 0, out.stderr[-2000:]
   header = (workdir / name / "results.md").read_text()
@@ -28,10 +28,14 @@ def _run(workdir: Path, name: str, devices: int) -> list[dict]:
 def test_sharded_sweep_equals_single_device(tmp_path):
   one = _run(tmp_path, "one", 1)
   eight = _run(tmp_path, "eight", 8)  # 10 points padded to 16, 2 per device
-  assert [r["model"] for r in one] == [r["model"] for r in eight]
-  for a, b in zip(one, eight):
-    for key, value in a.items():
-      if key in ("model", "status"):
-        assert value == b[key]
-      elif value:
-        assert float(b[key]) == pytest.approx(float(value), rel=1e-5, abs=1e-6), (a["model"], key)
+  # The same 16 points as 2 groups of 8 (one point per device per group, strided).
+  grouped = _run(tmp_path, "grouped", 8, "--config.sweep.group_size=8")
+  for other in (eight, grouped):
+    assert [r["model"] for r in one] == [r["model"] for r in other]
+    for a, b in zip(one, other):
+      for key, value in a.items():
+        if key in ("model", "status"):
+          assert value == b[key]
+        elif value:
+          assert float(b[key]) == pytest.approx(float(value), rel=1e-5, abs=1e-6), (
+              a["model"], key)

@@ -575,3 +575,57 @@ def test_ndcg_empty_lists_vs_pytrec_eval_on_purpose():
   _close(mean, (expected[5:].sum() + 5) / len(expected), tol=1e-5)
   exp2 = mean_over_defined(ndcg_at_k(scores, labels, where=where, k=10), defined)[0]
   assert abs(float(exp2) - expected[5:].mean()) > 1e-3  # graded labels: gains differ
+
+
+# ------------------------------------------------------- fast paths equal the general path
+
+
+def _hostile_lists(seed: int, dtype, shape=(6, 5, 13)):
+  """Scores with ties, ±0.0, ±inf, NaN, extremes and masks, in ``dtype``."""
+  rng = np.random.default_rng(seed)
+  scores = rng.choice(np.array([-2.0, -0.0, 0.0, 0.5, 0.5, 1.0, 3.0, np.inf, -np.inf, np.nan,
+                                1e4, -1e4], np.float32), size=shape)
+  scores = np.where(rng.random(shape) < 0.4, rng.normal(size=shape), scores)
+  where = rng.random(shape) < 0.7
+  where[0, 0] = False  # an all-masked list
+  labels = rng.integers(0, 4, size=shape).astype(np.float32)
+  return jnp.asarray(scores, dtype), jnp.asarray(where), jnp.asarray(labels)
+
+
+def _reference_ranks(scores: np.ndarray, where: np.ndarray) -> np.ndarray:
+  """np.lexsort over (valid, not NaN, descending score, index): independent of the code."""
+  out = np.zeros(scores.shape, np.int64)
+  for idx in np.ndindex(scores.shape[:-1]):
+    s, w = scores[idx].astype(np.float64), where[idx]
+    nan = w & np.isnan(s)
+    desc = np.where(w & ~nan, -s, 0.0)
+    desc = np.where(desc == 0, 0.0, desc)
+    order = np.lexsort((np.arange(len(s)), desc, nan, ~w))  # last key is the primary one
+    out[idx][order] = np.arange(1, len(s) + 1)
+  return out
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float16, jnp.bfloat16])
+@pytest.mark.parametrize("seed", range(3))
+def test_ranks_match_lexsort_reference(dtype, seed):
+  scores, where, _ = _hostile_lists(seed, dtype)
+  expected = _reference_ranks(np.asarray(scores.astype(jnp.float32)), np.asarray(where))
+  np.testing.assert_array_equal(jax.jit(lambda s, w: ranks(s, where=w))(scores, where), expected)
+
+
+@pytest.mark.parametrize("k", [1, 3, 13, 20])
+@pytest.mark.parametrize("seed", range(3))
+def test_static_cutoff_top_k_path_equals_traced_sort_path(k, seed):
+  """A Python-int cutoff uses lax.top_k; a jnp cutoff uses the ranks. Same results."""
+  scores, where, labels = _hostile_lists(seed, jnp.float32)
+  traced = jnp.asarray(k)
+  np.testing.assert_array_equal(top_m_mask(scores, where=where, m=k),
+                                top_m_mask(scores, where=where, m=traced))
+  for gain in ("exp2", "linear"):
+    _close(dcg_at_k(scores, labels, where=where, k=k, gain=gain),
+           dcg_at_k(scores, labels, where=where, k=traced, gain=gain))
+    _close(ndcg_at_k(scores, labels, where=where, k=k, gain=gain),
+           ndcg_at_k(scores, labels, where=where, k=traced, gain=gain))
+  teacher = jnp.asarray(np.random.default_rng(seed + 7).normal(size=scores.shape), jnp.float32)
+  _close(teacher_consistency_recall(scores, teacher, where=where, k=k, m=3),
+         teacher_consistency_recall(scores, teacher, where=where, k=traced, m=jnp.asarray(3)))

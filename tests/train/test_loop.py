@@ -90,3 +90,33 @@ def test_grid_rejects_bad_values_and_unknown_axes():
     grid_points({"temperature": (0.0,)}, seed=0)
   with pytest.raises(ValueError, match=r"sweep.temp: not a traced hyperparameter"):
     grid_points({"temp": (1.0,)}, seed=0)
+
+
+@pytest.mark.parametrize("group_size", [1, 2, 3])
+def test_points_in_groups_equal_one_vmap(setup, group_size):
+  """sweep.group_size: a scan over groups of vmapped points computes every point the same
+  (to float tolerance: XLA may pick other kernels for another batch size, as vmap vs loop)."""
+  _, trainer, data = setup
+  points = grid_points({"temperature": (0.5, 1.0, 4.0), "alpha": (0.3, 0.9),
+                        "learning_rate": (3e-3,)}, seed=0)  # 6 points
+  hparams, rngs = stack_points(points)
+  whole, whole_hist = compile_sweep(trainer).train(hparams, rngs, data)
+  grouped = compile_sweep(trainer, group_size=group_size)
+  state, hist = grouped.train(hparams, rngs, data)
+  for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(state.params)):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+  for key in whole_hist:
+    np.testing.assert_allclose(whole_hist[key], hist[key], rtol=2e-4, atol=2e-5)
+  # run_chunk too, and the order of the points is kept (no point is swapped for another).
+  chunk, _ = grouped.run_chunk(grouped.init(hparams, rngs), hparams, data)
+  first, _ = compile_sweep(trainer).run_chunk(grouped.init(hparams, rngs), hparams, data)
+  for a, b in zip(jax.tree.leaves(first.params), jax.tree.leaves(chunk.params)):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+    assert not np.allclose(b[0], b[-1])  # the points really differ
+
+
+def test_points_that_do_not_split_into_groups_are_refused(setup):
+  _, trainer, data = setup
+  hparams, rngs = stack_points(grid_points({"temperature": (0.5, 1.0, 4.0)}, seed=0))
+  with pytest.raises(ValueError, match="sweep.group_size"):
+    compile_sweep(trainer, group_size=2).train(hparams, rngs, data)
