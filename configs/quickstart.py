@@ -117,7 +117,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.sweep.gt_only_baseline = True  # add a student trained on exposed labels alone (α=0)
   # 0: vmap all points at once (accelerators). g > 0: vmap g points at a time and scan
   # over the groups in the same program (bounds memory; on a 2-core CPU g=4 is ~1.3×
-  # faster at 16 points, see benchmarks/). Points are padded to a multiple of g.
+  # faster at 16 points, see benchmarks/). g is rounded up to a multiple of the devices
+  # on the sweep axis, and the points are padded to a multiple of it.
   config.sweep.group_size = 0
   config.eval = dict(k=10, keep_ratios=(0.1, 0.25, 0.5, 0.75), relevant_grade=2.0,
                      monitor_keep_ratio=0.25,

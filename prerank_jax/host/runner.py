@@ -34,7 +34,7 @@ from prerank_jax.models.cost import flops_per_candidate
 from prerank_jax.train.loop import SweepData, Trainer, TrainState, make_train
 from prerank_jax.train.programs import apply_overrides, parse_programs, program_label
 from prerank_jax.train.sweep import (CompiledSweep, SweepPoint, compile_sweep, grid_points,
-                                     pad_points, points_multiple, replicate, shard_sweep,
+                                     group_layout, pad_points, replicate, shard_sweep,
                                      stack_points, sweep_mesh, to_host, batch_sharding)
 
 _COLUMN = {"temperature": "T", "learning_rate": "lr"}
@@ -135,10 +135,10 @@ def train_phase(config: ml_collections.ConfigDict, role: str, points: list[Sweep
   trainer = make_train(config, role=role, feature_sizes=feature_sizes(data.train),
                        num_train_requests=data.train.num_requests,
                        shard_batch=batch_sharding(mesh))
-  group_size = int(config.sweep.get("group_size", 0))
-  compiled = compile_sweep(trainer, group_size=group_size)
-  padded = pad_points(points, points_multiple(len(points), devices=mesh.shape["sweep"],
-                                              group_size=group_size))
+  multiple, group = group_layout(len(points), devices=mesh.shape["sweep"],
+                                 group_size=int(config.sweep.get("group_size", 0)))
+  compiled = compile_sweep(trainer, group_size=group)
+  padded = pad_points(points, multiple)
   hparams, rngs = shard_sweep(stack_points(padded), mesh)
   feed = None
   if config.get("input_pipeline", "device") == "grain":  # stream train steps (issue 6)
@@ -479,10 +479,10 @@ def describe_plan(config: ml_collections.ConfigDict,
   def layout(n: int, batch_size: int) -> str:
     mesh = sweep_mesh(n, batch_size=batch_size)
     s, d = mesh.shape["sweep"], mesh.shape["data"]
-    padded = n + (-n) % points_multiple(n, devices=s, group_size=group_size)
+    multiple, group = group_layout(n, devices=s, group_size=group_size)
+    padded = n + (-n) % multiple
     return ((f" (padded to {padded})" if padded != n else "")
-            + (f" (in {padded // group_size} groups of {group_size})"
-               if 0 < group_size < n else "")
+            + (f" (in {padded // group} groups of {group})" if group else "")
             + (f" (each batch split over {d} devices)" if d > 1 else ""))
 
   lines = [f"plan: {1 + len(programs)} compiled programs on {devices} "

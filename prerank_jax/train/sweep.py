@@ -109,7 +109,7 @@ def compile_sweep(trainer: Trainer, *, group_size: int = 0) -> CompiledSweep:
       vmap ``group_size`` points at a time and ``lax.scan`` over the groups, still one
       compiled program (see :func:`in_groups`): it bounds activation memory for large
       sweeps and keeps a CPU's caches warm. The point count must then be a multiple of
-      ``group_size`` (the runner pads it, :func:`points_multiple`).
+      ``group_size`` (the runner pads it, :func:`group_layout`).
   """
   vmap = functools.partial(jax.vmap, spmd_axis_name="sweep")
   return CompiledSweep(
@@ -146,12 +146,20 @@ def in_groups(vmapped: Callable, group_size: int) -> Callable:
   return run
 
 
-def points_multiple(num_points: int, *, devices: int, group_size: int) -> int:
-  """What the point count is padded to a multiple of: the mesh's ``"sweep"`` size, and
-  the group size when the points run in groups (``0 < group_size < num_points``)."""
+def group_layout(num_points: int, *, devices: int, group_size: int) -> tuple[int, int]:
+  """``(multiple, group)``: pad the points to a multiple of ``multiple`` and run them in
+  groups of ``group`` (``0``: all at once).
+
+  Groups apply when ``0 < group_size < num_points``; the group is then rounded up to a
+  multiple of the mesh's ``"sweep"`` size (``devices``), so every device holds the same
+  number of points of each group, and the points are padded to a multiple of it.
+  Otherwise the points are padded to a multiple of ``devices`` only.
+  """
   if 0 < group_size < num_points:
-    return math.lcm(devices, group_size)
-  return devices
+    group = -(-group_size // devices) * devices
+    if group < num_points:
+      return group, group
+  return devices, 0
 
 
 def sweep_mesh(num_points: int | None = None, *, batch_size: int | None = None,

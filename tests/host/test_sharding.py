@@ -28,8 +28,9 @@ def _run(workdir: Path, name: str, devices: int, *extra: str) -> list[dict]:
 def test_sharded_sweep_equals_single_device(tmp_path):
   one = _run(tmp_path, "one", 1)
   eight = _run(tmp_path, "eight", 8)  # 10 points padded to 16, 2 per device
-  # The same 16 points as 2 groups of 8 (one point per device per group, strided).
-  grouped = _run(tmp_path, "grouped", 8, "--config.sweep.group_size=8")
+  # Groups of 4 round up to 8 (the devices): 16 points as 2 groups, one point per device
+  # per group, strided.
+  grouped = _run(tmp_path, "grouped", 8, "--config.sweep.group_size=4")
   for other in (eight, grouped):
     assert [r["model"] for r in one] == [r["model"] for r in other]
     for a, b in zip(one, other):

@@ -7,7 +7,7 @@ import pytest
 
 from prerank_jax.batch import feature_sizes
 from prerank_jax.train import SweepData, make_train
-from prerank_jax.train.sweep import compile_sweep, grid_points, stack_points
+from prerank_jax.train.sweep import compile_sweep, grid_points, group_layout, stack_points
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +120,11 @@ def test_points_that_do_not_split_into_groups_are_refused(setup):
   hparams, rngs = stack_points(grid_points({"temperature": (0.5, 1.0, 4.0)}, seed=0))
   with pytest.raises(ValueError, match="sweep.group_size"):
     compile_sweep(trainer, group_size=2).train(hparams, rngs, data)
+
+
+def test_group_layout_rounds_groups_to_the_devices_and_pads_the_points():
+  assert group_layout(10, devices=1, group_size=0) == (1, 0)     # one vmap
+  assert group_layout(10, devices=1, group_size=4) == (4, 4)     # pad to 12: 3 groups of 4
+  assert group_layout(10, devices=8, group_size=4) == (8, 8)     # group rounded up to 8
+  assert group_layout(10, devices=1, group_size=10) == (1, 0)    # one group is one vmap
+  assert group_layout(10, devices=8, group_size=9) == (8, 0)     # 16 ≥ 10 points: one vmap
