@@ -79,21 +79,12 @@ def _flops(exe) -> float:
   return float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
 
 
-def training_epoch(trainer, batch_size: int, group_size: int = 0):
-  """One epoch of training steps only, vmapped over points: the work the PyTorch loop does.
-
-  The same shuffled ``lax.scan`` of :meth:`Trainer.step` as a prerank-jax epoch, without
-  the per-epoch validation monitor that ``run_chunk`` adds (timed separately); with
-  ``group_size`` the points run as ``sweep.group_size`` does (:func:`in_groups`).
-  """
-  def one_point(state, hparams, data):
-    rng, perm_rng = jax.random.split(state.rng)
-    order = jax.random.permutation(perm_rng, data.train.num_requests)
-    order = order[: trainer.steps_per_epoch * batch_size].reshape(-1, batch_size)
-    body = lambda s, index: trainer.step(s, data.train.take(index), hparams)
-    state, losses = jax.lax.scan(body, state._replace(rng=rng), order)
-    return state, jnp.mean(losses)
-  return jax.jit(in_groups(jax.vmap(one_point, in_axes=(0, 0, None)), group_size))
+def training_epoch(trainer, group_size: int = 0):
+  """One epoch of training steps only (:attr:`Trainer.train_epoch`), vmapped over points:
+  the work the PyTorch loop does, without the per-epoch validation monitor that
+  ``run_chunk`` adds (timed separately); with ``group_size`` the points run as
+  ``sweep.group_size`` does (:func:`in_groups`)."""
+  return jax.jit(in_groups(jax.vmap(trainer.train_epoch, in_axes=(0, 0, None)), group_size))
 
 
 def _best_time(fn, state, hparams, data, repeats: int):
@@ -122,8 +113,8 @@ def time_jax(trainer, k: int, data: SweepData, epochs: int, batch_size: int,
   hparams, rngs = stack_points(points_for(k))
   state = compile_sweep(trainer).init(hparams, rngs)
   exes = {
-      "train_s": training_epoch(trainer, batch_size),
-      "grouped_s": training_epoch(trainer, batch_size, group_size),
+      "train_s": training_epoch(trainer),
+      "grouped_s": training_epoch(trainer, group_size),
       "full_s": compile_sweep(trainer, group_size=group_size).run_chunk,
   }
   exes = {name: f.lower(state, hparams, data).compile() for name, f in exes.items()}

@@ -111,11 +111,17 @@ def ranks(scores: Array, *, where: Optional[Array] = None) -> Array:
     _, _, order = lax.sort((~valid, descending, index), dimension=-1, num_keys=2,
                            is_stable=True)
   # Invert the permutation with one scatter: order[j] is the candidate at rank j + 1.
-  flat_order = order.reshape(-1, size)
-  rows = jnp.arange(flat_order.shape[0], dtype=jnp.int32)[:, None]
-  rank = jnp.zeros_like(flat_order).at[rows, flat_order].set(
-      index.reshape(-1, size) + 1, unique_indices=True)
-  return rank.reshape(scores.shape).astype(jnp.int32)
+  return _scatter_last(order, index + 1, size).astype(jnp.int32)
+
+
+def _scatter_last(indices: Array, values: Array, size: int) -> Array:
+  """``out[..., indices[..., j]] = values[..., j]`` into zeros ``[..., size]``; the indices
+  of a list are distinct."""
+  flat = indices.reshape(-1, indices.shape[-1])
+  rows = jnp.arange(flat.shape[0], dtype=jnp.int32)[:, None]
+  out = jnp.zeros((flat.shape[0], size), values.dtype)
+  out = out.at[rows, flat].set(values.reshape(flat.shape), unique_indices=True)
+  return out.reshape(*indices.shape[:-1], size)
 
 
 def _rank_key(scores: Array, valid: Array) -> Optional[Array]:
@@ -181,11 +187,7 @@ def top_m_mask(scores: Array, *, where: Optional[Array] = None, m: Hyper) -> Arr
   fast = _top_k_indices(scores, valid, m)
   if fast is not None:  # a static m: lax.top_k instead of a full sort
     top, top_valid = fast
-    flat_top = top.reshape(-1, top.shape[-1])
-    rows = jnp.arange(flat_top.shape[0], dtype=jnp.int32)[:, None]
-    mask = jnp.zeros((flat_top.shape[0], scores.shape[-1]), jnp.bool_)
-    mask = mask.at[rows, flat_top].set(top_valid.reshape(flat_top.shape), unique_indices=True)
-    return mask.reshape(scores.shape)
+    return _scatter_last(top, top_valid, scores.shape[-1])
   return valid & (ranks(scores, where=valid) <= _per_list(m))
 
 

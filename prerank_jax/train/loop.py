@@ -47,6 +47,8 @@ class Trainer(NamedTuple):
   - ``init(hparams, rng) -> TrainState``
   - ``step(state, batch, hparams) -> (state, loss)``: one optimizer step on a batch of
     requests, for input pipelines that feed batches from the host (and for cost analysis).
+  - ``train_epoch(state, hparams, data) -> (state, losses [steps])``: one epoch of steps
+    over a fresh shuffle of ``data.train``, without the validation monitor.
   - ``run_chunk(state, hparams, data) -> (state, metrics)``: ``epochs_per_chunk`` epochs;
     the host calls it between progress updates, logging and checkpoints.
   - ``train(hparams, rng, data) -> (state, metrics)``: a whole run, all epochs.
@@ -59,6 +61,7 @@ class Trainer(NamedTuple):
   steps_per_epoch: int
   init: Callable[..., TrainState]
   step: Callable[..., tuple[TrainState, jax.Array]]
+  train_epoch: Callable[..., tuple[TrainState, jax.Array]]
   run_chunk: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
   train: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
 
@@ -155,7 +158,7 @@ def make_train(config: Any, *, role: str = "student", feature_sizes: Mapping[str
         diverged=state.diverged | ~finite)
     return new_state, jnp.where(finite, loss, jnp.nan)
 
-  def epoch(state: TrainState, hparams: HParams, data: SweepData):
+  def train_epoch(state: TrainState, hparams: HParams, data: SweepData):
     rng, perm_rng = jax.random.split(state.rng)
     order = jax.random.permutation(perm_rng, num_train_requests)
     order = order[: steps_per_epoch * batch_size].reshape(steps_per_epoch, batch_size)
@@ -163,7 +166,10 @@ def make_train(config: Any, *, role: str = "student", feature_sizes: Mapping[str
     def body(state, index):
       return train_step(state, data.train.take(index), hparams)
 
-    state, losses = jax.lax.scan(body, state._replace(rng=rng), order)
+    return jax.lax.scan(body, state._replace(rng=rng), order)
+
+  def epoch(state: TrainState, hparams: HParams, data: SweepData):
+    state, losses = train_epoch(state, hparams, data)
     stats = {"loss": jnp.mean(losses)}
     stats.update(_monitor(model.apply(state.params, data.valid), data.valid,
                           k=k, keep_ratio=keep_ratio))
@@ -178,4 +184,4 @@ def make_train(config: Any, *, role: str = "student", feature_sizes: Mapping[str
   def train(hparams: HParams, rng: jax.Array, data: SweepData):
     return run_epochs(init(hparams, rng), hparams, data, num_chunks * epochs_per_chunk)
 
-  return Trainer(model, steps_per_epoch, init, train_step, run_chunk, train)
+  return Trainer(model, steps_per_epoch, init, train_step, train_epoch, run_chunk, train)
