@@ -5,11 +5,27 @@ A checkpoint holds the :class:`~prerank_jax.train.loop.TrainState` of every swee
 and the per-epoch history so far. The data order needs no extra state: each epoch's
 permutation is drawn from the key carried in the state, so restoring the state restores
 the order, and a resumed run is bit-identical to an uninterrupted one on CPU.
+
+Damage is told apart from other restore errors by a manifest: after Orbax has finished a
+step, ``<step>/manifest.sha256.json`` records the SHA-256 of every file in it. A step whose
+files no longer match its manifest is *damaged*: it is skipped, and once an older step has
+been restored it is moved aside to ``<directory>/damaged-<step>[-n]`` (Orbax only lists
+integer step names), so that retraining can save that step again (Orbax's
+``CheckpointManager.save(step)`` silently writes nothing for a step at or below the latest
+existing one). A restore error of a step whose manifest matches (a structure mismatch, a
+bug) is not damage and propagates. A step without a manifest (killed between Orbax's commit
+and the manifest, or written by an older version) is damaged if it cannot be restored.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import json
 import logging
+import os
+import shutil
+import threading
 from pathlib import Path
 from typing import Any, Optional
 
@@ -19,6 +35,36 @@ import orbax.checkpoint as ocp
 from prerank_jax.train.loop import TrainState
 
 log = logging.getLogger(__name__)
+
+
+MANIFEST = "manifest.sha256.json"
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint could not be written, or no checkpoint of a phase can be read."""
+
+
+def _digests(step_dir: Path) -> dict[str, str]:
+  """``{relative path: sha256}`` of every file under ``step_dir`` except the manifest."""
+  out = {}
+  for f in sorted(step_dir.rglob("*")):
+    if f.is_file() and f.name != MANIFEST:
+      digest = hashlib.sha256()
+      with open(f, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+          digest.update(block)
+      out[str(f.relative_to(step_dir))] = digest.hexdigest()
+  return out
+
+
+def _is_main() -> bool:
+  return jax.process_index() == 0
+
+
+def _sync(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
 
 
 def _to_disk(state: TrainState) -> TrainState:
@@ -41,40 +87,152 @@ class SweepCheckpointer:
 
   def __init__(self, directory: Path, *, max_to_keep: int = 3):
     self.directory = Path(directory).resolve()
-    self.manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max(2, max_to_keep), create=True))
+    self.max_to_keep = max(2, max_to_keep)
+    self._open()
+
+  def _open(self) -> None:
+    try:
+      self.manager = ocp.CheckpointManager(
+          self.directory,
+          options=ocp.CheckpointManagerOptions(max_to_keep=self.max_to_keep, create=True,
+                                               enable_async_checkpointing=False))
+    except OSError as e:
+      raise CheckpointError(f"checkpoints: cannot create {self.directory} "
+                            f"({e.strerror or e}); check that the run directory is "
+                            "writable") from e
 
   def save(self, chunk: int, state: TrainState, meta: dict[str, Any]) -> None:
-    """Saves the state after ``chunk`` chunks; blocks until it is on disk."""
-    self.manager.save(chunk, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(_to_disk(state)),
-        meta=ocp.args.JsonSave({**meta, "chunk": chunk})))
-    self.manager.wait_until_finished()
+    """Saves the state after ``chunk`` chunks; blocks until it is on disk.
+
+    Raises:
+      CheckpointError: the write failed (disk full, unwritable directory: the partial
+        step is removed and the previous checkpoints stay as they were), or Orbax refused
+        the step (it is not newer than the latest existing one).
+    """
+    try:
+      saved = self.manager.save(chunk, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(_to_disk(state)),
+          meta=ocp.args.JsonSave({**meta, "chunk": chunk})))
+      self.manager.wait_until_finished()
+      if saved and _is_main():
+        self._write_manifest(chunk)
+    except OSError as e:
+      self._remove_partial(chunk)
+      previous = [s for s in self.manager.all_steps() if s != chunk]
+      raise CheckpointError(
+          f"checkpoints: could not write {self.directory}/{chunk}: {e.strerror or e}"
+          + (f" (errno {errno.errorcode.get(e.errno, e.errno)})" if e.errno else "")
+          + f"; the previous checkpoint ({max(previous) if previous else 'none'}) is "
+          "intact. Free space or fix the directory, then continue with --resume") from e
+    if not saved:
+      raise CheckpointError(
+          f"checkpoints: Orbax did not save step {chunk} in {self.directory} (the latest "
+          f"existing step is {self.manager.latest_step()}); a newer step is in the way")
+
+  def _write_manifest(self, step: int) -> None:
+    step_dir = self.directory / str(step)
+    final = step_dir / MANIFEST
+    tmp = step_dir / f".{MANIFEST}.tmp-{os.getpid()}"
+    try:
+      tmp.write_text(json.dumps(_digests(step_dir), indent=0, sort_keys=True))
+      os.replace(tmp, final)
+    finally:
+      tmp.unlink(missing_ok=True)
+
+  def _remove_partial(self, step: int) -> None:
+    """Removes what a failed save of ``step`` left: Orbax's temporary directory and a
+    step without its manifest. Older steps are not touched."""
+    try:  # let every Orbax background writer of the failed step stop before removing it
+      self.manager.close()
+    except Exception:  # the same failure again; it was reported by the caller
+      log.debug("orbax background save of step %d failed", step, exc_info=True)
+    # Orbax's writer threads of the other items keep going after one item failed, and
+    # close() does not join them; they would re-create files under the removed directory.
+    for thread in threading.enumerate():
+      if type(thread).__name__ == "_SignalingThread" and thread is not threading.current_thread():
+        thread.join(timeout=60)
+    if _is_main() and self.directory.exists():
+      for p in self.directory.iterdir():
+        if p.name.startswith(f"{step}.orbax-checkpoint-tmp") or (
+            p.name == str(step) and not (p / MANIFEST).exists()):
+          shutil.rmtree(p, ignore_errors=True)
+    self._open()
+
+  def _verified(self, step: int) -> Optional[bool]:
+    """``True``: the step's files match its manifest; ``False``: they don't (damaged);
+    ``None``: no manifest to check against."""
+    manifest = self.directory / str(step) / MANIFEST
+    if not manifest.exists():
+      return None
+    try:
+      expected = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+      return False
+    return _digests(self.directory / str(step)) == expected
+
+  def _move_aside(self, steps: list[int]) -> list[Path]:
+    moved = []
+    if _is_main():
+      for step in steps:
+        target = self.directory / f"damaged-{step}"
+        n = 1
+        while target.exists():
+          target, n = self.directory / f"damaged-{step}-{n}", n + 1
+        os.replace(self.directory / str(step), target)
+        moved.append(target)
+    _sync(f"checkpoint_move_aside_{self.directory}")
+    self.manager.reload()
+    return moved
 
   def restore_latest(self, like: TrainState) -> Optional[tuple[TrainState, dict[str, Any]]]:
     """The newest readable checkpoint, or ``None`` if there is none.
 
-    A damaged checkpoint (truncated or corrupt files) is reported and skipped in favour of
-    the one before it.
+    A damaged checkpoint (files that no longer match its manifest, or that cannot be read
+    when it has none) is reported and skipped in favour of the one before it; once one
+    has been restored, the damaged newer steps are moved aside to ``damaged-<step>`` so
+    that the retrained steps can be saved again.
 
     Args:
       like: a state with the right structure, shapes, dtypes and shardings (e.g. fresh
         from ``init``); restored arrays take its shardings.
+
+    Raises:
+      CheckpointError: there are checkpoints, but none of them is readable (nothing is
+        moved; the user decides whether to start over).
+      Exception: a restore error of a checkpoint whose files are intact (not damage).
     """
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _to_disk(like))
     self.manager.reload()
-    for step in sorted(self.manager.all_steps(), reverse=True):
-      try:
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-      except Exception as e:  # orbax raises many types for damaged files
-        log.warning("checkpoint %s/%d is unreadable (%s: %s); falling back to the previous",
-                    self.directory, step, type(e).__name__, str(e).splitlines()[0][:200])
-        print(f"warning: checkpoint {self.directory}/{step} is unreadable "
-              f"({type(e).__name__}); falling back to the previous one")
-        continue
-      return _from_disk(restored.state, like), dict(restored.meta)
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    damaged = []
+    for step in steps:
+      verified = self._verified(step)
+      if verified is False:
+        reason = "its files do not match its manifest"
+      else:
+        try:
+          restored = self.manager.restore(step, args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        except Exception as e:  # orbax raises many types for damaged files
+          if verified:  # intact files: not damage, e.g. a structure mismatch
+            raise
+          reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+        else:
+          moved = self._move_aside(damaged) if damaged else []
+          if moved:
+            print(f"warning: moved the damaged checkpoint(s) aside to "
+                  f"{', '.join(map(str, moved))}; continuing from step {step}")
+          return _from_disk(restored.state, like), dict(restored.meta)
+      log.warning("checkpoint %s/%d is unreadable (%s); falling back to the previous",
+                  self.directory, step, reason)
+      print(f"warning: checkpoint {self.directory}/{step} is unreadable ({reason}); "
+            "falling back to the previous one")
+      damaged.append(step)
+    if damaged:
+      raise CheckpointError(
+          f"checkpoints: every checkpoint in {self.directory} is unreadable (steps "
+          f"{sorted(damaged)}); nothing was moved or deleted. Start over with --overwrite "
+          "(or another --config.name), or restore the files")
     return None
 
   def close(self) -> None:
