@@ -1,0 +1,237 @@
+"""Run directories and experiment results as pandas DataFrames.
+
+A finished run directory (``prerank-jax quickstart|sweep``, see ``host/runner.py``) holds
+
+- ``results.csv``: one row per sweep point (``student <point>``), the teacher and the
+  references (``oracle (truth)``, ``random``), with the swept hyperparameters, every metric,
+  the cost columns and ``status`` (``ok`` | ``diverged`` | ``reference``);
+- ``config.json``: the locked config it was run with;
+- ``history.json``: per-epoch metrics of every student point (``students``) and of the
+  teacher members (``teacher``, each metric ``[members, epochs]``), costs and timings.
+
+:func:`load_runs` gives one row per model × sweep point × seed (a run has one seed,
+``config.seed``; several seeds are several runs), with the run's config flattened into
+dotted columns (``student.loss.kd``, ``teacher.model.name``, ...). :func:`load_history`
+gives the per-epoch history as a long table. :func:`load_results_csv` reads any CSV with
+the same row structure, such as ``experiments/results/<exp>/raw.csv``.
+
+This module reads files only; it imports nothing from the rest of the package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence, Union
+
+import pandas as pd
+
+PathLike = Union[str, Path]
+
+#: Columns added to every results row, in this order, before the results.csv columns.
+ID_COLUMNS = ("run", "seed", "setup", "model", "point", "role", "program")
+#: Config fields that do not change what a run computes: left out of ``setup``.
+NOT_SETUP = ("name", "workdir", "seed", "overwrite", "resume", "progress", "checkpoint_every",
+             "wandb", "distributed", "teacher.restore_from")
+_PROGRAM = re.compile(r"^\[(?P<label>[^\]]*)\]\s*(?P<rest>.*)$")
+
+
+def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  """Nested config dict → ``{dotted.name: value}``; lists become tuples (hashable).
+
+  Example: ``{"student": {"loss": {"kd": "x"}}, "seed": 0}`` →
+  ``{"student.loss.kd": "x", "seed": 0}``. An empty nested dict contributes no column.
+  """
+  out: dict[str, Any] = {}
+  for key, value in config.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, Mapping):
+      out.update(flatten_config(value, prefix=f"{name}."))
+    else:
+      out[name] = _hashable(value)
+  return out
+
+
+def _hashable(value: Any) -> Any:
+  if isinstance(value, (list, tuple)):
+    return tuple(_hashable(v) for v in value)
+  return value
+
+
+def setup_key(flat_config: Mapping[str, Any]) -> str:
+  """Short fingerprint of a run's config without its seed and bookkeeping fields.
+
+  Runs with the same ``setup`` and different ``seed`` are replicates of one experiment;
+  the statistics over seeds (:mod:`prerank_jax.analysis.stats`) pool exactly those.
+  Left out: ``NOT_SETUP`` (name, workdir, seed, W&B, resume flags, ...).
+  """
+  kept = {k: v for k, v in flat_config.items()
+          if not any(k == f or k.startswith(f + ".") for f in NOT_SETUP)}
+  text = json.dumps(kept, sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def find_run_dirs(paths: Iterable[PathLike]) -> list[Path]:
+  """Run directories under ``paths``: each path itself if it holds ``results.csv``,
+  otherwise its sub-directories that do (one level, sorted, e.g. a ``runs/`` workdir)."""
+  found: list[Path] = []
+  for p in map(Path, paths):
+    if (p / "results.csv").exists():
+      found.append(p)
+      continue
+    if not p.is_dir():
+      raise FileNotFoundError(f"{p}: not a directory")
+    subs = sorted(d for d in p.iterdir() if (d / "results.csv").exists())
+    if not subs:
+      raise FileNotFoundError(f"{p}: no results.csv in it or in its sub-directories "
+                              "(is it a finished run dir or a workdir of runs?)")
+    found += subs
+  return found
+
+
+def split_model(model: str) -> tuple[str, str, str]:
+  """``(point, role, program)`` of a results.csv ``model`` name.
+
+  ``"student [kd=logit_mse] T=2 α=0.5"`` → ``("T=2 α=0.5", "student", "kd=logit_mse")``;
+  ``"teacher"`` → ``("teacher", "teacher", "")``; ``"oracle (truth)"`` / ``"random"`` →
+  role ``"reference"``.
+  """
+  if model.startswith("student "):
+    rest = model[len("student "):]
+    m = _PROGRAM.match(rest)
+    if m:
+      return m["rest"], "student", m["label"]
+    return rest, "student", ""
+  if model == "teacher" or model.startswith("teacher "):
+    return model, "teacher", ""
+  return model, "reference", ""
+
+
+def _annotate(frame: pd.DataFrame, *, run: str, seed: Any, setup: str) -> pd.DataFrame:
+  if "model" not in frame.columns:
+    raise ValueError(f"{run}: a results table needs a 'model' column, got "
+                     f"{list(frame.columns)}")
+  parts = [split_model(str(m)) for m in frame["model"]]
+  ids = pd.DataFrame({
+      "run": run,
+      "seed": frame["seed"] if "seed" in frame.columns else seed,
+      "setup": frame["setup"] if "setup" in frame.columns else setup,
+      "model": frame["model"].astype(str),
+      "point": frame["point"] if "point" in frame.columns else [p[0] for p in parts],
+      "role": frame["role"] if "role" in frame.columns else [p[1] for p in parts],
+      "program": frame["program"] if "program" in frame.columns else [p[2] for p in parts],
+  }, index=frame.index)
+  rest = frame.drop(columns=[c for c in ID_COLUMNS if c in frame.columns])
+  return pd.concat([ids, rest], axis=1)
+
+
+def read_config(run_dir: PathLike) -> dict[str, Any]:
+  """The flattened ``config.json`` of a run dir (``{}`` when it has none)."""
+  path = Path(run_dir) / "config.json"
+  return flatten_config(json.loads(path.read_text())) if path.exists() else {}
+
+
+def load_run(run_dir: PathLike, *, config_columns: bool = True) -> pd.DataFrame:
+  """One run's ``results.csv`` as a DataFrame, one row per model.
+
+  Columns: ``run`` (the directory's name), ``seed`` (``config.seed``), ``setup``
+  (:func:`setup_key`), ``model`` (as in results.csv), ``point`` (the sweep point's name,
+  e.g. ``T=2 α=0.5 lr=0.003``), ``role`` (``student`` | ``teacher`` | ``reference``),
+  ``program`` (the structural program's label, ``""`` without ``sweep.programs``), then
+  every results.csv column (metrics as floats; blank cells as NaN), then, with
+  ``config_columns``, every config field as a dotted column not already present.
+  """
+  run_dir = Path(run_dir)
+  results = run_dir / "results.csv"
+  if not results.exists():
+    raise FileNotFoundError(f"{run_dir}: no results.csv (is it a finished run dir?)")
+  frame = pd.read_csv(results, keep_default_na=False, na_values=[""])
+  flat = read_config(run_dir)
+  seed = flat.get("seed", math.nan)
+  frame = _annotate(frame, run=run_dir.name, seed=seed, setup=setup_key(flat))
+  frame["run_dir"] = str(run_dir)
+  if config_columns:
+    extra = {k: v for k, v in flat.items() if k not in frame.columns}
+    if extra:
+      # A tuple in a cell must stay one object: build the block column by column.
+      block = pd.DataFrame({k: pd.Series([v] * len(frame), index=frame.index, dtype=object)
+                            if isinstance(v, tuple) else v for k, v in extra.items()},
+                           index=frame.index)
+      frame = pd.concat([frame, block], axis=1)
+  return frame
+
+
+def load_runs(paths: Iterable[PathLike] | PathLike, *,
+              config_columns: bool = True) -> pd.DataFrame:
+  """Several runs (or workdirs of runs, see :func:`find_run_dirs`) as one DataFrame.
+
+  One row per model × sweep point × seed; the columns are the union of the runs' columns
+  (a run without a column has NaN there). See :func:`load_run` for the columns.
+  """
+  if isinstance(paths, (str, Path)):
+    paths = [paths]
+  frames = [load_run(d, config_columns=config_columns) for d in find_run_dirs(paths)]
+  return pd.concat(frames, ignore_index=True, sort=False)
+
+
+def load_results_csv(paths: Sequence[PathLike] | PathLike, *,
+                     seed: Any = math.nan) -> pd.DataFrame:
+  """Any CSV of results rows (``experiments/results/<exp>/raw.csv``) as a DataFrame.
+
+  Each file needs a ``model`` column; a ``seed`` column is kept (otherwise ``seed``
+  fills it), and so are ``point``/``role``/``program`` when present (otherwise they are
+  derived from ``model`` as for run dirs). ``run`` is the file's directory name (the
+  experiment), ``setup`` the file's path unless the file has its own column.
+  """
+  if isinstance(paths, (str, Path)):
+    paths = [paths]
+  frames = []
+  for path in map(Path, paths):
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    frames.append(_annotate(frame, run=path.parent.name, seed=seed, setup=str(path)))
+  if not frames:
+    raise ValueError("load_results_csv: needs at least one CSV path")
+  return pd.concat(frames, ignore_index=True, sort=False)
+
+
+def load_history(paths: Iterable[PathLike] | PathLike) -> pd.DataFrame:
+  """Per-epoch training history of runs as a long table: one row per run × model × epoch.
+
+  Columns: ``run``, ``seed``, ``setup``, ``model`` (named as in results.csv: ``student
+  <point>``, ``teacher`` or ``teacher <i>`` for an ensemble of seeds), ``point``,
+  ``role``, ``program``, ``epoch`` (1-based: the value after that many epochs), then one
+  column per logged metric (``loss``, ``valid_recall_teacher``, ...; NaN where a model
+  does not log it, e.g. the teacher has no teacher consistency).
+  """
+  paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+  frames = []
+  for run_dir in find_run_dirs(paths):
+    path = run_dir / "history.json"
+    if not path.exists():
+      raise FileNotFoundError(f"{run_dir}: no history.json")
+    history = json.loads(path.read_text())
+    flat = read_config(run_dir)
+    curves: list[tuple[str, dict[str, list[float]]]] = []
+    teacher = history.get("teacher", {})
+    members = len(next(iter(teacher.values()), []))
+    for i in range(members):
+      name = "teacher" if members == 1 else f"teacher {i}"
+      curves.append((name, {m: v[i] for m, v in teacher.items()}))
+    curves += [(f"student {name}", c) for name, c in history.get("students", {}).items()]
+    rows = []
+    for model, metrics in curves:
+      epochs = max((len(v) for v in metrics.values()), default=0)
+      for e in range(epochs):
+        rows.append({"model": model, "epoch": e + 1,
+                     **{m: (v[e] if e < len(v) else math.nan) for m, v in metrics.items()}})
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+      continue
+    frames.append(_annotate(frame, run=run_dir.name, seed=flat.get("seed", math.nan),
+                            setup=setup_key(flat)))
+  if not frames:
+    raise ValueError(f"load_history: no per-epoch history in {list(paths)}")
+  return pd.concat(frames, ignore_index=True, sort=False)
