@@ -1,7 +1,7 @@
 """Metrics over ``[..., N]`` candidate lists.
 
-:mod:`prerank_jax.metrics.ranking`: ranks, NDCG, MRR, recall, retention, teacher
-consistency, keep sizes and the averaging helpers. :mod:`prerank_jax.metrics.classification`:
+:mod:`prerank_jax.metrics.ranking`: ranks, NDCG, MRR, recall, precision, retention, teacher
+consistency, cascade (system) quality, keep sizes and the averaging helpers. :mod:`prerank_jax.metrics.classification`:
 AUC (pooled), per-list AUC and GAUC, Kendall's τ-b.
 """
 
@@ -12,6 +12,9 @@ from prerank_jax.metrics.classification import kendall_tau_b
 from prerank_jax.metrics.classification import kendall_tau_defined
 from prerank_jax.metrics.classification import per_list_auc
 from prerank_jax.metrics.ranking import EMPTY_MODES
+from prerank_jax.metrics.ranking import cascade_ndcg_at_k
+from prerank_jax.metrics.ranking import cascade_recall_at_k
+from prerank_jax.metrics.ranking import cascade_top_k
 from prerank_jax.metrics.ranking import dcg_at_k
 from prerank_jax.metrics.ranking import has_relevant
 from prerank_jax.metrics.ranking import keep_size
@@ -19,6 +22,7 @@ from prerank_jax.metrics.ranking import mean_over_defined
 from prerank_jax.metrics.ranking import mean_over_lists
 from prerank_jax.metrics.ranking import ndcg_at_k
 from prerank_jax.metrics.ranking import positive_retention
+from prerank_jax.metrics.ranking import precision_at_k
 from prerank_jax.metrics.ranking import ranks
 from prerank_jax.metrics.ranking import recall_at_k
 from prerank_jax.metrics.ranking import reciprocal_rank
@@ -28,6 +32,9 @@ from prerank_jax.metrics.ranking import top_m_mask
 __all__ = [
     "EMPTY_MODES",
     "auc",
+    "cascade_ndcg_at_k",
+    "cascade_recall_at_k",
+    "cascade_top_k",
     "dcg_at_k",
     "gauc",
     "has_both_classes",
@@ -40,6 +47,7 @@ __all__ = [
     "ndcg_at_k",
     "per_list_auc",
     "positive_retention",
+    "precision_at_k",
     "ranks",
     "recall_at_k",
     "reciprocal_rank",

@@ -1,4 +1,5 @@
-"""Ranking metrics for pre-ranking evaluation: NDCG, MRR, recall, retention, teacher consistency.
+"""Ranking metrics for pre-ranking evaluation: NDCG, MRR, recall, precision, retention,
+teacher consistency and end-to-end cascade quality.
 
 Conventions (after google/rax):
 
@@ -17,6 +18,8 @@ Conventions (after google/rax):
   every metric is deterministic. Valid NaN scores rank after every other valid score.
   Unlike rax, a valid candidate scored ``-inf`` is still ranked (and so "retrieved"):
   only ``where`` removes candidates.
+* A list shorter than a cutoff ``k`` is scored over its length (NDCG@k over min(k, n),
+  as trec_eval and LightGBM do); only precision@k keeps trec_eval's fixed denominator k.
 * A list where a metric is undefined (no relevant candidate) gets 0. Average with
   :func:`mean_over_defined`, which excludes such lists by default (or scores them 0 or
   1) and returns how many there were, or with :func:`mean_over_lists`.
@@ -338,6 +341,178 @@ def recall_at_k(
   num_relevant = jnp.sum(relevant, axis=-1)
   return jnp.where(num_relevant > 0, hits / jnp.maximum(num_relevant, 1), 0.0)
 
+
+def precision_at_k(
+    scores: Array,
+    relevant: Array,
+    *,
+    where: Optional[Array] = None,
+    k: Hyper,
+) -> Array:
+  """Precision of the top ``k``, per list, with trec_eval's fixed denominator.
+
+  Definition:
+    P@k = |{i valid : rank(s_i) <= k} ∩ R| / k,   R = {i valid : relevant_i}
+
+    and 0 for ``k <= 0``. The denominator is ``k`` even when the list has fewer than
+    ``k`` valid candidates (a short list counts its missing slots as not relevant), as
+    trec_eval's ``P_k`` does; a list without a relevant candidate gets 0 and is a
+    defined value (trec_eval averages it in).
+
+  Args:
+    scores: ``[..., N]`` scores.
+    relevant: bool ``[..., N]`` relevance (e.g. true grade >= ``eval.relevant_grade``).
+    where: optional bool ``[..., N]`` mask of valid candidates.
+    k: cutoff; a Python or traced scalar, or an array broadcastable to ``[...]``.
+
+  Returns:
+    ``[...]`` precision per list in [0, 1].
+
+  References:
+    trec_eval ``P`` (``P_k``; relevant means ``rel >= relevance_level``);
+    ``rax.precision_metric`` (which instead divides by min(k, n_valid)).
+  """
+  relevant = jnp.asarray(relevant)
+  if relevant.dtype != jnp.bool_:
+    raise TypeError(f"relevant must be a bool mask, got dtype {relevant.dtype}")
+  scores = jnp.asarray(scores)
+  valid = _valid_mask(where, scores.shape)
+  relevant = valid & jnp.broadcast_to(relevant, scores.shape)
+  hits = jnp.sum(relevant & top_m_mask(scores, where=valid, m=k), axis=-1)
+  cut = jnp.broadcast_to(jnp.asarray(k, jnp.float32), hits.shape)
+  return jnp.where(cut > 0, hits / jnp.maximum(cut, 1.0), 0.0)
+
+
+def cascade_top_k(
+    student_scores: Array,
+    teacher_scores: Array,
+    *,
+    where: Optional[Array] = None,
+    m: Hyper,
+    k: Hyper,
+) -> Array:
+  """The final top ``k`` of a two-stage cascade: the student keeps its top ``m``, the
+  teacher reranks the survivors.
+
+  Definition:
+    S = student_top_m = {i valid : rank(s_i) <= m}
+    final(i) = [i ∈ S] · [rank_S(t_i) <= k]
+
+    where ``rank_S`` ranks the teacher's scores among the survivors only (ties by lower
+    index in both stages). Exactly ``min(k, m, n_valid)`` candidates are selected.
+    O(N) memory per list: two sorts (or ``lax.top_k`` for static cutoffs), no N × N.
+
+  Args:
+    student_scores: ``[..., N]`` pre-ranking (student) scores.
+    teacher_scores: ``[..., N]`` ranking (teacher) scores.
+    where: optional bool ``[..., N]`` mask of valid candidates.
+    m: student keep size (e.g. :func:`keep_size`); scalar or broadcastable to ``[...]``.
+    k: final cutoff; scalar or broadcastable to ``[...]``.
+
+  Returns:
+    bool ``[..., N]`` mask of the final top ``k``.
+
+  References:
+    The cascade of pre-ranking and ranking, e.g. Wang et al. "COLD: Towards the Next
+    Generation of Pre-Ranking System" (arXiv:2007.16122, 2020).
+  """
+  student_scores = jnp.asarray(student_scores)
+  valid = _valid_mask(where, student_scores.shape)
+  survivors = top_m_mask(student_scores, where=valid, m=m)
+  return top_m_mask(teacher_scores, where=survivors, m=k)
+
+
+def cascade_ndcg_at_k(
+    student_scores: Array,
+    teacher_scores: Array,
+    labels: Array,
+    *,
+    where: Optional[Array] = None,
+    m: Hyper,
+    k: Hyper,
+    gain: str = "exp2",
+) -> Array:
+  """System NDCG@k of a cascade: the teacher's ranking of the student's top ``m``.
+
+  Definition:
+    S = student_top_m,  DCG_sys@k = Σ_{i ∈ S, rank_S(t_i) <= k} gain(y_i) / log2(rank_S(t_i) + 1)
+    NDCG_sys@k = DCG_sys@k / IDCG@k   (IDCG@k over the WHOLE valid list; 0 if IDCG = 0)
+
+    The ideal is the full list's, so what the student cuts away is lost: with
+    ``m >= n_valid`` it equals :func:`ndcg_at_k` of the teacher's scores, and it never
+    exceeds the NDCG of the ideal ranking. Lists shorter than ``k`` are scored over their
+    length, as :func:`ndcg_at_k`.
+
+  Args:
+    student_scores: ``[..., N]`` pre-ranking (student) scores.
+    teacher_scores: ``[..., N]`` ranking (teacher) scores.
+    labels: ``[..., N]`` graded truth (>= 0).
+    where: optional bool ``[..., N]`` mask of valid candidates.
+    m: student keep size; scalar or broadcastable to ``[...]``.
+    k: final cutoff; scalar or broadcastable to ``[...]``.
+    gain: ``"exp2"`` or ``"linear"`` (static).
+
+  Returns:
+    ``[...]`` system NDCG per list in [0, 1].
+
+  References:
+    :func:`ndcg_at_k` (Järvelin & Kekäläinen, TOIS 2002) applied to the cascade's
+    output, as end-to-end evaluations of pre-ranking do (e.g. Zhang et al.,
+    arXiv:2305.13647, 2023).
+  """
+  _gain_fn(gain)
+  student_scores = jnp.asarray(student_scores)
+  valid = _valid_mask(where, student_scores.shape)
+  labels = _clean_labels(labels, valid)
+  survivors = top_m_mask(student_scores, where=valid, m=m)
+  dcg = dcg_at_k(teacher_scores, labels, where=survivors, k=k, gain=gain)
+  ideal = dcg_at_k(labels, labels, where=valid, k=k, gain=gain)
+  defined = ideal > 0
+  return jnp.where(defined, dcg / jnp.where(defined, ideal, jnp.ones_like(ideal)),
+                   jnp.zeros_like(dcg))
+
+
+def cascade_recall_at_k(
+    student_scores: Array,
+    teacher_scores: Array,
+    relevant: Array,
+    *,
+    where: Optional[Array] = None,
+    m: Hyper,
+    k: Hyper,
+) -> Array:
+  """System recall@k of a cascade: relevant candidates in its final top ``k``.
+
+  Definition:
+    Recall_sys@k = |cascade_top_k ∩ R| / |R|,   R = {i valid : relevant_i}
+
+    with :func:`cascade_top_k`, and 0 when R is empty. With ``m >= n_valid`` it equals
+    :func:`recall_at_k` of the teacher's scores.
+
+  Args:
+    student_scores: ``[..., N]`` pre-ranking (student) scores.
+    teacher_scores: ``[..., N]`` ranking (teacher) scores.
+    relevant: bool ``[..., N]`` relevance.
+    where: optional bool ``[..., N]`` mask of valid candidates.
+    m: student keep size; scalar or broadcastable to ``[...]``.
+    k: final cutoff; scalar or broadcastable to ``[...]``.
+
+  Returns:
+    ``[...]`` system recall per list in [0, 1].
+
+  References:
+    :func:`recall_at_k` applied to the cascade's output.
+  """
+  relevant = jnp.asarray(relevant)
+  if relevant.dtype != jnp.bool_:
+    raise TypeError(f"relevant must be a bool mask, got dtype {relevant.dtype}")
+  student_scores = jnp.asarray(student_scores)
+  valid = _valid_mask(where, student_scores.shape)
+  relevant = valid & jnp.broadcast_to(relevant, student_scores.shape)
+  final = cascade_top_k(student_scores, teacher_scores, where=valid, m=m, k=k)
+  hits = jnp.sum(relevant & final, axis=-1)
+  num_relevant = jnp.sum(relevant, axis=-1)
+  return jnp.where(num_relevant > 0, hits / jnp.maximum(num_relevant, 1), 0.0)
 
 def teacher_consistency_recall(
     student_scores: Array,
