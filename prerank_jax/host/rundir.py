@@ -7,14 +7,30 @@ Layout of ``<workdir>/<name>/``::
   checkpoints/students/<n>/   Orbax checkpoints of the student sweep
   results.csv results.md history.json   written atomically at the end
   wandb/                      offline W&B runs, one per sweep point
+  run_id                      a random id made with the directory (W&B run ids derive from it)
+
+Next to it, while a run uses it::
+
+  .<name>.lock                the pid and host of the run using the directory
+  .<name>.overwrite/          ``--overwrite`` trains here; swapped in when the run finished
+
+A run directory is locked while a run uses it: a second run on it (or a ``--resume``
+racing an ``--overwrite``) is refused; a lock left by a process that no longer exists (on
+this host) is taken over with a message. ``--overwrite`` never deletes the previous result
+before the new one exists: the new run trains into ``.<name>.overwrite`` and only the
+finished directory replaces the old one (two renames; the old one is then deleted).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import secrets
 import shutil
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,30 +52,201 @@ def fingerprint(obj: Any) -> str:
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+class RunDirLocked(FileExistsError):
+  """Another live process is using the run directory."""
+
+
+class RunDirError(OSError):
+  """The run directory (or a file in it) cannot be written: unwritable, or disk full."""
+
+
+def _write_error(path: Path, e: OSError) -> RunDirError:
+  code = errno.errorcode.get(e.errno, "") if e.errno else ""
+  return RunDirError(e.errno, f"cannot write {path}: {e.strerror or e}"
+                     + (f" ({code})" if code else "")
+                     + "; check that the directory is writable and the disk has space")
+
+
 def write_text_atomic(path: Path, text: str) -> None:
-  """Writes a file via a temporary sibling and a rename: never a half-written file."""
+  """Writes a file via a temporary sibling, fsync and a rename: never a half-written
+  file, and no temporary left behind when the write fails.
+
+  Raises:
+    RunDirError: the write failed (the previous file, if any, is unchanged).
+  """
+  path = Path(path)
   tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-  tmp.write_text(text)
-  os.replace(tmp, path)
+  try:
+    with open(tmp, "w") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except OSError as e:
+    tmp.unlink(missing_ok=True)
+    raise _write_error(path, e) from e
+
+
+def lock_path(run_dir: Path) -> Path:
+  """The lock file of a run directory: ``<workdir>/.<name>.lock``."""
+  return Path(run_dir).parent / f".{Path(run_dir).name}.lock"
+
+
+def staging_path(run_dir: Path) -> Path:
+  """Where ``--overwrite`` trains before it replaces ``run_dir``."""
+  return Path(run_dir).parent / f".{Path(run_dir).name}.overwrite"
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # exists, owned by another user
+    return True
+  return True
+
+
+def acquire_lock(run_dir: Path) -> Path:
+  """Locks ``run_dir`` for this process (creating its parent); returns the lock file.
+
+  The lock is created atomically (a hard link of a complete temporary file), so a reader
+  never sees a half-written lock.
+
+  Raises:
+    RunDirLocked: a live process (or one on another host) holds the lock.
+    RunDirError: the work directory is not writable.
+  """
+  run_dir = Path(run_dir)
+  lock = lock_path(run_dir)
+  me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+  tmp = lock.with_name(f"{lock.name}.tmp-{os.getpid()}")
+  if lock.parent.exists() and not lock.parent.is_dir():
+    raise _write_error(lock.parent, NotADirectoryError(errno.ENOTDIR,
+                                                       os.strerror(errno.ENOTDIR)))
+  try:
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(json.dumps(me))
+    for _ in range(3):
+      try:
+        os.link(tmp, lock)
+        return lock
+      except FileExistsError:
+        pass
+      try:
+        holder = json.loads(lock.read_text())
+      except FileNotFoundError:
+        continue  # released meanwhile: try again
+      except ValueError:
+        holder = {}
+      pid, host = holder.get("pid"), holder.get("host")
+      if host != me["host"] or not isinstance(pid, int):
+        raise RunDirLocked(
+            f"{run_dir} is locked by process {pid} on host {host!r} ({lock}); if no run "
+            "is using it any more, delete the lock file")
+      if pid == me["pid"] or _pid_alive(pid):
+        raise RunDirLocked(
+            f"{run_dir} is in use by process {pid} ({lock}); wait for it to finish, or "
+            "stop it, before running on this directory again")
+      print(f"note: taking over the stale lock of {run_dir} left by process {pid}, "
+            "which no longer runs")
+      lock.unlink(missing_ok=True)
+    raise RunDirLocked(f"{run_dir}: could not take its lock {lock}; another process keeps "
+                       "taking it")
+  except OSError as e:
+    if isinstance(e, RunDirLocked):
+      raise
+    raise _write_error(lock, e) from e
+  finally:
+    try:
+      tmp.unlink(missing_ok=True)
+    except OSError:  # the directory itself is unusable; reported above
+      pass
+
+
+def holds_lock(run_dir: Path) -> bool:
+  """Whether this process holds ``run_dir``'s lock."""
+  try:
+    holder = json.loads(lock_path(run_dir).read_text())
+  except (OSError, ValueError):
+    return False
+  return holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname()
+
+
+def release_lock(run_dir: Path) -> None:
+  """Removes ``run_dir``'s lock if this process holds it (safe to call twice)."""
+  if holds_lock(run_dir):
+    lock_path(run_dir).unlink(missing_ok=True)
+
+
+def commit_run_dir(config: ml_collections.ConfigDict, working: Path) -> Path:
+  """Makes the finished ``working`` directory the run directory; returns the latter.
+
+  For a run that trained in place this does nothing. For ``--overwrite`` of an existing
+  directory the old one is renamed aside, the staging directory renamed into its place,
+  and only then the old one deleted.
+  """
+  run_dir = Path(config.workdir) / config.name
+  if Path(working) == run_dir:
+    return run_dir
+  old = run_dir.parent / f".{run_dir.name}.replaced-{os.getpid()}"
+  try:
+    if run_dir.exists():
+      os.replace(run_dir, old)
+    os.replace(working, run_dir)
+  except OSError as e:
+    if old.exists() and not run_dir.exists():
+      os.replace(old, run_dir)  # put the previous result back
+    raise _write_error(run_dir, e) from e
+  shutil.rmtree(old, ignore_errors=True)
+  return run_dir
+
+
+def discard_staging(config: ml_collections.ConfigDict) -> None:
+  """Deletes the staging directory of a failed ``--overwrite`` (the old result stays)."""
+  shutil.rmtree(staging_path(Path(config.workdir) / config.name), ignore_errors=True)
+
+
+def run_id(run_dir: Path) -> str:
+  """The random id stored in ``run_dir/run_id`` when the directory was made.
+
+  W&B run ids derive from it, so a resumed run continues the same W&B runs while a run
+  made again with ``--overwrite`` starts new ones. A directory made by an older version
+  (without the file) gets its fingerprint of the path instead.
+  """
+  path = Path(run_dir) / "run_id"
+  if path.exists():
+    return path.read_text().strip()
+  return fingerprint(str(Path(run_dir).resolve()))
 
 
 def prepare_run_dir(config: ml_collections.ConfigDict, *, create: bool = True) -> Path:
-  """Creates, reuses or refuses ``<workdir>/<name>`` according to the config.
+  """Creates, reuses or refuses ``<workdir>/<name>`` according to the config; returns
+  the directory the run writes into (its *working* directory).
 
   - new directory: created, ``config.json`` written;
   - existing and ``resume``: reused only if its ``config.json`` describes the same run;
-  - existing and ``overwrite``: deleted and recreated;
+  - existing and ``overwrite``: left as it is; the run works in a fresh staging
+    directory (:func:`staging_path`), which :func:`commit_run_dir` swaps in at the end;
   - otherwise refused, leaving it untouched.
 
-  In a multi-process run every process calls this (so all raise the same error), and only
-  the one with ``create=True`` changes the file system.
+  In a multi-process run every process calls this (so all raise the same error and
+  get the same path), and only the one with ``create=True`` changes the file system;
+  that one must hold the lock (:func:`acquire_lock`).
 
   Raises:
     FileExistsError: the directory exists and may not be touched, or belongs to a
       different config.
+    RunDirError: the directory cannot be created or written.
   """
   run_dir = Path(config.workdir) / config.name
   identity = config_identity(config)
+  if run_dir.exists() and config.overwrite and not config.resume:
+    working = staging_path(run_dir)
+    if create:
+      shutil.rmtree(working, ignore_errors=True)  # left by a killed --overwrite
+      _make(config, working)
+    return working
   if run_dir.exists():
     if config.resume:
       saved_path = run_dir / "config.json"
@@ -71,15 +258,23 @@ def prepare_run_dir(config: ml_collections.ConfigDict, *, create: bool = True) -
             f"{run_dir} belongs to a different config (differs in {diff}); refusing to "
             "resume into it. Use another --config.name.")
       return run_dir
-    if not config.overwrite:
-      raise FileExistsError(f"{run_dir} exists; pass --config.resume=True to continue it, "
-                            "--config.overwrite=True to replace it, or choose another "
-                            "--config.name")
-    if create:
-      shutil.rmtree(run_dir)
-  if not create:
-    return run_dir
-  run_dir.mkdir(parents=True)
-  write_text_atomic(run_dir / "config.json", config.to_json_best_effort(indent=1,
-                                                                        sort_keys=True))
+    raise FileExistsError(f"{run_dir} exists; pass --config.resume=True to continue it, "
+                          "--config.overwrite=True to replace it, or choose another "
+                          "--config.name")
+  if create:
+    _make(config, run_dir)
   return run_dir
+
+
+def _make(config: ml_collections.ConfigDict, directory: Path) -> None:
+  try:
+    directory.mkdir(parents=True)
+  except OSError as e:
+    raise _write_error(directory, e) from e
+  try:
+    write_text_atomic(directory / "run_id", secrets.token_hex(8))
+    write_text_atomic(directory / "config.json", config.to_json_best_effort(indent=1,
+                                                                            sort_keys=True))
+  except RunDirError:
+    shutil.rmtree(directory, ignore_errors=True)  # no half-made run directory
+    raise

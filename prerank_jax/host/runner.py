@@ -25,7 +25,9 @@ from prerank_jax.evaluate import describe_excluded, evaluate_stacked, metric_nam
 from prerank_jax.host import report
 from prerank_jax.host.checkpoint import SweepCheckpointer
 from prerank_jax.host.pareto import add_cost_columns
-from prerank_jax.host.rundir import (config_identity, fingerprint, prepare_run_dir,
+from prerank_jax.host.rundir import (acquire_lock, commit_run_dir, config_identity,
+                                     discard_staging, fingerprint, holds_lock,
+                                     prepare_run_dir, release_lock, run_id,
                                      write_text_atomic)
 from prerank_jax.host.tracking import Tracker
 from prerank_jax.losses.registry import HPARAMS
@@ -166,7 +168,11 @@ def train_phase(config: ml_collections.ConfigDict, role: str, points: list[Sweep
   tracker = Tracker(config.wandb.mode if is_main() else "disabled", project=config.wandb.project, group=config.name,
                     job_type=role, run_dir=run_dir,
                     config=json.loads(config.to_json_best_effort()),
-                    points=[(p.name, p.hparams) for p in points])
+                    points=[(p.name, p.hparams) for p in points],
+                    phase=f"{role}{tag}", run_id=run_id(run_dir))
+  if history:  # resumed: W&B gets the restored epochs an earlier process did not log
+    tracker.log_epochs({k: np.concatenate([h[k] for h in history], axis=1)
+                        for k in history[0]}, first_epoch=0)
   with tqdm(total=num_chunks * steps_per_chunk * len(points), initial=start * steps_per_chunk
             * len(points), desc=f"{role}{tag} ({len(points)} pt)", unit="pt·step",
             disable=not (show and is_main()), dynamic_ncols=True) as bar:
@@ -298,8 +304,24 @@ def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None)
   """Runs the whole pipeline into ``<workdir>/<name>/``.
 
   The config is validated and the data checked before anything is written. Results are
-  written only when every stage succeeded and every reported number is finite.
+  written only when every stage succeeded and every reported number is finite. The run
+  directory is locked while the run uses it; an ``overwrite`` run trains into a staging
+  directory that replaces the old one only when it finished (``prerank_jax/host/rundir.py``),
+  and a failed one leaves the old directory as it was.
   """
+  target = Path(config.workdir) / config.name
+  try:
+    return _run(config, show_progress=show_progress)
+  except BaseException:
+    if is_main() and holds_lock(target):  # not when refused: the lock is another run's
+      discard_staging(config)
+    raise
+  finally:
+    if is_main():
+      release_lock(target)
+
+
+def _run(config: ml_collections.ConfigDict, *, show_progress: bool | None) -> RunResult:
   t_start = time.perf_counter()
   validate_config(config)
   programs = student_programs(config)
@@ -315,9 +337,10 @@ def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None)
                      feature_sizes=feature_sizes(splits["train"]))
   # Every process checks the directory as it was before the run, then only process 0
   # creates (or replaces) it.
-  run_dir = prepare_run_dir(config, create=False)
+  run_dir = prepare_run_dir(config, create=False)  # the working dir (staging to overwrite)
   barrier("checked_run_dir")
   if is_main():
+    acquire_lock(Path(config.workdir) / config.name)
     prepare_run_dir(config, create=True)
   barrier("run_dir")
   timings["data_s"] = time.perf_counter() - t_start
@@ -326,7 +349,8 @@ def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None)
   # from an earlier run over the same data.
   t0 = time.perf_counter()
   data = SweepData(splits["train"], splits["valid"])
-  teacher_run_dir = Path(config.teacher.restore_from) if config.teacher.restore_from else run_dir
+  teacher_run_dir = (Path(config.teacher.restore_from) if config.teacher.restore_from
+                     else Path(config.workdir) / config.name)  # where it will be
   if config.teacher.restore_from:
     teachers = restore_teacher(config, data, Path(config.teacher.restore_from))
     t_tracker = None
@@ -363,7 +387,10 @@ def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None)
     offset += len(phase.points)
   if t_tracker is not None:
     t_tracker.finish()
-  return result
+  if is_main():  # an overwrite's staging directory replaces the old one only now
+    commit_run_dir(config, run_dir)
+  barrier("committed")
+  return result._replace(run_dir=Path(config.workdir) / config.name)
 
 
 def finish_run(config: ml_collections.ConfigDict, run_dir: Path, members: list[Phase],
@@ -518,10 +545,19 @@ def evaluate_run(run_dir: Path) -> RunResult:
   """Re-evaluates a finished run from its final checkpoints and rewrites its results.
 
   The data are rebuilt from the saved config (the simulator is deterministic by seed);
-  the teacher and the students are restored, not retrained.
+  the teacher and the students are restored, not retrained. The run directory is locked
+  meanwhile, so a run still training in it is not disturbed.
   """
-  t_start = time.perf_counter()
   run_dir = Path(run_dir)
+  acquire_lock(run_dir)
+  try:
+    return _evaluate_run(run_dir)
+  finally:
+    release_lock(run_dir)
+
+
+def _evaluate_run(run_dir: Path) -> RunResult:
+  t_start = time.perf_counter()
   config = load_run_config(run_dir)
   splits, builder = load_data(config)
   data = SweepData(splits["train"], splits["valid"])

@@ -109,3 +109,140 @@ def test_an_unwritable_checkpoint_directory_is_a_clear_error(tmp_path):
   (tmp_path / "run").write_text("a file where the run directory should be")
   with pytest.raises(CheckpointError, match="cannot create .*run/checkpoints.*writable"):
     SweepCheckpointer(tmp_path / "run" / "checkpoints" / "student")
+
+
+# --- run directories: lock, staging for --overwrite, atomic writes --------------------
+
+import socket
+import subprocess
+import sys
+
+from prerank_jax.host import runner, rundir
+from prerank_jax.host.rundir import RunDirError, RunDirLocked
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+  return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else b"<dir>")
+          for p in sorted(root.rglob("*"))} if root.exists() else {}
+
+
+def _old_run(config) -> Path:
+  """A finished-looking run directory of ``config`` (its config.json and a result)."""
+  run_dir = rundir.prepare_run_dir(config, create=True)
+  (run_dir / "results.csv").write_text("model,ndcg@10\nold,0.5\n")
+  return run_dir
+
+
+class _Stop(Exception):
+  """Stands for any failure in the middle of training."""
+
+
+def _fail_training(monkeypatch):
+  def fail(*args, **kwargs):
+    raise _Stop("training failed")
+  monkeypatch.setattr(runner, "train_phase", fail)
+
+
+def test_a_failed_overwrite_keeps_the_previous_result(smoke_config, monkeypatch):
+  old = _old_run(smoke_config)
+  before = _tree(old.parent)
+  smoke_config.overwrite = True
+  _fail_training(monkeypatch)
+  with pytest.raises(_Stop):
+    runner.run(smoke_config)
+  # The old directory is as it was; no staging directory, no lock left behind.
+  assert _tree(old.parent) == before
+
+
+def test_an_overwrite_trains_in_staging_until_it_finished(smoke_config, monkeypatch):
+  old = _old_run(smoke_config)
+  smoke_config.overwrite = True
+  seen = {}
+
+  def fail(config, role, points, data, *, run_dir, **kwargs):
+    seen["run_dir"] = run_dir
+    seen["old_results"] = (old / "results.csv").read_text()
+    seen["lock"] = json.loads(rundir.lock_path(old).read_text())
+    raise _Stop("stop here")
+
+  monkeypatch.setattr(runner, "train_phase", fail)
+  with pytest.raises(_Stop):
+    runner.run(smoke_config)
+  assert seen["run_dir"] == rundir.staging_path(old)
+  assert seen["old_results"].startswith("model")  # the old result exists meanwhile
+  assert seen["lock"]["pid"] == os.getpid()
+
+
+def test_commit_swaps_the_staging_directory_in(smoke_config):
+  old = _old_run(smoke_config)
+  smoke_config.overwrite = True
+  working = rundir.prepare_run_dir(smoke_config, create=True)
+  assert working == rundir.staging_path(old) and (old / "results.csv").exists()
+  (working / "results.csv").write_text("new\n")
+  assert rundir.commit_run_dir(smoke_config, working) == old
+  assert (old / "results.csv").read_text() == "new\n"
+  assert sorted(p.name for p in old.parent.iterdir()) == [old.name]
+
+
+@pytest.fixture
+def live_pid():
+  proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+  yield proc.pid
+  proc.kill()
+  proc.wait()
+
+
+@pytest.mark.parametrize("flag", ["resume", "overwrite"])
+def test_a_run_directory_in_use_is_refused(smoke_config, live_pid, flag):
+  old = _old_run(smoke_config)
+  rundir.lock_path(old).write_text(json.dumps({"pid": live_pid,
+                                               "host": socket.gethostname()}))
+  before = _tree(old.parent)
+  setattr(smoke_config, flag, True)
+  with pytest.raises(RunDirLocked, match=rf"in use by process {live_pid}"):
+    runner.run(smoke_config)
+  assert _tree(old.parent) == before  # the other run's lock and files untouched
+
+
+def test_a_stale_lock_is_taken_over_with_a_message(smoke_config, monkeypatch, capsys):
+  proc = subprocess.Popen([sys.executable, "-c", "pass"])
+  proc.wait()  # a pid that no longer runs
+  lock = rundir.lock_path(Path(smoke_config.workdir) / smoke_config.name)
+  lock.parent.mkdir(parents=True)
+  lock.write_text(json.dumps({"pid": proc.pid, "host": socket.gethostname()}))
+  _fail_training(monkeypatch)
+  with pytest.raises(_Stop):
+    runner.run(smoke_config)
+  assert f"stale lock of {lock.parent / smoke_config.name} left by process {proc.pid}" \
+      in capsys.readouterr().out
+  assert not lock.exists()
+
+
+def test_a_lock_of_another_host_is_refused(tmp_path):
+  run_dir = tmp_path / "x"
+  rundir.lock_path(run_dir).write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
+  with pytest.raises(RunDirLocked, match="on host 'elsewhere'.*delete the lock"):
+    rundir.acquire_lock(run_dir)
+
+
+def test_an_unwritable_work_directory_is_a_clear_error(smoke_config):
+  Path(smoke_config.workdir).parent.mkdir(parents=True, exist_ok=True)
+  Path(smoke_config.workdir).write_text("a file, not a directory")
+  with pytest.raises(RunDirError, match=r"cannot write .*Not a directory"):
+    runner.run(smoke_config)
+
+
+def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path,
+                                                                         monkeypatch):
+  target = tmp_path / "results.csv"
+  target.write_text("old\n")
+
+  def full(fd):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(os, "fsync", full)
+  with pytest.raises(RunDirError, match=r"results.csv: No space left.*ENOSPC"):
+    rundir.write_text_atomic(target, "new\n")
+  monkeypatch.undo()
+  assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]
+  assert target.read_text() == "old\n"
