@@ -124,6 +124,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                      monitor_keep_ratio=0.25,
                      # NDCG of a list without a relevant candidate: "exclude" it from the
                      # mean (counted in results.md), or score it "zero" or "one".
-                     ndcg_empty="exclude")
+                     ndcg_empty="exclude",
+                     # NDCG gain: "exp2" (2^y − 1) or "linear" (y, as trec_eval ndcg_cut).
+                     gain="exp2")
   config.lock()
   return config

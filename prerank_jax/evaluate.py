@@ -24,19 +24,27 @@ from prerank_jax import metrics
 from prerank_jax.batch import Batch
 
 
+GAINS = ("exp2", "linear")  # eval.gain: 2^y − 1 (Burges et al. 2005) or y (trec_eval)
+
+
 def keep_label(ratio: float) -> str:
+  """A keep ratio as a column suffix: 0.25 → ``"25%"``."""
   return f"{100 * ratio:g}%"
 
 
 def metric_names(*, k: int, keep_ratios: Sequence[float], has_truth: bool = True) -> list[str]:
   """Column names produced by :func:`evaluate_scores`, in display order.
 
-  Three groups: against the truth (simulator only), against the teacher, from the logs.
+  Four groups: against the truth, the cascade against the truth (``sys_*``: the model
+  keeps its top m, the teacher reranks them), against the teacher, from the logs.
   """
   names = []
   if has_truth:
-    names += [f"ndcg@{k}", "mrr", f"recall@{k}"]
+    names += [f"ndcg@{k}", "mrr", f"recall@{k}", f"precision@{k}"]
     names += [f"recall@{keep_label(r)}" for r in keep_ratios]
+    names += [f"sys_ndcg@{k}@{keep_label(r)}" for r in keep_ratios]
+    names += [f"sys_recall@{k}@{keep_label(r)}" for r in keep_ratios]
+    names += [f"sys_loss@{keep_label(r)}" for r in keep_ratios]
   names += [f"R@({k},{keep_label(r)})" for r in keep_ratios]
   names.append("kendall_tau")
   names.append(f"ndcg@{k}_logs")
@@ -46,9 +54,10 @@ def metric_names(*, k: int, keep_ratios: Sequence[float], has_truth: bool = True
 
 
 def excluded_names(*, k: int, has_truth: bool = True) -> list[str]:
-  """Keys of :func:`excluded_lists`: each names the columns whose lists it counts."""
+  """Keys of :func:`excluded_lists`: each names the columns whose lists it counts, and
+  ``shorter_than_k`` counts lists scored over their length (none of them left out)."""
   names = [f"ndcg@{k}", "mrr,recall"] if has_truth else []
-  return names + ["kendall_tau", f"ndcg@{k}_logs,retention", "gauc_logs"]
+  return names + ["kendall_tau", f"ndcg@{k}_logs,retention", "gauc_logs", "shorter_than_k"]
 
 
 def evaluate_scores(
@@ -60,22 +69,35 @@ def evaluate_scores(
     keep_ratios: Sequence[float],
     relevant_grade: float,
     ndcg_empty: str = "exclude",
+    gain: str = "exp2",
 ) -> dict[str, jax.Array]:
   """All evaluation metrics of one model's scores, averaged over requests.
 
   Every metric ranks the WHOLE valid list (m = ⌈r · n_valid⌉ for a keep ratio r); per
   list, then averaged over the lists where it is defined (see :func:`excluded_lists`).
+  A list shorter than k is scored over its length (NDCG@k over min(k, n), as trec_eval
+  and LightGBM); none is dropped for being short.
 
   Against the truth (when ``batch.true_relevance`` is set):
-    ``ndcg@k``          NDCG@k (gain 2^y − 1, discount 1/log2(rank + 1)) against
-                        ``true_relevance``; lists without a candidate of grade > 0 are
-                        handled by ``ndcg_empty`` (excluded by default).
+    ``ndcg@k``          NDCG@k (gain ``gain``: 2^y − 1 or y; discount 1/log2(rank + 1))
+                        against ``true_relevance``; lists without a candidate of grade > 0
+                        are handled by ``ndcg_empty`` (excluded by default).
     ``mrr``             1 / rank of the first candidate with true grade ≥ relevant_grade;
                         lists without one are excluded.
     ``recall@k``        |top-k ∩ {true grade ≥ relevant_grade}| / |relevant| at the fixed
                         cut k (k ≥ n keeps the whole list); same lists as mrr.
+    ``precision@k``     |top-k ∩ relevant| / k, trec_eval's ``P_k`` (denominator k also
+                        for lists shorter than k); every list.
     ``recall@r``        the same at m = ⌈r · n_valid⌉: the share of truly relevant
                         candidates that survive a cut keeping a fraction r; same lists.
+  The cascade against the truth (the model pre-ranks, ``teacher_scores`` rerank):
+    ``sys_ndcg@k@r``    NDCG@k of the teacher's ranking of the model's top m, against the
+                        ideal of the whole list (:func:`metrics.cascade_ndcg_at_k`); the
+                        lists of ``ndcg@k``.
+    ``sys_recall@k@r``  share of the relevant candidates in the cascade's final top k
+                        (:func:`metrics.cascade_recall_at_k`); the lists of mrr.
+    ``sys_loss@r``      NDCG@k of the teacher ranking the full list minus ``sys_ndcg@k@r``
+                        (over the same lists): the system quality the cut loses.
   Against the teacher (``teacher_scores``, every list):
     ``R@(k,r)``         |teacher top-k ∩ student top-m| / k.
     ``kendall_tau``     Kendall τ-b between the model's and the teacher's scores over the
@@ -100,6 +122,8 @@ def evaluate_scores(
     relevant_grade: truth grade at or above which a candidate counts as relevant.
     ndcg_empty: ``"exclude"``, ``"zero"`` or ``"one"``: what NDCG does with a list without
       a relevant candidate (static; see :func:`prerank_jax.metrics.mean_over_defined`).
+    gain: ``"exp2"`` (2^y − 1) or ``"linear"`` (y, trec_eval's ``ndcg_cut``) for every NDCG
+      column (static; config ``eval.gain``).
 
   Returns:
     ``{name: scalar}`` keyed exactly as :func:`metric_names`.
@@ -109,19 +133,37 @@ def evaluate_scores(
   out = {}
   if batch.true_relevance is not None:
     truth = batch.true_relevance
-    out[f"ndcg@{k}"], _ = metrics.mean_over_defined(
-        metrics.ndcg_at_k(scores, truth, where=valid, k=k),
-        metrics.has_relevant(truth, where=valid), empty=ndcg_empty)
+    ndcg_defined = metrics.has_relevant(truth, where=valid)
+    mean_ndcg = lambda v: metrics.mean_over_defined(v, ndcg_defined, empty=ndcg_empty)[0]
+    out[f"ndcg@{k}"] = mean_ndcg(metrics.ndcg_at_k(scores, truth, where=valid, k=k,
+                                                   gain=gain))
     relevant = valid & (truth >= relevant_grade)
     has_rel = jnp.any(relevant, axis=-1)
     out["mrr"] = metrics.mean_over_lists(
         metrics.reciprocal_rank(scores, relevant, where=valid), where=has_rel)
     out[f"recall@{k}"] = metrics.mean_over_lists(
         metrics.recall_at_k(scores, relevant, where=valid, k=k), where=has_rel)
+    out[f"precision@{k}"] = jnp.mean(metrics.precision_at_k(scores, relevant, where=valid,
+                                                            k=k))
     for r in keep_ratios:
       m = metrics.keep_size(valid, keep_ratio=r)
       out[f"recall@{keep_label(r)}"] = metrics.mean_over_lists(
           metrics.recall_at_k(scores, relevant, where=valid, k=m), where=has_rel)
+    teacher_full = mean_ndcg(metrics.ndcg_at_k(teacher_scores, truth, where=valid, k=k,
+                                               gain=gain))
+    system = {}
+    for r in keep_ratios:
+      m = metrics.keep_size(valid, keep_ratio=r)
+      system[r] = mean_ndcg(metrics.cascade_ndcg_at_k(scores, teacher_scores, truth,
+                                                      where=valid, m=m, k=k, gain=gain))
+      out[f"sys_ndcg@{k}@{keep_label(r)}"] = system[r]
+    for r in keep_ratios:
+      m = metrics.keep_size(valid, keep_ratio=r)
+      out[f"sys_recall@{k}@{keep_label(r)}"] = metrics.mean_over_lists(
+          metrics.cascade_recall_at_k(scores, teacher_scores, relevant, where=valid, m=m,
+                                      k=k), where=has_rel)
+    for r in keep_ratios:
+      out[f"sys_loss@{keep_label(r)}"] = teacher_full - system[r]
   for r in keep_ratios:
     m = metrics.keep_size(valid, keep_ratio=r)
     out[f"R@({k},{keep_label(r)})"] = jnp.mean(metrics.teacher_consistency_recall(
@@ -130,7 +172,7 @@ def evaluate_scores(
       metrics.kendall_tau_b(scores, teacher_scores, where=valid),
       where=metrics.kendall_tau_defined(scores, teacher_scores, where=valid))
   out[f"ndcg@{k}_logs"], _ = metrics.mean_over_defined(
-      metrics.ndcg_at_k(scores, batch.label, where=observed, k=k),
+      metrics.ndcg_at_k(scores, batch.label, where=observed, k=k, gain=gain),
       metrics.has_relevant(batch.label, where=observed), empty=ndcg_empty)
   has_positive = jnp.any(positive, axis=-1)
   for r in keep_ratios:
@@ -162,8 +204,12 @@ def excluded_lists(
     ``ndcg@k_logs,retention``  lists without an exposed positive.
     ``gauc_logs``              lists without both an exposed positive and an exposed
                                negative.
+    ``shorter_than_k``         lists with fewer than k valid candidates: NOT left out, but
+                               scored over their length (precision@k still divides by k).
 
-  ``R@(k,r)`` and ``auc_logs`` leave no list out.
+  ``R@(k,r)``, ``precision@k`` and ``auc_logs`` leave no list out; the ``sys_*`` columns
+  leave out the lists of ``ndcg@k`` (``sys_ndcg``, ``sys_loss``) and of ``mrr``
+  (``sys_recall``).
   """
   valid, observed = batch.valid, batch.valid & batch.exposed
   positive = observed & (batch.label > 0)
@@ -177,18 +223,20 @@ def excluded_lists(
                                                           where=valid))
   out[f"ndcg@{k}_logs,retention"] = count(~jnp.any(positive, axis=-1))
   out["gauc_logs"] = count(~metrics.has_both_classes(positive, where=observed))
+  out["shorter_than_k"] = count(jnp.sum(valid, axis=-1) < k)
   return out
 
 
 def describe_excluded(excluded: dict, models: Sequence[str], *, num_lists: int, k: int,
-                      relevant_grade: float, ndcg_empty: str = "exclude") -> str:
+                      relevant_grade: float, ndcg_empty: str = "exclude",
+                      gain: str = "exp2") -> str:
   """A Markdown list for the run header: how many lists each metric left out.
 
   Args:
     excluded: ``{key: [P] counts}`` from :func:`evaluate_stacked` (``return_excluded``).
     models: the P model names, in the same order.
     num_lists: the number of test lists R.
-    k, relevant_grade, ndcg_empty: as passed to :func:`evaluate_stacked`.
+    k, relevant_grade, ndcg_empty, gain: as passed to :func:`evaluate_stacked`.
   """
   def counts(key):
     values = [int(v) for v in np.asarray(excluded[key]).reshape(-1)]
@@ -199,12 +247,14 @@ def describe_excluded(excluded: dict, models: Sequence[str], *, num_lists: int, 
   ndcg = ("excluded" if ndcg_empty == "exclude" else
           f"scored {0 if ndcg_empty == 'zero' else 1} in the mean")
   ndcg += f", eval.ndcg_empty={ndcg_empty!r}"
-  lines = [f"Lists left out of the means (of {num_lists} test requests):"]
+  lines = [f"Lists left out of the means (of {num_lists} test requests; NDCG gain "
+           f"{'2^y − 1' if gain == 'exp2' else 'y'}, eval.gain={gain!r}):"]
   if f"ndcg@{k}" in excluded:
     lines += [
-        f"- ndcg@{k}: {counts(f'ndcg@{k}')} without a candidate of true grade > 0 ({ndcg})",
-        f"- mrr, recall@r: {counts('mrr,recall')} without a candidate of true grade "
-        f"≥ {relevant_grade:g}",
+        f"- ndcg@{k}, sys_ndcg, sys_loss: {counts(f'ndcg@{k}')} without a candidate of "
+        f"true grade > 0 ({ndcg})",
+        f"- mrr, recall@r, sys_recall: {counts('mrr,recall')} without a candidate of true "
+        f"grade ≥ {relevant_grade:g} (precision@{k} leaves no list out)",
     ]
   logs_ndcg = ("excluded from both" if ndcg_empty == "exclude" else
                f"ndcg@{k}_logs: {ndcg}; retention@r: excluded")
@@ -216,12 +266,16 @@ def describe_excluded(excluded: dict, models: Sequence[str], *, num_lists: int, 
       f"- gauc_logs: {counts('gauc_logs')} without both a logged positive and a logged "
       "negative (auc_logs and R@(k,r) leave no list out)",
   ]
+  if "shorter_than_k" in excluded:
+    lines.append(f"- none left out for being short: {counts('shorter_than_k')} lists have "
+                 f"fewer than k={k} candidates and are scored over their length")
   return "\n".join(lines)
 
 
 def evaluate_stacked(scores: jax.Array, batch: Batch, *, teacher_scores: jax.Array, k: int,
                      keep_ratios: Sequence[float], relevant_grade: float,
-                     ndcg_empty: str = "exclude", return_excluded: bool = False):
+                     ndcg_empty: str = "exclude", gain: str = "exp2",
+                     return_excluded: bool = False):
   """:func:`evaluate_scores` vmapped over a leading model axis: ``scores [P, R, N]``.
 
   Returns ``{name: [P]}``, and with ``return_excluded=True`` also
@@ -232,19 +286,22 @@ def evaluate_stacked(scores: jax.Array, batch: Batch, *, teacher_scores: jax.Arr
   """
   if not isinstance(ndcg_empty, str) or ndcg_empty not in metrics.EMPTY_MODES:
     raise ValueError(f"ndcg_empty must be one of {metrics.EMPTY_MODES}, got {ndcg_empty!r}")
+  if gain not in GAINS:
+    raise ValueError(f"eval.gain: must be one of {GAINS}, got {gain!r}")
   values, excluded = _evaluate_stacked(scores, batch, teacher_scores,
                                        jnp.float32(relevant_grade), k=k,
-                                       keep_ratios=tuple(keep_ratios), ndcg_empty=ndcg_empty)
+                                       keep_ratios=tuple(keep_ratios), ndcg_empty=ndcg_empty,
+                                       gain=gain)
   return (values, excluded) if return_excluded else values
 
 
-@functools.partial(jax.jit, static_argnames=("k", "keep_ratios", "ndcg_empty"))
+@functools.partial(jax.jit, static_argnames=("k", "keep_ratios", "ndcg_empty", "gain"))
 def _evaluate_stacked(scores, batch, teacher_scores, relevant_grade, *, k, keep_ratios,
-                      ndcg_empty):
+                      ndcg_empty, gain):
   def fn(s):
     values = evaluate_scores(s, batch, teacher_scores=teacher_scores, k=k,
                              keep_ratios=keep_ratios, relevant_grade=relevant_grade,
-                             ndcg_empty=ndcg_empty)
+                             ndcg_empty=ndcg_empty, gain=gain)
     excluded = excluded_lists(s, batch, teacher_scores=teacher_scores, k=k,
                               relevant_grade=relevant_grade)
     return values, excluded

@@ -61,11 +61,12 @@ def test_bad_values_name_the_field(path, value, match):
     validate_config(config)
 
 
-def test_k_larger_than_the_shortest_list_is_refused():
+def test_k_larger_than_the_shortest_list_is_accepted():
+  # Issue 10: lists shorter than k are evaluated over their length, not refused.
   config = load_config()
   config.eval.k = 13
-  with pytest.raises(ConfigError, match=r"eval.k: must be in \[1, 12\].*got 13"):
-    check_against_data(config, shortest_list=12, num_train_requests=64)
+  check_against_data(config, shortest_list=12, num_train_requests=64)
+  assert config.eval.k == 13
 
 
 def test_batch_larger_than_train_split_is_refused():

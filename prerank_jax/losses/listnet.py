@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from prerank_jax.losses.distill import _masked_log_softmax
+from prerank_jax.losses.distill import _masked_log_softmax, _temperature_factor
 from prerank_jax.reduce import ReduceFn, masked, safe_reduce
 
 
@@ -15,6 +15,7 @@ def listnet_distill(
     *,
     where: jnp.ndarray,
     temperature: float | jnp.ndarray = 1.0,
+    kd_temperature_squared: bool = True,
     reduce_fn: ReduceFn = jnp.mean,
 ) -> jnp.ndarray:
   """ListNet (top-one probability) cross-entropy against the teacher's softmax.
@@ -22,6 +23,7 @@ def listnet_distill(
   Definition:
     p = softmax(t / T), q = softmax(s / T), both over the valid candidates of a list
     loss_list = T² · CE(p, q) = −T² · Σ_i p_i log q_i
+                (× 1 instead of T² when ``kd_temperature_squared=False``)
     loss = mean over lists with at least one valid candidate              (``jnp.mean``)
 
   Where T enters: it divides both the teacher's and the student's logits, and the loss
@@ -44,6 +46,7 @@ def listnet_distill(
     teacher_scores: ``[..., N]`` teacher logits (frozen).
     where: ``[..., N]`` bool, valid candidates.
     temperature: T > 0, a traced scalar.
+    kd_temperature_squared: static; ``False`` drops the T² factor.
     reduce_fn: ``jnp.mean``, ``jnp.sum`` or ``None`` (per-list losses ``[...]``).
 
   Returns:
@@ -59,5 +62,6 @@ def listnet_distill(
   log_p = _masked_log_softmax(t / temperature, where)
   log_q = _masked_log_softmax(s / temperature, where)
   p = jnp.where(where, jnp.exp(log_p), 0.0)
-  per_list = -temperature**2 * jnp.sum(jnp.where(where, p * log_q, 0.0), axis=-1)
+  factor = _temperature_factor(temperature, kd_temperature_squared)
+  per_list = -factor * jnp.sum(jnp.where(where, p * log_q, 0.0), axis=-1)
   return safe_reduce(per_list, where=jnp.any(where, axis=-1), reduce_fn=reduce_fn)

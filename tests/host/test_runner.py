@@ -46,7 +46,7 @@ def test_smoke_run_learns_and_writes_the_run_dir(smoke_config):
 
 @pytest.mark.parametrize("path, value", [
     ("sweep.temperature", (0.0,)), ("sweep.alpha", (2.0,)), ("eval.keep_ratios", (0.0,)),
-    ("eval.k", 999), ("student.loss.kd", "nope"),
+    ("eval.k", 0), ("eval.gain", "log"), ("student.loss.kd", "nope"),
 ])
 def test_bad_config_writes_nothing(smoke_config, path, value):
   *parents, leaf = path.split(".")

@@ -31,7 +31,9 @@ def _models(batch, teacher):
 def test_metric_names_order_and_keys(test_split):
   batch, teacher = test_split
   names = evaluate.metric_names(k=K, keep_ratios=RATIOS)
-  assert names == ["ndcg@5", "mrr", "recall@5", "recall@25%", "recall@50%",
+  assert names == ["ndcg@5", "mrr", "recall@5", "precision@5", "recall@25%", "recall@50%",
+                   "sys_ndcg@5@25%", "sys_ndcg@5@50%", "sys_recall@5@25%", "sys_recall@5@50%",
+                   "sys_loss@25%", "sys_loss@50%",
                    "R@(5,25%)", "R@(5,50%)", "kendall_tau",
                    "ndcg@5_logs", "retention@25%", "retention@50%", "auc_logs", "gauc_logs"]
   out = evaluate.evaluate_scores(teacher, batch, teacher_scores=teacher, k=K,
@@ -131,8 +133,8 @@ def test_describe_excluded():
   text = evaluate.describe_excluded(excluded, ["a", "b", "c"], num_lists=32, k=5,
                                     relevant_grade=2.0)
   assert "of 32 test requests" in text
-  assert "- ndcg@5: 1 without a candidate of true grade > 0 (excluded" in text
-  assert "- mrr, recall@r: 2 without a candidate of true grade ≥ 2" in text
+  assert "- ndcg@5, sys_ndcg, sys_loss: 1 without a candidate of true grade > 0 (excluded" in text
+  assert "- mrr, recall@r, sys_recall: 2 without a candidate of true grade ≥ 2" in text
   assert "- kendall_tau: 0 (b: 4)" in text
   assert "- ndcg@5_logs, retention@r: 3 without a logged positive" in text
   assert "- gauc_logs: 5 without both" in text
@@ -150,4 +152,77 @@ def test_config_ndcg_empty_is_validated(smoke_config):
   validate_config(smoke_config)
   smoke_config.eval.ndcg_empty = "skip"
   with pytest.raises(ConfigError, match=r"eval\.ndcg_empty.*exclude"):
+    validate_config(smoke_config)
+
+
+def _np_order(scores, valid):
+  """Valid indices by descending score, ties by the lower index (a Python sort)."""
+  return sorted((i for i in range(len(scores)) if valid[i]), key=lambda i: (-scores[i], i))
+
+
+def _np_ndcg(order, labels, ideal_order, k, gain):
+  g = (lambda y: 2.0 ** y - 1.0) if gain == "exp2" else (lambda y: y)
+  dcg = lambda o: sum(g(labels[i]) / np.log2(r + 2) for r, i in enumerate(o[:k]))
+  ideal = dcg(ideal_order)
+  return dcg(order) / ideal if ideal > 0 else None  # None: undefined (excluded)
+
+
+@pytest.mark.parametrize("gain, k", [("linear", 5), ("exp2", 15)])
+def test_gain_precision_and_cascade_columns_match_numpy(test_split, gain, k):
+  """The new columns against a NumPy implementation written here; k = 15 exceeds some
+  lists (12..20 candidates), which are scored over their length and counted, not dropped."""
+  batch, teacher = test_split
+  models = _models(batch, teacher)[:3]
+  values, excluded = jax.device_get(evaluate.evaluate_stacked(
+      models, batch, teacher_scores=teacher, k=k, keep_ratios=RATIOS, relevant_grade=GRADE,
+      gain=gain, return_excluded=True))
+  truth, valid = np.asarray(batch.true_relevance), np.asarray(batch.valid)
+  t = np.asarray(teacher)
+  n_valid = valid.sum(-1)
+  assert int(excluded["shorter_than_k"][0]) == int((n_valid < k).sum())
+  if k == 15:
+    assert 0 < int((n_valid < k).sum()) < batch.num_requests  # the case is exercised
+  for p in range(models.shape[0]):
+    s = np.asarray(models[p])
+    ndcg, prec, sys_ndcg, sys_rec, full = [], [], {r: [] for r in RATIOS}, \
+        {r: [] for r in RATIOS}, []
+    for q in range(batch.num_requests):
+      order, ideal_order = _np_order(s[q], valid[q]), _np_order(truth[q], valid[q])
+      rel = set(i for i in range(len(s[q])) if valid[q, i] and truth[q, i] >= GRADE)
+      prec.append(len(rel & set(order[:k])) / k)
+      v = _np_ndcg(order, truth[q], ideal_order, k, gain)
+      if v is None:
+        continue
+      ndcg.append(v)
+      full.append(_np_ndcg(_np_order(t[q], valid[q]), truth[q], ideal_order, k, gain))
+      for r in RATIOS:
+        m = int(np.clip(np.ceil(r * n_valid[q] - 1e-5), 1, n_valid[q]))
+        keep = np.zeros(len(s[q]), bool)
+        keep[order[:m]] = True
+        final = _np_order(t[q], keep)
+        sys_ndcg[r].append(_np_ndcg(final, truth[q], ideal_order, k, gain))
+        if rel:
+          sys_rec[r].append(len(rel & set(final[:k])) / len(rel))
+    assert values[f"ndcg@{k}"][p] == pytest.approx(np.mean(ndcg), abs=1e-5)
+    assert values[f"precision@{k}"][p] == pytest.approx(np.mean(prec), abs=1e-5)
+    for r in RATIOS:
+      label = evaluate.keep_label(r)
+      assert values[f"sys_ndcg@{k}@{label}"][p] == pytest.approx(np.mean(sys_ndcg[r]), abs=1e-5)
+      assert values[f"sys_recall@{k}@{label}"][p] == pytest.approx(np.mean(sys_rec[r]),
+                                                                   abs=1e-5)
+      assert values[f"sys_loss@{label}"][p] == pytest.approx(
+          np.mean(full) - np.mean(sys_ndcg[r]), abs=1e-5)
+  # The teacher pre-ranking for itself loses nothing once it keeps at least k.
+  if k == 5:
+    np.testing.assert_allclose(values["sys_loss@50%"][0], 0.0, atol=1e-6)
+  with pytest.raises(ValueError, match="eval.gain"):
+    evaluate.evaluate_stacked(models, batch, teacher_scores=teacher, k=k, keep_ratios=RATIOS,
+                              relevant_grade=GRADE, gain="exp")
+
+
+def test_config_gain_is_validated(smoke_config):
+  assert smoke_config.eval.gain in evaluate.GAINS
+  validate_config(smoke_config)
+  smoke_config.eval.gain = "log"
+  with pytest.raises(ConfigError, match=r"eval\.gain.*exp2.*linear|eval\.gain.*linear.*exp2"):
     validate_config(smoke_config)
