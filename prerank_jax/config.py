@@ -207,6 +207,9 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   if isinstance(grade, bool) or not isinstance(grade, (int, float)) or not grade > 0:
     raise ConfigError(f"eval.relevant_grade: must be a number > 0, got {grade!r}")
   _choice(config, "eval.ndcg_empty", EMPTY_MODES)
+  if "gain" in config.eval:  # absent in run dirs made before eval.gain: "exp2"
+    from prerank_jax.evaluate import GAINS
+    _choice(config, "eval.gain", GAINS)
   return config
 
 
@@ -219,9 +222,6 @@ def sweep_axes(config: ml_collections.ConfigDict) -> dict[str, tuple]:
       raise ConfigError(f"sweep.{name}: must be a tuple of numbers (empty: the default "
                         f"{HPARAMS[name].default:g}), got {values!r}")
     if values:
-  if "gain" in config.eval:  # absent in run dirs made before eval.gain: "exp2"
-    from prerank_jax.evaluate import GAINS
-    _choice(config, "eval.gain", GAINS)
       axes[name] = tuple(values)
   return axes
 
