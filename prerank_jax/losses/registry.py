@@ -119,6 +119,9 @@ class StaticOption:
 # Static options of every registered loss, with globally unique names (prefix them with the
 # method). The config carries one field per name under ``<role>.loss.options``.
 STATIC_OPTIONS: dict[str, StaticOption] = {
+    "kd_temperature_squared": StaticOption(
+        True, doc="hinton_listwise/hinton_pointwise/listnet_distill: multiply by T² "
+                  "(Hinton et al. 2015) or not", choices=(True, False)),
     "rd_rank_estimate": StaticOption(
         "exact", doc="RD: student rank r̂ exact (sort) or sampled (paper's estimate)",
         choices=ranking_distillation.RANK_ESTIMATES),
@@ -162,8 +165,10 @@ class LossSpec:
 
 
 KD_LOSSES: dict[str, LossSpec] = {
-    "hinton_listwise": LossSpec(distill.hinton_listwise_kd, ("temperature",)),
-    "hinton_pointwise": LossSpec(distill.hinton_pointwise_kd, ("temperature",)),
+    "hinton_listwise": LossSpec(distill.hinton_listwise_kd, ("temperature",),
+                                options=("kd_temperature_squared",)),
+    "hinton_pointwise": LossSpec(distill.hinton_pointwise_kd, ("temperature",),
+                                 options=("kd_temperature_squared",)),
     "logit_mse": LossSpec(distill.logit_mse),
     "ranking_distillation": LossSpec(
         ranking_distillation.ranking_distillation,
@@ -174,7 +179,8 @@ KD_LOSSES: dict[str, LossSpec] = {
                                 options=("pairwise_weighting", "pairwise_top")),
     "soft_pairwise_distill": LossSpec(pairwise.soft_pairwise_distill, ("temperature",),
                                       options=("pairwise_top",)),
-    "listnet_distill": LossSpec(listnet.listnet_distill, ("temperature",)),
+    "listnet_distill": LossSpec(listnet.listnet_distill, ("temperature",),
+                                options=("kd_temperature_squared",)),
     "rankdistil": LossSpec(rankdistil.rankdistil_loss, ("temperature", "rankdistil_topk"),
                            needs=("rng",), options=("rankdistil_num_samples",)),
     "fsltr_priority": LossSpec(cascade.fsltr_priority_loss, ("fsltr_topk",),
