@@ -16,6 +16,9 @@ field                shape            dtype    meaning
 ``true_relevance``   ``[R, N]``       float    optional; graded truth (simulator only)
 ``propensity``       ``[R, N]``       float    optional; examination propensity in (0, 1]
 ``teacher_scores``   ``[R, N, M]``    float    optional; logits of M frozen teachers
+``exposure_``        ``[R, N]``       float    optional; probability in [0, 1] that the
+``propensity``                                 logging policy exposes the candidate (its
+                                               selection propensity); 1 on padding
 ===================  ===============  =======  ==========================================
 
 Padding is always masked: ``exposed`` implies ``valid``. :func:`validate_batch` checks all
@@ -44,6 +47,7 @@ class Batch(NamedTuple):
   true_relevance: Optional[Array] = None
   propensity: Optional[Array] = None
   teacher_scores: Optional[Array] = None
+  exposure_propensity: Optional[Array] = None
 
   @property
   def num_requests(self) -> int:
@@ -107,7 +111,8 @@ def validate_batch(
   _check(list_size >= 1, "valid", "expected list size N >= 1, got N=0", name)
 
   expected_ndim = {"context": 2, "items": 3, "cross": 3, "label": 2, "exposed": 2,
-                   "valid": 2, "true_relevance": 2, "propensity": 2, "teacher_scores": 3}
+                   "valid": 2, "true_relevance": 2, "propensity": 2, "teacher_scores": 3,
+                   "exposure_propensity": 2}
   for field, ndim in expected_ndim.items():
     value = arrays[field]
     if value is None:
@@ -116,7 +121,8 @@ def validate_batch(
                          "(score the data with the teacher first)")
       if field == "true_relevance" and require_truth:
         raise BatchError(f"{name}.true_relevance: required here, but it is None")
-      _check(field in ("true_relevance", "propensity", "teacher_scores"), field,
+      _check(field in ("true_relevance", "propensity", "teacher_scores",
+                       "exposure_propensity"), field,
              "is required and may not be None", name)
       continue
     _check(value.ndim == ndim, field,
@@ -150,6 +156,10 @@ def validate_batch(
     p = arrays["propensity"][arrays["exposed"]]
     _check(bool(((p > 0) & (p <= 1)).all()), "propensity",
            "propensities of exposed candidates must lie in (0, 1]", name)
+  if arrays["exposure_propensity"] is not None:
+    p = arrays["exposure_propensity"][valid]
+    _check(bool(((p >= 0) & (p <= 1)).all()), "exposure_propensity",
+           "exposure propensities of valid candidates must lie in [0, 1]", name)
   if arrays["teacher_scores"] is not None:
     _check(arrays["teacher_scores"].shape[-1] >= 1, "teacher_scores",
            "need at least 1 teacher (M >= 1)", name)

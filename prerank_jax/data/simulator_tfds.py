@@ -1,7 +1,7 @@
 """The cascade simulator as a TFDS dataset: ``prerank_simulator/{tiny,small,default,large}``.
 
 The records are exactly what :func:`prerank_jax.data.simulator.simulate` returns for the
-same knobs and seed (tested), written once to ``<data_dir>/prerank_simulator/<config>/1.0.0``
+same knobs and seed (tested), written once to ``<data_dir>/prerank_simulator/<config>/1.1.0``
 and reused. Use it when the data should be a versioned artefact on disk: streaming with
 grain, a teacher-score cache next to it, or a ``large`` preset bigger than device memory
 (simulated and written in chunks, never held whole).
@@ -21,7 +21,7 @@ import numpy as np
 from prerank_jax.data import simulator as sim
 from prerank_jax.data import tfds_base
 
-VERSION = "1.0.0"
+VERSION = "1.1.0"
 
 # Larger than the others: 100k requests of 300 candidates (about 4 GB of float32 features
 # for train), meant for the streaming input pipeline.
@@ -67,7 +67,8 @@ def _builder_class():
     """The prerank-jax cascade simulator (see ``prerank_jax/data/simulator.py``)."""
 
     VERSION = tfds.core.Version(VERSION)
-    RELEASE_NOTES = {"1.0.0": "Initial release: the batch schema, one request a record."}
+    RELEASE_NOTES = {"1.0.0": "Initial release: the batch schema, one request a record.",
+                     "1.1.0": "exposure_propensity: Monte-Carlo exposure probabilities."}
     BUILDER_CONFIGS = [SimulatorConfig(name=name, params=dict(p), seed=0,
                                        description=f"the {name!r} simulator preset, seed 0")
                        for name, p in PRESETS.items()]
@@ -76,7 +77,8 @@ def _builder_class():
       p = self.builder_config.params
       return tfds_base.record_shapes(
           context=p["context_features"], list_size=p["list_size"],
-          items=p["item_features"], cross=p["cross_features"], truth=True, propensity=True)
+          items=p["item_features"], cross=p["cross_features"], truth=True, propensity=True,
+          exposure=True)
 
     def _info(self):
       return tfds_base.dataset_info(

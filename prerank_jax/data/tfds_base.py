@@ -40,8 +40,8 @@ import numpy as np
 from prerank_jax.batch import Batch
 
 BATCH_FIELDS = ("context", "items", "cross", "label", "exposed", "valid", "true_relevance",
-                "propensity")
-OPTIONAL_FIELDS = ("true_relevance", "propensity")
+                "propensity", "exposure_propensity")
+OPTIONAL_FIELDS = ("true_relevance", "propensity", "exposure_propensity")
 
 
 class DatasetMissingError(FileNotFoundError):
@@ -69,7 +69,8 @@ def file_signature(paths: Iterable[Path]) -> list[tuple[str, int]]:
 # --- the record schema --------------------------------------------------------------------
 
 def record_shapes(*, context: int, list_size: int, items: int, cross: int,
-                  truth: bool, propensity: bool) -> dict[str, tuple[tuple[int, ...], Any]]:
+                  truth: bool, propensity: bool, exposure: bool = False
+                  ) -> dict[str, tuple[tuple[int, ...], Any]]:
   """``{field: (shape, numpy dtype)}`` of one request record."""
   n = list_size
   shapes = {"context": ((context,), np.float32), "items": ((n, items), np.float32),
@@ -79,6 +80,8 @@ def record_shapes(*, context: int, list_size: int, items: int, cross: int,
     shapes["true_relevance"] = ((n,), np.float32)
   if propensity:
     shapes["propensity"] = ((n,), np.float32)
+  if exposure:
+    shapes["exposure_propensity"] = ((n,), np.float32)
   return shapes
 
 

@@ -197,10 +197,31 @@ GT_LOSSES: dict[str, LossSpec] = {
     "gt_extra_positives": LossSpec(ground_truth.extra_positives_loss,
                                    ("gt_negative_weight",), needs=("valid", "rng"),
                                    options=("gt_num_negatives",)),
+    "pairwise_logistic": LossSpec(ground_truth.pairwise_logistic),
 }
 
-# "grade": w = 1 + y; "ipw_grade": (1 + y) / max(propensity, ipw_clip).
-GT_WEIGHTINGS = ("none", "ipw", "grade", "ipw_grade")
+# The unbiased (IPS) form of each ground-truth loss that has one; used by the "ips_*"
+# weightings. Called as fn(scores, labels, *, where=support, propensity=clipped q).
+IPS_GT_LOSSES: dict[str, Callable[..., jnp.ndarray]] = {
+    "bce": ground_truth.ips_pointwise_bce,
+    "softmax": ground_truth.ips_softmax_ce,
+    "pairwise_logistic": ground_truth.ips_pairwise_logistic,
+}
+
+# How the ground-truth term treats the logged labels (see make_objective):
+#   "none": as they are, on the exposed candidates (naive; biased by selection and position);
+#   "grade": per-candidate weight 1 + y;
+#   "reweight_examination": the whole per-candidate loss times 1/max(θ, clip) (a reweighting
+#     of candidates, NOT an unbiased estimator: its optimum stays σ(s) = θ·r);
+#   "reweight_examination_grade": both weights;
+#   "ips_examination": unbiased IPS for position bias: clicks / θ, over the exposed;
+#   "ips_exposure": unbiased IPS for selection bias: clicks / π, over every valid candidate;
+#   "ips_both": clicks / (π·θ), over every valid candidate: removes both biases.
+GT_WEIGHTINGS = ("none", "grade", "reweight_examination", "reweight_examination_grade",
+                 "ips_examination", "ips_exposure", "ips_both")
+# Names of earlier versions, refused with a pointer to what they are now.
+RENAMED_GT_WEIGHTINGS = {"ipw": "reweight_examination",
+                         "ipw_grade": "reweight_examination_grade"}
 
 
 def required_hparams(*specs: LossSpec) -> tuple[str, ...]:
@@ -230,6 +251,44 @@ def check_hparam(name: str, value: Any, field: str) -> None:
     raise ValueError(f"{field}: must be in {spec.describe()} ({spec.doc}), got {value!r}")
 
 
+def check_gt_weighting(gt_weighting: str, gt: str, prefix: str) -> None:
+  """Raises a ValueError naming ``<prefix>.gt_weighting`` when the weighting is unknown,
+  renamed, or has no unbiased form for the ground-truth loss ``gt``."""
+  if gt_weighting in RENAMED_GT_WEIGHTINGS:
+    raise ValueError(
+        f"{prefix}.gt_weighting: {gt_weighting!r} was renamed "
+        f"{RENAMED_GT_WEIGHTINGS[gt_weighting]!r} (it reweights candidates and is not "
+        "unbiased); the unbiased estimators are 'ips_examination', 'ips_exposure' and "
+        "'ips_both'")
+  if gt_weighting not in GT_WEIGHTINGS:
+    raise ValueError(f"{prefix}.gt_weighting: must be one of {list(GT_WEIGHTINGS)}, "
+                     f"got {gt_weighting!r}")
+  if gt_weighting.startswith("ips_") and gt not in IPS_GT_LOSSES:
+    raise ValueError(f"{prefix}.gt_weighting: {gt_weighting!r} is defined for "
+                     f"{prefix}.gt in {sorted(IPS_GT_LOSSES)}, got gt={gt!r}")
+
+
+def observation_propensity(batch: Batch, gt_weighting: str) -> jnp.ndarray:
+  """The propensity a weighting divides by: θ (examination, ``batch.propensity``), π
+  (exposure, ``batch.exposure_propensity``) or π·θ (both); a clear error when the batch
+  lacks it."""
+  need = {"examination": ("propensity",), "exposure": ("exposure_propensity",),
+          "both": ("propensity", "exposure_propensity")}
+  kind = "examination" if "examination" in gt_weighting else gt_weighting.split("_", 1)[1]
+  for field in need[kind]:
+    if getattr(batch, field) is None:
+      what = ("examination propensities of the exposed candidates" if field == "propensity"
+              else "exposure probabilities of the logging policy")
+      raise ValueError(f"batch.{field}: loss.gt_weighting={gt_weighting!r} needs the {what}, "
+                       "but the batch has none (the simulator and the LETOR loader record "
+                       "both; a Parquet/CSV table needs propensity_column)")
+  if kind == "examination":
+    return batch.propensity
+  if kind == "exposure":
+    return batch.exposure_propensity
+  return batch.exposure_propensity * batch.propensity
+
+
 def make_objective(
     *,
     kd: str,
@@ -255,10 +314,12 @@ def make_objective(
     ensemble: how to combine M teachers, a key of ``ENSEMBLES``.
     ensemble_weights: static per-teacher weights (≥ 0, normalised to sum 1); ``()`` means
       uniform. Their length must equal M, checked when the objective is traced.
-    gt_weighting: ``"none"``, ``"ipw"`` (w = 1/max(propensity, ipw_clip), the clipped
-      inverse propensity of exposure, from ``batch.propensity``), ``"grade"``
-      (w = 1 + y) or ``"ipw_grade"`` (their product, (1 + y)/max(propensity, ipw_clip)).
-    ipw_clip: propensity floor for ``"ipw"`` and ``"ipw_grade"``, in (0, 1].
+    gt_weighting: one of :data:`GT_WEIGHTINGS` (see the comment there). The ``ips_*``
+      weightings replace the ground-truth loss by its unbiased form (``IPS_GT_LOSSES``):
+      clicks divided by the observation propensity θ (``batch.propensity``), π
+      (``batch.exposure_propensity``) or π·θ, over the exposed candidates (examination)
+      or every valid candidate (exposure, both).
+    ipw_clip: propensity floor of every propensity weighting, in (0, 1].
     options: values of static options (``STATIC_OPTIONS`` names); missing ones take the
       default.
 
@@ -269,9 +330,7 @@ def make_objective(
   kd_spec = None if kd == "none" else lookup(KD_LOSSES, kd, "loss.kd")
   gt_spec = lookup(GT_LOSSES, gt, "loss.gt")
   combine = lookup(ENSEMBLES, ensemble, "loss.ensemble")
-  if gt_weighting not in GT_WEIGHTINGS:
-    raise ValueError(f"loss.gt_weighting: must be one of {list(GT_WEIGHTINGS)}, "
-                     f"got {gt_weighting!r}")
+  check_gt_weighting(gt_weighting, gt, "loss")
   if not 0.0 < ipw_clip <= 1.0:
     raise ValueError(f"loss.ipw_clip: must be in (0, 1], got {ipw_clip!r}")
 
@@ -292,23 +351,28 @@ def make_objective(
                 for name in spec.options})
     return out
 
-  def objective(student_scores, batch: Batch, hparams, *, step=0, rng=None):
+  def ground_truth_term(student_scores, batch: Batch, hparams, step, rng):
     observed = batch.valid & batch.exposed
+    if gt_weighting.startswith("ips_"):
+      support = observed if gt_weighting == "ips_examination" else batch.valid
+      propensity = observation_propensity(batch, gt_weighting)
+      return IPS_GT_LOSSES[gt](student_scores, batch.label, where=support,
+                               propensity=ground_truth.clipped_propensity(
+                                   propensity, where=support, clip=ipw_clip))
     weights = None
-    if gt_weighting in ("ipw", "ipw_grade"):
-      if batch.propensity is None:
-        raise ValueError(f"batch.propensity: loss.gt_weighting={gt_weighting!r} needs the "
-                         "examination propensities of the exposed candidates, but the "
-                         "batch has none")
+    if gt_weighting.startswith("reweight_examination"):
       weights = ground_truth.inverse_propensity_weights(
-          batch.propensity, where=observed, clip=ipw_clip)
-    if gt_weighting in ("grade", "ipw_grade"):
+          observation_propensity(batch, gt_weighting), where=observed, clip=ipw_clip)
+    if gt_weighting.endswith("grade"):
       grade = ground_truth.grade_weights(batch.label, where=observed)
       weights = grade if weights is None else weights * grade
+    return gt_spec.fn(student_scores, batch.label, where=observed, weights=weights,
+                      **{h: hparams[h] for h in gt_spec.hparams},
+                      **extras(gt_spec, batch, step, rng))
+
+  def objective(student_scores, batch: Batch, hparams, *, step=0, rng=None):
     gt_rng, kd_rng = (None, None) if rng is None else jax.random.split(rng)
-    gt_loss = gt_spec.fn(student_scores, batch.label, where=observed, weights=weights,
-                         **{h: hparams[h] for h in gt_spec.hparams},
-                         **extras(gt_spec, batch, step, gt_rng))
+    gt_loss = ground_truth_term(student_scores, batch, hparams, step, gt_rng)
     if kd_spec is None:
       return gt_loss  # ground-truth-only training, e.g. the teacher itself
     if batch.teacher_scores is None:

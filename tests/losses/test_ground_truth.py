@@ -26,7 +26,7 @@ from tests.conftest import load_config
 
 def test_registered():
   assert {"softmax", "gt_extra_positives"} <= set(GT_LOSSES)
-  assert {"grade", "ipw_grade"} <= set(GT_WEIGHTINGS)
+  assert {"grade", "reweight_examination_grade"} <= set(GT_WEIGHTINGS)
   assert GT_LOSSES["gt_extra_positives"].hparams == ("gt_negative_weight",)
   assert HPARAMS["gt_negative_weight"].contains(0.0)
   assert STATIC_OPTIONS["gt_num_negatives"].default == 10
@@ -105,7 +105,8 @@ def test_objective_weightings_use_user_propensities_and_grades(gt):
   clip = 0.1
   ipw = 1.0 / np.maximum(np.asarray(batch.propensity), clip) * np.asarray(observed)
   grade = (1.0 + np.asarray(batch.label)) * np.asarray(observed)
-  for weighting, w in [("ipw", ipw), ("grade", grade), ("ipw_grade", ipw * grade)]:
+  for weighting, w in [("reweight_examination", ipw), ("grade", grade),
+                       ("reweight_examination_grade", ipw * grade)]:
     objective = make_objective(kd="none", gt=gt, gt_weighting=weighting, ipw_clip=clip)
     expected = fn(s, batch.label, where=observed, weights=jnp.asarray(w, jnp.float32))
     assert float(objective(s, batch, hp)) == pytest.approx(float(expected), rel=1e-5)
@@ -115,14 +116,14 @@ def test_objective_weightings_use_user_propensities_and_grades(gt):
 
 def test_ipw_without_propensities_is_a_clear_error():
   batch = _batch(np.random.default_rng(2), propensity=False)
-  for weighting in ("ipw", "ipw_grade"):
+  for weighting in ("reweight_examination", "reweight_examination_grade"):
     objective = make_objective(kd="none", gt="bce", gt_weighting=weighting)
     with pytest.raises(ValueError, match=r"batch.propensity: loss.gt_weighting="):
       objective(jnp.zeros((4, 7)), batch, {"alpha": 0.0})
 
 
 def test_config_accepts_new_weightings_and_gt_losses():
-  for weighting in ("grade", "ipw_grade"):
+  for weighting in ("grade", "reweight_examination_grade"):
     config = load_config()
     config.student.loss.gt_weighting = weighting
     config.student.loss.gt = "softmax"
