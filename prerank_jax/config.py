@@ -16,8 +16,8 @@ import ml_collections
 from prerank_jax.data.simulator import validate_simulator_params
 from prerank_jax.losses.ensemble import ENSEMBLES
 from prerank_jax.metrics.ranking import EMPTY_MODES
-from prerank_jax.losses.registry import (GT_LOSSES, GT_WEIGHTINGS, HPARAMS, KD_LOSSES,
-                                         STATIC_OPTIONS, check_hparam)
+from prerank_jax.losses.registry import (GT_LOSSES, HPARAMS, KD_LOSSES, STATIC_OPTIONS,
+                                         check_gt_weighting, check_hparam)
 from prerank_jax.models import MODELS, validate_model_options
 from prerank_jax.train.sweep import grid_points
 
@@ -127,7 +127,11 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
                for w in ens_w) or (ens_w and not sum(ens_w) > 0)):
       raise ConfigError(f"{role}.loss.ensemble_weights: must be () (uniform) or one weight "
                         f">= 0 per teacher, not all 0, got {ens_w!r}")
-    _choice(config, f"{role}.loss.gt_weighting", GT_WEIGHTINGS)
+    try:
+      check_gt_weighting(_get(config, f"{role}.loss.gt_weighting"),
+                         _get(config, f"{role}.loss.gt"), f"{role}.loss")
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
     for opt, value in _get(config, f"{role}.loss.options").items():
       if opt not in STATIC_OPTIONS:
         raise ConfigError(f"{role}.loss.options.{opt}: unknown option; valid names are "

@@ -39,7 +39,9 @@ Each query becomes one request of the batch schema:
   document at position ``p`` is examined with propensity ``(1/p)^η``; unexamined ones log
   label 0. ``label`` is the judged grade where exposed (and examined), else 0;
   ``exposed`` marks the top E; ``true_relevance`` is the judged grade of every document;
-  ``propensity`` is ``(1/p)^η`` where exposed, else 1.
+  ``propensity`` is ``(1/p)^η`` where exposed, else 1; ``exposure_propensity`` is the
+  probability that the logging ranker exposes the document, by Monte Carlo over its noise
+  (``prerank_jax/data/exposure.py``).
 
 All randomness comes from ``seed`` (config ``seed``), the split and the query's position.
 """
@@ -57,8 +59,9 @@ import numpy as np
 
 from prerank_jax.batch import Batch
 from prerank_jax.data import tfds_base
+from prerank_jax.data.exposure import exposure_probability, seeded_rng
 
-VERSION = "1.0.0"
+VERSION = "1.1.0"
 SPLITS = ("train", "valid", "test")
 NORMALIZERS = ("log_zscore", "zscore", "none")
 
@@ -285,6 +288,8 @@ def make_request(label: np.ndarray, features: np.ndarray, *, rng: np.random.Gene
   exposed = position > 0
   theta = np.where(exposed, (1.0 / np.maximum(position, 1)) ** position_bias, 1.0)
   examined = exposed & (rng.random(k) < theta)
+  exposure = exposure_probability(signal[None, :], np.ones((1, k), bool), num_exposed=e,
+                                  noise=logging_noise, rng=seeded_rng(log_score))[0]
   return {
       "context": np.array([math.log1p(length) / math.log1p(n)], np.float32),
       "items": pad(features[:, list(items_cols)]),
@@ -294,6 +299,7 @@ def make_request(label: np.ndarray, features: np.ndarray, *, rng: np.random.Gene
       "valid": valid,
       "true_relevance": pad(label.astype(np.float32)),
       "propensity": pad(theta.astype(np.float32)),
+      "exposure_propensity": np.concatenate([exposure, np.ones(n - k, np.float32)]),
   }
 
 
@@ -336,7 +342,8 @@ def _builder_class():
     """LETOR/LibSVM ranking files in the prerank-jax batch schema (see the module doc)."""
 
     VERSION = tfds.core.Version(VERSION)
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    RELEASE_NOTES = {"1.0.0": "Initial release.",
+                     "1.1.0": "exposure_propensity of the simulated logging policy."}
     BUILDER_CONFIGS = [LetorConfig(name="placeholder", items_ids=[1],
                                    params={"list_size": 1},
                                    description="use prerank_jax.data.letor.make_builder")]
@@ -345,7 +352,7 @@ def _builder_class():
       c = self.builder_config
       return tfds_base.record_shapes(context=1, list_size=c.params["list_size"],
                                      items=len(c.items_ids), cross=len(c.cross_ids),
-                                     truth=True, propensity=True)
+                                     truth=True, propensity=True, exposure=True)
 
     def _info(self):
       c = self.builder_config
