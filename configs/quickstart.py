@@ -115,6 +115,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # "student.loss.kd=hinton_listwise|logit_mse; student.model.hidden=(32,)|(64, 32)".
   config.sweep.programs = ""
   config.sweep.gt_only_baseline = True  # add a student trained on exposed labels alone (α=0)
+  # Student replicates: every point (the gt-only student too) once per seed, each with its
+  # own initialisation and data order, in the same compiled program. () = one replicate
+  # seeded by config.seed. The world (data, teacher) is config.seed: separate runs.
+  config.sweep.seeds = ()
   # 0: vmap all points at once (accelerators). g > 0: vmap g points at a time and scan
   # over the groups in the same program (bounds memory; on a 2-core CPU g=4 is ~1.3×
   # faster at 16 points, see benchmarks/). g is rounded up to a multiple of the devices

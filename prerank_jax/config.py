@@ -163,6 +163,7 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     raise ConfigError(f"student.loss.ensemble_weights: must have one weight per teacher "
                       f"(teacher.num_teachers={config.teacher.num_teachers}), got {ens_w!r}")
   _int(config, "checkpoint_every", 0)
+  validate_distributed(config)
   _choice(config, "wandb.mode", ("offline", "online", "disabled"))
   for flag in ("resume", "overwrite", "progress"):
     if not isinstance(_get(config, flag), bool):
@@ -190,8 +191,16 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     points = grid_points(axes, seed=config.seed, mode=_get(config, "sweep.mode"))
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  if len(points) > 4096:
-    raise ConfigError(f"sweep: {len(points)} points in one program; must be at most 4096")
+  seeds = config.sweep.get("seeds", ())
+  if (not isinstance(seeds, (tuple, list)) or len(set(seeds)) != len(seeds)
+      or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= 2**31 - 1
+             for s in seeds)):
+    raise ConfigError(f"sweep.seeds: must be a tuple of distinct int replicate seeds in "
+                      f"[0, {2**31 - 1}] (() = one replicate, config.seed), got {seeds!r}")
+  replicates = max(len(seeds), 1)
+  if len(points) * replicates > 4096:
+    raise ConfigError(f"sweep: {len(points)} points × {replicates} sweep.seeds replicates "
+                      f"in one program; must be at most 4096")
   if "group_size" in config.sweep:
     group_size = _int(config, "sweep.group_size", 0, 4096)
     if group_size and config.get("input_pipeline", "device") != "device":
@@ -217,6 +226,29 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   return config
 
 
+def validate_distributed(config: ml_collections.ConfigDict) -> None:
+  """Checks ``config.distributed`` (called by the CLI before JAX starts, and by
+  :func:`validate_config`).
+
+  Raises:
+    ConfigError: naming the field and its allowed range.
+  """
+  if "distributed" not in config:  # configs made before multi-process runs
+    return
+  n = _int(config, "distributed.num_processes", 1, 65536)
+  _int(config, "distributed.process_id", 0, n - 1)
+  _int(config, "distributed.cpu_devices_per_process", 0, 4096)
+  address = _get(config, "distributed.coordinator_address")
+  match = re.fullmatch(r"([^\s:]+|\[[0-9A-Fa-f:]+\]):(\d{1,5})", address) if isinstance(
+      address, str) else None
+  if not isinstance(address, str) or (address and not (match and 1 <= int(match[2]) <= 65535)):
+    raise ConfigError(f"distributed.coordinator_address: must be 'host:port' with a port in "
+                      f"[1, 65535] (or '' for a single process), got {address!r}")
+  if n > 1 and not address:
+    raise ConfigError(f"distributed.coordinator_address: must be 'host:port' when "
+                      f"distributed.num_processes={n} > 1, got ''")
+
+
 def sweep_axes(config: ml_collections.ConfigDict) -> dict[str, tuple]:
   """``{name: values}`` of the config's sweep axes that are set (non-empty)."""
   axes = {}
@@ -230,9 +262,15 @@ def sweep_axes(config: ml_collections.ConfigDict) -> dict[str, tuple]:
   return axes
 
 
+# Hyperparameters that are cut-offs into a list: a swept value above the list size N would
+# be clamped silently by the loss, so it is refused instead.
+LIST_CUTOFFS = ("rd_topk", "rankdistil_topk", "fsltr_topk", "recall_k", "rankflow_topk")
+
+
 def check_against_data(config: ml_collections.ConfigDict, *, shortest_list: int,
                        num_train_requests: int,
-                       feature_sizes: dict[str, int] | None = None) -> None:
+                       feature_sizes: dict[str, int] | None = None,
+                       list_size: int | None = None) -> None:
   """Checks the fields whose range depends on the data: the batch sizes and (given the
   data's ``feature_sizes``) the models' selected feature columns.
 
@@ -246,6 +284,12 @@ def check_against_data(config: ml_collections.ConfigDict, *, shortest_list: int,
                                feature_sizes=feature_sizes)
       except ValueError as e:
         raise ConfigError(str(e)) from None
+  if list_size is not None:  # the swept list cut-offs (LIST_CUTOFFS) must fit the lists
+    for name, values in sweep_axes(config).items():
+      too_long = [v for v in values if name in LIST_CUTOFFS and v > list_size]
+      if too_long:
+        raise ConfigError(f"sweep.{name}: must be in [{HPARAMS[name].low:g}, {list_size}] "
+                          f"(the lists hold {list_size} candidates), got {too_long[0]!r}")
   for role in ROLES:
     b = config[role].batch_size
     if b > num_train_requests:

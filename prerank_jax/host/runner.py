@@ -22,7 +22,7 @@ from prerank_jax.batch import Batch, feature_sizes, validate_batch
 from prerank_jax.config import ConfigError, check_against_data, sweep_axes, validate_config
 from prerank_jax.data.simulator import simulate
 from prerank_jax.evaluate import describe_excluded, evaluate_stacked, metric_names
-from prerank_jax.host import report
+from prerank_jax.host import export, report
 from prerank_jax.host.checkpoint import SweepCheckpointer
 from prerank_jax.host.pareto import add_cost_columns
 from prerank_jax.host.rundir import (acquire_lock, commit_run_dir, config_identity,
@@ -30,13 +30,15 @@ from prerank_jax.host.rundir import (acquire_lock, commit_run_dir, config_identi
                                      prepare_run_dir, release_lock, run_id,
                                      write_text_atomic)
 from prerank_jax.host.tracking import Tracker
+from prerank_jax.losses.ensemble import ENSEMBLES
 from prerank_jax.losses.registry import HPARAMS
 from prerank_jax.models import feature_columns, feature_importance, param_count
 from prerank_jax.models.cost import flops_per_candidate
 from prerank_jax.train.loop import SweepData, Trainer, TrainState, make_train
 from prerank_jax.train.programs import apply_overrides, parse_programs, program_label
 from prerank_jax.train.sweep import (CompiledSweep, SweepPoint, compile_sweep, grid_points,
-                                     group_layout, pad_points, replicate, shard_sweep,
+                                     group_layout, pad_points, replicate,
+                                     replicate_points, shard_sweep,
                                      stack_points, sweep_mesh, to_host, batch_sharding)
 
 _COLUMN = {"temperature": "T", "learning_rate": "lr"}
@@ -103,7 +105,8 @@ def teacher_identity(config: ml_collections.ConfigDict) -> str:
 
 
 def student_points(config: ml_collections.ConfigDict) -> list[SweepPoint]:
-  """The sweep grid, plus a ground-truth-only student (α = 0) per learning rate."""
+  """The sweep grid, plus a ground-truth-only student (α = 0) per learning rate, each
+  once per replicate seed of ``sweep.seeds`` (:func:`replicate_points`)."""
   points = grid_points(sweep_axes(config), seed=config.seed, mode=config.sweep.mode)
   if config.sweep.gt_only_baseline:
     rates = sorted({p.hparams["learning_rate"] for p in points})
@@ -111,7 +114,7 @@ def student_points(config: ml_collections.ConfigDict) -> list[SweepPoint]:
       name = f"gt-only lr={lr:g}" if len(rates) > 1 else "gt-only"
       points.append(SweepPoint(name, {**points[0].hparams, "alpha": 0.0,
                                       "learning_rate": lr}, config.seed))
-  return points
+  return replicate_points(points, config.sweep.get("seeds", ()))
 
 
 def teacher_points(config: ml_collections.ConfigDict) -> list[SweepPoint]:
@@ -260,11 +263,23 @@ def ensemble_members(teachers: Phase, data: SweepData,
   return [teachers] + [restore_teacher(other, data, home) for home, other in sources]
 
 
+def combined_teacher(config: ml_collections.ConfigDict, batch: Batch) -> jax.Array:
+  """The teacher the students were distilled from: ``batch.teacher_scores [R, N, M]``
+  combined by ``student.loss.ensemble`` with ``student.loss.ensemble_weights``
+  (:data:`prerank_jax.losses.ensemble.ENSEMBLES`); ``[R, N]``, 0 at masked slots. The
+  teacher row, the teacher-consistency metrics and the cascade's reranker all use it."""
+  loss = config.student.loss
+  weights = tuple(loss.get("ensemble_weights", ())) or None
+  return ENSEMBLES[loss.ensemble](batch.teacher_scores, where=batch.valid, weights=weights)
+
+
 def evaluate_rows(config: ml_collections.ConfigDict, students: Phase,
-                  test: Batch) -> tuple[list[dict[str, Any]], list[str], str]:
+                  test: Batch, *, scores_out: list | None = None
+                  ) -> tuple[list[dict[str, Any]], list[str], str]:
   """Rows of the results table (every sweep point, the teacher and the references), its
-  columns, and a note on how many lists each metric left out of its mean."""
-  teacher_test = jnp.mean(test.teacher_scores, axis=-1)
+  columns, and a note on how many lists each metric left out of its mean. With
+  ``scores_out`` (a list), the evaluated ``[rows, R, N]`` scores are appended to it."""
+  teacher_test = combined_teacher(config, test)
   references = {
       "teacher": teacher_test,
       "oracle (truth)": test.true_relevance,
@@ -273,7 +288,9 @@ def evaluate_rows(config: ml_collections.ConfigDict, students: Phase,
   student_scores = students.compiled.apply(students.state.params, test)  # [P, R, N]
   all_scores = jnp.concatenate([student_scores, jnp.stack(list(references.values()))])
   ek = dict(k=config.eval.k, relevant_grade=config.eval.relevant_grade,
-            ndcg_empty=config.eval.ndcg_empty)
+            ndcg_empty=config.eval.ndcg_empty, gain=config.eval.get("gain", "exp2"))
+  if scores_out is not None:
+    scores_out.append(np.asarray(jax.device_get(all_scores)))
   values, excluded = jax.device_get(evaluate_stacked(
       all_scores, test, teacher_scores=teacher_test,
       keep_ratios=tuple(config.eval.keep_ratios), return_excluded=True, **ek))
@@ -281,11 +298,14 @@ def evaluate_rows(config: ml_collections.ConfigDict, students: Phase,
   points = students.points
   diverged = np.asarray(students.state.diverged)
   swept = [n for n in HPARAMS if n in sweep_axes(config) or n in ("alpha", "learning_rate")]
+  seeded = bool(config.sweep.get("seeds", ()))  # replicate seeds: a "seed" column
   rows = []
   for i, name in enumerate([p.name for p in points] + list(references)):
     row = {"model": name if i >= len(points) else f"student {name}"}
     if i < len(points):
       row.update({_COLUMN.get(n, n): points[i].hparams[n] for n in swept})
+      if seeded:
+        row["seed"] = points[i].seed
       row["status"] = "diverged" if diverged[i] else "ok"
     else:
       row["status"] = "reference"
@@ -297,7 +317,8 @@ def evaluate_rows(config: ml_collections.ConfigDict, students: Phase,
     rows.append(row)
   note = describe_excluded(excluded, [r["model"] for r in rows], num_lists=test.num_requests,
                            **ek)
-  return rows, ["model", *(_COLUMN.get(n, n) for n in swept), *columns_m, "status"], note
+  return rows, ["model", *(_COLUMN.get(n, n) for n in swept), *(["seed"] if seeded else []),
+                *columns_m, "status"], note
 
 
 def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None) -> RunResult:
@@ -334,7 +355,8 @@ def _run(config: ml_collections.ConfigDict, *, show_progress: bool | None) -> Ru
   check_against_data(config, shortest_list=int(min(b.valid.sum(-1).min()
                                                    for b in splits.values())),
                      num_train_requests=splits["train"].num_requests,
-                     feature_sizes=feature_sizes(splits["train"]))
+                     feature_sizes=feature_sizes(splits["train"]),
+                     list_size=splits["train"].list_size)
   # Every process checks the directory as it was before the run, then only process 0
   # creates (or replaces) it.
   run_dir = prepare_run_dir(config, create=False)  # the working dir (staging to overwrite)
@@ -424,8 +446,10 @@ def finish_run(config: ml_collections.ConfigDict, run_dir: Path, members: list[P
                     "teacher_flops_per_candidate": sum(c["flops_per_candidate"] * c["count"]
                                                        for c in member_costs)}
   rows, history_students, student_costs, importance = [], {}, [], {}
+  per_model = {}  # id(row) -> its evaluated test scores [R, N], for the exports
   for j, (label, program, phase) in enumerate(students):
-    rows_j, columns, excluded_note = evaluate_rows(program, phase, test)
+    scores_j = []
+    rows_j, columns, excluded_note = evaluate_rows(program, phase, test, scores_out=scores_j)
     costs = {**teacher_costs,
              "student_params": param_count(first(phase.state.params)),
              "student_flops_per_candidate": flops_per_candidate(
@@ -435,6 +459,8 @@ def finish_run(config: ml_collections.ConfigDict, run_dir: Path, members: list[P
     for row in rows_j:
       if row["status"] != "reference":
         row["model"] = f"student {prefix}{row['model'].removeprefix('student ')}"
+    per_model.update({id(r): s for r, s in zip(rows_j, scores_j[0])
+                      if j == 0 or r["status"] != "reference"})
     rows += [r for r in rows_j if j == 0 or r["status"] != "reference"]
     history_students.update({f"{prefix}{p.name}": {k: v[i].tolist()
                                                    for k, v in phase.history.items()}
@@ -481,13 +507,23 @@ def finish_run(config: ml_collections.ConfigDict, run_dir: Path, members: list[P
                       + report.markdown_table(
                           [{"model": m, **v} for m, v in importance.items()],
                           ["model", *names]))
+  if is_main():  # per-candidate scores + TREC run files: any number checkable outside
+    history["exports"] = export.write_scores(
+        run_dir, [r["model"] for r in rows], np.stack([per_model[id(r)] for r in rows]),
+        valid=np.asarray(test.valid), label=np.asarray(test.label),
+        exposed=np.asarray(test.exposed),
+        truth=None if test.true_relevance is None else np.asarray(test.true_relevance))
   for name, text in report.result_files(rows, columns, history=history,
                                         header=f"{header}\n\n{excluded_note}").items():
     if is_main():
       write_text_atomic(run_dir / name, text)
   barrier("results")
-  return RunResult(rows, columns, f"{report.format_table(rows, columns)}\n\n{excluded_note}",
-                   run_dir, history, timings)
+  shown = report.terminal_columns(columns, k=config.eval.k,
+                                  keep_ratios=config.eval.keep_ratios,
+                                  has_truth=test.true_relevance is not None)
+  table = (f"{report.format_table(rows, shown)}\n\n{report.full_table_note(run_dir, columns, shown)}"
+           f"\n\n{excluded_note}")
+  return RunResult(rows, columns, table, run_dir, history, timings)
 
 
 def student_programs(config: ml_collections.ConfigDict

@@ -75,6 +75,30 @@ def grid_points(axes: Mapping[str, Sequence[float]], *, seed: int, mode: str = "
 _SHORT = {"temperature": "T", "alpha": "α", "learning_rate": "lr"}
 
 
+def replicate_points(points: Sequence[SweepPoint], seeds: Sequence[int]) -> list[SweepPoint]:
+  """Every point once per replicate seed: the replicate axis of a sweep.
+
+  Definition: the product ``points × seeds``, point-major (point ``i``'s replicates are
+  rows ``i·S … i·S + S − 1``). A replicate differs from its siblings only in its seed,
+  which :func:`stack_points` turns into the point's key; the trainer splits that key into
+  the student's initialisation and its data order (see ``Trainer.init``). All replicates
+  are stacked with the other points, so they run in the same compiled program. The world
+  (data, teacher) is not part of a point: it stays fixed by ``config.seed``.
+
+  Args:
+    points: grid points (any seed).
+    seeds: replicate seeds; ``()`` returns ``points`` unchanged (one replicate, each
+      point's own seed).
+
+  Returns:
+    ``len(points) · len(seeds)`` points named ``"<name> seed=<s>"``.
+  """
+  if not len(seeds):
+    return list(points)
+  return [p._replace(name=f"{p.name} seed={int(s)}", seed=int(s))
+          for p in points for s in seeds]
+
+
 def stack_points(points: Sequence[SweepPoint]) -> tuple[dict[str, jax.Array], jax.Array]:
   """Stacks points into ``(hparams {name: [P]}, rngs [P])`` for ``vmap``."""
   names = sorted(set().union(*(p.hparams for p in points)))
