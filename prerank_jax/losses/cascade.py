@@ -11,6 +11,8 @@ cascade did (exposure and clicks).
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -18,6 +20,11 @@ from prerank_jax.metrics.ranking import keep_size, top_m_mask
 from prerank_jax.reduce import ReduceFn, masked, safe_reduce
 
 _NEG = -1e30  # a finite "minus infinity" (see distill._NEG)
+
+# RankFlow's released code: ``torch.logit(p, eps=1e-6)`` clamps p to [1e-6, 1 − 1e-6],
+# i.e. logits to ±log((1 − 1e-6)/1e-6); ``TopKLoss`` guards its log with γ = 1e-10.
+RANKFLOW_LOGIT_CLIP = math.log((1.0 - 1e-6) / 1e-6)
+RANKFLOW_TOPK_GAMMA = 1e-10
 
 
 def fsltr_priority_loss(
@@ -214,19 +221,29 @@ def rankflow_loss(
 ) -> jnp.ndarray:
   """RankFlow's student term: the upstream stage learns from the downstream stage.
 
-  Definition (f = σ for ``rankflow_space="prob"``, f = identity for ``"logit"``):
+  Definition (f = σ for ``rankflow_space="prob"``; f(x) = clip(x, −L, L) for
+  ``"logit"``, L = log((1 − 10⁻⁶)/10⁻⁶) ≈ 13.8155):
     top = the teacher's top-k valid candidates, rest = the other valid candidates
     Δ = mean_{i ∈ top} f(s_i) − mean_{j ∈ rest} f(s_j)
-    ℓ_list = β · (−log σ(Δ)) + (1 − β) · mean_{i valid} (f(s_i) − f(t_i))²
+    ℓ_list = β · (−log(γ + σ(Δ))) + (1 − β) · mean_{i valid} (f(s_i) − f(t_i))²,
+             γ = 10⁻¹⁰
     loss = mean of ℓ_list over lists with a valid candidate        (``jnp.mean``)
 
-  The −log σ(Δ) term is 0 for lists where top or rest is empty. This follows the
-  authors' released code (``TopKLoss`` and ``MSELoss`` in ``_student_learning_epoch``,
-  github.com/qinjr/RankFlow): there the upstream ("student") stage is trained on its own
-  candidate lists with α·TopK + (1 − α)·MSE against the next stage ("teacher"), k is
-  the number of items the teacher stage passes on, and ``use_logit: False`` in the
-  shipped configs means both terms act on probabilities (our default ``"prob"``). The
-  released ``TopKLoss`` uses −log(1e-10 + σ(Δ)); log σ is the same without the guard.
+  The top-k term is 0 for lists where top or rest is empty. This is the authors'
+  released code (``TopKLoss`` and ``MSELoss`` in ``_student_learning_epoch``,
+  github.com/qinjr/RankFlow, ``code/joint_trainer.py`` and ``code/loss.py``): there the
+  upstream ("student") stage is trained on its own candidate lists with
+  α·TopK + (1 − α)·MSE against the next stage ("teacher"), k is the number of items the
+  teacher stage passes on, and ``use_logit: False`` in the shipped configs means both
+  terms act on probabilities (our default ``"prob"``). With ``use_logit: True`` the
+  reference maps the models' probabilities back by ``torch.logit(p, eps=1e-6)``, which
+  clamps p to [10⁻⁶, 1 − 10⁻⁶] first: the logits of both stages are clipped to ±L, and
+  the student gets no gradient beyond the clip (``jnp.clip`` does the same). Both are
+  reproduced here, as is the released guard γ (computed as −logaddexp(log σ(Δ), log γ),
+  exact and overflow-free). Remaining differences (README, "Where we differ"): the
+  reference's MSE averages over all items of the batch (equal to ours for equal-length
+  lists), its top-k ties follow ``torch.argsort`` (ours: lower index first), and torch
+  evaluates the clip in float32 through σ, so its upper bound rounds to about 13.802.
   RankFlow also trains each stage on its own logged data (the "self-learning" half);
   that is this project's ground-truth term, so only the student term is here.
 
@@ -250,7 +267,10 @@ def rankflow_loss(
   if rankflow_space not in ("prob", "logit"):
     raise ValueError(f"loss.options.rankflow_space: must be 'prob' or 'logit', got "
                      f"{rankflow_space!r}")
-  f = jax.nn.sigmoid if rankflow_space == "prob" else (lambda x: x)
+  if rankflow_space == "prob":
+    f = jax.nn.sigmoid
+  else:
+    f = lambda x: jnp.clip(x, -RANKFLOW_LOGIT_CLIP, RANKFLOW_LOGIT_CLIP)
   teacher = jax.lax.stop_gradient(masked(teacher_scores, where))
   fs, ft = f(masked(student_scores, where)), f(teacher)
   top = top_m_mask(teacher, where=where, m=rankflow_topk)
@@ -259,7 +279,8 @@ def rankflow_loss(
   mean_top = jnp.sum(jnp.where(top, fs, 0.0), axis=-1) / jnp.maximum(n_top, 1)
   mean_rest = jnp.sum(jnp.where(rest, fs, 0.0), axis=-1) / jnp.maximum(n_rest, 1)
   topk_term = jnp.where((n_top > 0) & (n_rest > 0),
-                        -jax.nn.log_sigmoid(mean_top - mean_rest), 0.0)
+                        -jnp.logaddexp(jax.nn.log_sigmoid(mean_top - mean_rest),
+                                       math.log(RANKFLOW_TOPK_GAMMA)), 0.0)
   n_valid = jnp.sum(where, axis=-1)
   mse = jnp.sum(jnp.where(where, jnp.square(fs - ft), 0.0), axis=-1) / jnp.maximum(n_valid, 1)
   per_list = rankflow_beta * topk_term + (1.0 - rankflow_beta) * mse

@@ -116,3 +116,58 @@ def test_pointwise_and_listnet_without_t_squared_match_numpy():
   got = listnet_distill(jnp.asarray(s), jnp.asarray(t), where=where, temperature=T,
                         kd_temperature_squared=False)
   assert float(got) == pytest.approx(ce, rel=1e-6)
+
+
+# --- RankFlow (cascade.py): the released code's clipping and log guard ----------------
+
+def _rankflow_reference(s, t, k, alpha, use_logit):
+  """RankFlow's student loss per the released code (github.com/qinjr/RankFlow):
+  ``alpha·TopKLoss + (1 − alpha)·MSELoss``, on σ outputs, or, with ``use_logit``, on
+  ``torch.logit(p, eps=1e-6)`` = log(p/(1 − p)) of p clamped to [1e-6, 1 − 1e-6].
+  TopKLoss: sort by teacher descending, Δ = mean(top k) − mean(rest),
+  −log(1e-10 + σ(Δ)), mean over lists; MSELoss: mean over every item."""
+  pred_s = 1.0 / (1.0 + np.exp(-np.asarray(s, np.float64)))
+  pred_t = 1.0 / (1.0 + np.exp(-np.asarray(t, np.float64)))
+  if use_logit:
+    pred_s = np.clip(pred_s, 1e-6, 1.0 - 1e-6)
+    pred_t = np.clip(pred_t, 1e-6, 1.0 - 1e-6)
+    pred_s, pred_t = np.log(pred_s / (1 - pred_s)), np.log(pred_t / (1 - pred_t))
+  idx = np.argsort(-pred_t, axis=1, kind="stable")
+  sorted_s = np.take_along_axis(pred_s, idx, axis=1)
+  delta = sorted_s[:, :k].mean(1) - sorted_s[:, k:].mean(1)
+  topk = np.mean(-np.log(1e-10 + 1.0 / (1.0 + np.exp(-delta))))
+  mse = np.mean((pred_s - pred_t) ** 2)
+  return alpha * topk + (1 - alpha) * mse
+
+
+@pytest.mark.parametrize("space", ["prob", "logit"])
+def test_rankflow_matches_the_released_code(space):
+  from prerank_jax.losses.cascade import rankflow_loss
+  rng = np.random.default_rng(11)
+  # Logits far beyond the clip (±40) as well as ordinary ones; distinct teacher scores.
+  s = np.concatenate([rng.normal(size=(4, 6)) * 3, rng.choice([-40.0, 40.0], (4, 2))], 1)
+  t = np.concatenate([rng.normal(size=(4, 6)) * 3, np.array([[30.0, -25.0]] * 4)], 1)
+  s, t = s.astype(np.float32), t.astype(np.float32)
+  for k, alpha in [(2, 0.5), (3, 0.3), (5, 1.0)]:
+    got = rankflow_loss(jnp.asarray(s), jnp.asarray(t), where=jnp.ones(s.shape, bool),
+                        rankflow_topk=float(k), rankflow_beta=alpha, rankflow_space=space)
+    ref = _rankflow_reference(s, t, k, alpha, space == "logit")
+    assert float(got) == pytest.approx(ref, rel=1e-6)
+
+
+def test_rankflow_logit_mode_clips_and_keeps_the_log_guard():
+  from prerank_jax.losses.cascade import rankflow_loss
+  # Teacher top-2 get student logits −30, the rest +30: both clip to ∓13.8155, so
+  # Δ = −27.631 and σ(Δ) = 1e-12; the released guard gives −log(1e-10 + 1e-12) ≈ 23.0,
+  # not −log σ(Δ) ≈ 27.6.
+  s = jnp.array([[-30.0, -30.0, 30.0, 30.0]])
+  t = jnp.array([[3.0, 2.0, 1.0, 0.0]])
+  f = lambda x: rankflow_loss(x, t, where=jnp.ones((1, 4), bool), rankflow_topk=2.0,
+                              rankflow_beta=1.0, rankflow_space="logit")
+  ref = _rankflow_reference(np.asarray(s), np.asarray(t), 2, 1.0, True)
+  assert float(f(s)) == pytest.approx(ref, rel=1e-6)
+  assert float(f(s)) == pytest.approx(-math.log(1e-10 + 1e-12), rel=1e-3)
+  # Beyond the clip the student gets no gradient (torch.logit(eps) has none there).
+  np.testing.assert_array_equal(np.asarray(jax.grad(f)(s)), 0.0)
+  inside = jnp.array([[-3.0, -1.0, 2.0, 1.0]])
+  assert np.all(np.asarray(jax.grad(f)(inside)) != 0.0)
