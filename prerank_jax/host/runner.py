@@ -298,14 +298,14 @@ def evaluate_rows(config: ml_collections.ConfigDict, students: Phase,
   points = students.points
   diverged = np.asarray(students.state.diverged)
   swept = [n for n in HPARAMS if n in sweep_axes(config) or n in ("alpha", "learning_rate")]
-  seeded = bool(config.sweep.get("seeds", ()))  # replicate seeds: a "seed" column
+  seeded = bool(config.sweep.get("seeds", ()))  # replicates: a "replicate_seed" column
   rows = []
   for i, name in enumerate([p.name for p in points] + list(references)):
     row = {"model": name if i >= len(points) else f"student {name}"}
     if i < len(points):
       row.update({_COLUMN.get(n, n): points[i].hparams[n] for n in swept})
       if seeded:
-        row["seed"] = points[i].seed
+        row["replicate_seed"] = points[i].seed
       row["status"] = "diverged" if diverged[i] else "ok"
     else:
       row["status"] = "reference"
@@ -317,8 +317,8 @@ def evaluate_rows(config: ml_collections.ConfigDict, students: Phase,
     rows.append(row)
   note = describe_excluded(excluded, [r["model"] for r in rows], num_lists=test.num_requests,
                            **ek)
-  return rows, ["model", *(_COLUMN.get(n, n) for n in swept), *(["seed"] if seeded else []),
-                *columns_m, "status"], note
+  return rows, ["model", *(_COLUMN.get(n, n) for n in swept),
+                *(["replicate_seed"] if seeded else []), *columns_m, "status"], note
 
 
 def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None) -> RunResult:

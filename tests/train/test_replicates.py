@@ -85,11 +85,11 @@ def test_runner_rows_carry_the_replicate_seed(smoke_config):
   smoke_config.sweep.seeds = (0, 1)
   result = run(smoke_config)
   students = [r for r in result.rows if r["status"] != "reference"]
-  assert [(r["model"], r["seed"]) for r in students] == [
+  assert [(r["model"], r["replicate_seed"]) for r in students] == [
       ("student T=2 α=0.5 lr=0.003 seed=0", 0), ("student T=2 α=0.5 lr=0.003 seed=1", 1),
       ("student gt-only seed=0", 0), ("student gt-only seed=1", 1)]
-  assert result.columns.index("seed") < result.columns.index("status")
+  assert result.columns.index("replicate_seed") < result.columns.index("status")
   header = (result.run_dir / "results.csv").read_text().splitlines()[0].split(",")
-  assert "seed" in header
+  assert "replicate_seed" in header
   assert set(result.history["students"]) == {r["model"].removeprefix("student ")
                                              for r in students}
