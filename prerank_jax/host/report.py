@@ -26,6 +26,35 @@ def format_table(rows: Sequence[Row], columns: Sequence[str]) -> str:
   return "\n".join([line(columns), line(["-" * w for w in widths]), *map(line, cells)])
 
 
+def terminal_columns(columns: Sequence[str], *, k: int, keep_ratios: Sequence[float],
+                     has_truth: bool = True) -> list[str]:
+  """The columns a reader needs first (about 8), chosen per run, for the terminal.
+
+  ``model`` (and ``replicate_seed`` with replicates), the headline metric and the headline metric at
+  each keep ratio r, the student's cost and ``status``. With the truth the headline is
+  ``ndcg@k`` and, per r, ``sys_ndcg@k@r`` (NDCG@k of the cascade: the model keeps its top
+  ⌈r·n⌉, the teacher reranks them); without it, ``R@(k,r)`` (teacher consistency). Columns
+  the run does not have are skipped; the full table stays in results.md / results.csv.
+  """
+  from prerank_jax.evaluate import keep_label
+
+  wanted = ["model", "replicate_seed"]
+  if has_truth:
+    wanted += [f"ndcg@{k}", *(f"sys_ndcg@{k}@{keep_label(r)}" for r in keep_ratios)]
+  else:
+    wanted += [f"R@({k},{keep_label(r)})" for r in keep_ratios]
+  wanted += ["flops/cand", "status"]
+  present = set(columns)
+  return [c for c in wanted if c in present]
+
+
+def full_table_note(run_dir: Any, columns: Sequence[str], shown: Sequence[str]) -> str:
+  """Where the columns the terminal leaves out are: one line under the terminal table."""
+  return (f"Showing {len(shown)} of {len(columns)} columns; the full table is in "
+          f"{run_dir}/results.md and results.csv (per-candidate scores: scores.parquet; "
+          f"TREC run files and qrels: trec/).")
+
+
 def markdown_table(rows: Sequence[Row], columns: Sequence[str]) -> str:
   out = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
   out += ["| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
