@@ -135,6 +135,60 @@ def _dedupe_teachers(points: list[dict]) -> list[dict]:
   return out
 
 
+def pareto_figure(points: Sequence[dict[str, Any]], *, consistency: str, recall: str,
+                  title: str = "") -> "matplotlib.figure.Figure":
+  """Cost (log x) against teacher consistency and against true recall, fronts marked.
+
+  Two panels share the x axis, FLOPs per candidate: ``consistency`` (R@(k, r)) and
+  ``recall`` (recall@r), one marker per point of :func:`load_points` (a star per
+  teacher), coloured by role and architecture, with each panel's Pareto front
+  (:func:`pareto_front`) as a black step line through circled points.
+
+  Args:
+    points: dicts with ``flops``, ``consistency``, ``recall``, ``role`` and ``arch``.
+    consistency: the consistency column's name (axis label).
+    recall: the recall column's name (axis label).
+    title: the figure's title.
+
+  Returns:
+    A figure on the Agg canvas (no pyplot state).
+  """
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+  import matplotlib
+
+  flops = np.array([p["flops"] for p in points], np.float64)
+  fig = Figure(figsize=(12, 4.8))
+  FigureCanvasAgg(fig)
+  axes = fig.subplots(1, 2, sharex=True)
+  groups = sorted({(p["role"], p["arch"] or p["role"]) for p in points})
+  colors = matplotlib.colormaps["tab10"]
+  for ax, key, label in zip(axes, ("consistency", "recall"),
+                            (f"teacher consistency {consistency}", f"true relevance {recall}")):
+    values = np.array([p[key] for p in points], np.float64)
+    for g, (role, arch) in enumerate(groups):
+      sel = [i for i, p in enumerate(points) if (p["role"], p["arch"] or p["role"]) == (role, arch)]
+      ax.scatter(flops[sel], values[sel], color=colors(g % 10),
+                 marker="*" if role == "teacher" else "o", s=120 if role == "teacher" else 36,
+                 label=f"{arch} ({role})", alpha=0.8, zorder=3)
+    front = np.flatnonzero(pareto_front(flops, values))
+    if front.size:
+      ax.step(flops[front], values[front], where="post", color="black", lw=1, zorder=2,
+              label="Pareto front")
+      ax.scatter(flops[front], values[front], facecolors="none", edgecolors="black", s=110,
+                 zorder=4)
+    ax.set_xscale("log")
+    ax.set_xlabel("FLOPs per candidate (XLA cost analysis, log scale)")
+    ax.set_ylabel(label)
+    ax.set_title(label)
+    ax.grid(True, which="both", alpha=0.3)
+  axes[0].legend(fontsize=8, loc="lower right")
+  if title:
+    fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  return fig
+
+
 def write_pareto_report(run_dirs: Sequence[Path], out_dir: Path, *,
                         keep_ratio: float = 0.25) -> tuple[Path, Path]:
   """Writes ``<out_dir>/pareto.png`` and ``<out_dir>/pareto.md`` over finished runs.
@@ -153,10 +207,6 @@ def write_pareto_report(run_dirs: Sequence[Path], out_dir: Path, *,
   Returns:
     ``(png_path, md_path)``.
   """
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
   if not run_dirs:
     raise ValueError("write_pareto_report: needs at least one run dir")
   points, columns = [], set()
@@ -177,32 +227,10 @@ def write_pareto_report(run_dirs: Sequence[Path], out_dir: Path, *,
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   png, md = out_dir / "pareto.png", out_dir / "pareto.md"
-  fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharex=True)
-  groups = sorted({(p["role"], p["arch"] or p["role"]) for p in points})
-  colors = plt.get_cmap("tab10")
-  for ax, key, title in zip(axes, ("consistency", "recall"),
-                            (f"teacher consistency {consistency}", f"true relevance {recall}")):
-    for g, (role, arch) in enumerate(groups):
-      sel = [i for i, p in enumerate(points) if (p["role"], p["arch"] or p["role"]) == (role, arch)]
-      ax.scatter(flops[sel], [points[i][key] for i in sel], color=colors(g % 10),
-                 marker="*" if role == "teacher" else "o", s=120 if role == "teacher" else 36,
-                 label=f"{arch} ({role})", alpha=0.8, zorder=3)
-    front = np.flatnonzero(fronts[key])
-    if front.size:
-      fx, fy = flops[front], np.array([points[i][key] for i in front])
-      ax.step(fx, fy, where="post", color="black", lw=1, zorder=2, label="Pareto front")
-      ax.scatter(fx, fy, facecolors="none", edgecolors="black", s=110, zorder=4)
-    ax.set_xscale("log")
-    ax.set_xlabel("FLOPs per candidate (XLA cost analysis, log scale)")
-    ax.set_ylabel(title)
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-  axes[0].legend(fontsize=8, loc="lower right")
-  fig.suptitle(f"cost vs quality at keep ratio {keep_label(keep_ratio)}: "
-               f"{', '.join(Path(d).name for d in run_dirs)}", fontsize=10)
-  fig.tight_layout()
+  fig = pareto_figure(points, consistency=consistency, recall=recall,
+                      title=f"cost vs quality at keep ratio {keep_label(keep_ratio)}: "
+                            f"{', '.join(Path(d).name for d in run_dirs)}")
   fig.savefig(png, dpi=110)
-  plt.close(fig)
 
   fmt = lambda x, spec: "" if not math.isfinite(x) else format(x, spec)
   lines = [
