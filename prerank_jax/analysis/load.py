@@ -32,11 +32,13 @@ import pandas as pd
 PathLike = Union[str, Path]
 
 #: Columns added to every results row, in this order, before the results.csv columns.
-ID_COLUMNS = ("run", "seed", "setup", "model", "point", "role", "program")
+ID_COLUMNS = ("run", "seed", "replicate_seed", "setup", "model", "point", "role", "program",
+              "results_model")
 #: Config fields that do not change what a run computes: left out of ``setup``.
 NOT_SETUP = ("name", "workdir", "seed", "overwrite", "resume", "progress", "checkpoint_every",
              "wandb", "distributed", "teacher.restore_from")
 _PROGRAM = re.compile(r"^\[(?P<label>[^\]]*)\]\s*(?P<rest>.*)$")
+_REPLICATE = re.compile(r"^(?P<base>.*?) seed=(?P<seed>-?\d+)$")
 
 
 def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -114,15 +116,22 @@ def _annotate(frame: pd.DataFrame, *, run: str, seed: Any, setup: str) -> pd.Dat
   if "model" not in frame.columns:
     raise ValueError(f"{run}: a results table needs a 'model' column, got "
                      f"{list(frame.columns)}")
-  parts = [split_model(str(m)) for m in frame["model"]]
+  raw = frame["model"].astype(str)
+  found = [_REPLICATE.match(m) for m in raw]
+  model = [m["base"] if m else name for m, name in zip(found, raw)]
+  parts = [split_model(m) for m in model]
+  replicate = (frame["replicate_seed"] if "replicate_seed" in frame.columns else
+               pd.Series([float(m["seed"]) if m else math.nan for m in found], index=frame.index))
   ids = pd.DataFrame({
       "run": run,
       "seed": frame["seed"] if "seed" in frame.columns else seed,
+      "replicate_seed": replicate,
       "setup": frame["setup"] if "setup" in frame.columns else setup,
-      "model": frame["model"].astype(str),
+      "model": model,
       "point": frame["point"] if "point" in frame.columns else [p[0] for p in parts],
       "role": frame["role"] if "role" in frame.columns else [p[1] for p in parts],
       "program": frame["program"] if "program" in frame.columns else [p[2] for p in parts],
+      "results_model": raw,
   }, index=frame.index)
   rest = frame.drop(columns=[c for c in ID_COLUMNS if c in frame.columns])
   return pd.concat([ids, rest], axis=1)
@@ -137,10 +146,13 @@ def read_config(run_dir: PathLike) -> dict[str, Any]:
 def load_run(run_dir: PathLike, *, config_columns: bool = True) -> pd.DataFrame:
   """One run's ``results.csv`` as a DataFrame, one row per model.
 
-  Columns: ``run`` (the directory's name), ``seed`` (``config.seed``), ``setup``
-  (:func:`setup_key`), ``model`` (as in results.csv), ``point`` (the sweep point's name,
-  e.g. ``T=2 α=0.5 lr=0.003``), ``role`` (``student`` | ``teacher`` | ``reference``),
-  ``program`` (the structural program's label, ``""`` without ``sweep.programs``), then
+  Columns: ``run`` (the directory's name), ``seed`` (``config.seed``: the data, the
+  teacher and the default student seed), ``replicate_seed`` (the student replicate of
+  ``sweep.seeds`` within the run; NaN without), ``setup`` (:func:`setup_key`), ``model``
+  (results.csv's name without the `` seed=<s>`` replicate suffix, so that replicates share
+  it), ``point`` (the sweep point's name, e.g. ``T=2 α=0.5 lr=0.003``), ``role``
+  (``student`` | ``teacher`` | ``reference``), ``program`` (the structural program's label,
+  ``""`` without ``sweep.programs``), ``results_model`` (the name as in results.csv), then
   every results.csv column (metrics as floats; blank cells as NaN), then, with
   ``config_columns``, every config field as a dotted column not already present.
   """
@@ -200,9 +212,9 @@ def load_results_csv(paths: Sequence[PathLike] | PathLike, *,
 def load_history(paths: Iterable[PathLike] | PathLike) -> pd.DataFrame:
   """Per-epoch training history of runs as a long table: one row per run × model × epoch.
 
-  Columns: ``run``, ``seed``, ``setup``, ``model`` (named as in results.csv: ``student
-  <point>``, ``teacher`` or ``teacher <i>`` for an ensemble of seeds), ``point``,
-  ``role``, ``program``, ``epoch`` (1-based: the value after that many epochs), then one
+  Columns: the identifiers of :func:`load_run` (``model``: ``student <point>``,
+  ``teacher`` or ``teacher <i>`` for an ensemble of seeds; ``replicate_seed`` from the
+  `` seed=<s>`` suffix of a replicate), ``epoch`` (1-based: the value after that many epochs), then one
   column per logged metric (``loss``, ``valid_recall_teacher``, ...; NaN where a model
   does not log it, e.g. the teacher has no teacher consistency).
   """

@@ -10,6 +10,7 @@ lines. The cost-vs-quality Pareto front is drawn by ``prerank_jax/host/pareto.py
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Sequence
 
 import matplotlib
@@ -21,7 +22,7 @@ from matplotlib.patches import Rectangle
 
 from prerank_jax.analysis.stats import mean_ci
 
-_KEEP = re.compile(r"^(?P<family>[^@()]+)@(?P<pct>\d+(?:\.\d+)?)%$")
+_KEEP = re.compile(r"^(?P<family>[^()]+?)@(?P<pct>\d+(?:\.\d+)?)%$")
 #: Reference rows drawn beside the students, with their line style.
 REFERENCE_STYLE = {
     "teacher": dict(color="black", lw=2.2, ls="-", marker="*", ms=9, zorder=5),
@@ -40,7 +41,8 @@ def keep_ratio_columns(columns: Sequence[str], family: str) -> list[tuple[float,
   """``[(keep ratio, column)]`` of a metric family, sorted by ratio.
 
   A keep-ratio column is named ``<family>@<percent>%``: ``recall@10%`` → ``(0.1,
-  "recall@10%")``. Teacher consistency ``R@(k,r%)`` is not such a family.
+  "recall@10%")``, ``sys_ndcg@10@25%`` is family ``sys_ndcg@10`` at 0.25. Teacher
+  consistency ``R@(k,r%)`` is not such a family.
   """
   out = []
   for c in columns:
@@ -259,13 +261,15 @@ def learning_curves_figure(history: pd.DataFrame, *, metrics: Sequence[str] | No
 
 
 def headline_metrics(columns: Sequence[str], *, keep_ratio: float = 0.25) -> list[str]:
-  """The heatmap metrics of a report: teacher consistency ``R@(k,r%)`` and ``recall@r%``
-  at the keep ratio closest to ``keep_ratio`` (those present, in that order)."""
-  ratios = keep_ratio_columns(columns, "recall")
+  """The heatmap metrics of a report: teacher consistency ``R@(k,r%)``, ``recall@r%`` and
+  the cascade's ``sys_ndcg@k@r%`` at the keep ratio closest to ``keep_ratio`` (those
+  present, in that order)."""
   out = []
   consistency = [(float(m[2]) / 100, c) for c in columns
                  if (m := re.match(r"^R@\((\d+),(\d+(?:\.\d+)?)%\)$", str(c)))]
-  for found in (sorted(consistency), ratios):
+  system = [f for f in keep_ratio_families(columns) if f.startswith("sys_ndcg")][:1]
+  for found in (sorted(consistency), keep_ratio_columns(columns, "recall"),
+                *(keep_ratio_columns(columns, f) for f in system)):
     if found:
       out.append(min(found, key=lambda rc: abs(rc[0] - keep_ratio))[1])
   return out
@@ -276,7 +280,8 @@ def report_figures(frame: pd.DataFrame, history: pd.DataFrame | None = None, *,
   """The figures ``prerank-jax report`` writes: ``{file name: figure}``.
 
   ``heatmap_<metric>.png`` per headline metric (:func:`headline_metrics`) when the
-  students sweep both T and α over ≥ 2 values each; ``keep_ratio.png`` when keep-ratio
+  students sweep both T and α over ≥ 2 values each (skipped with a warning when a cell
+  would pool several points, e.g. a third swept axis); ``keep_ratio.png`` when keep-ratio
   columns exist; ``learning_curves.png`` from the history when given.
   """
   figures: dict[str, Figure] = {}
@@ -285,7 +290,10 @@ def report_figures(frame: pd.DataFrame, history: pd.DataFrame | None = None, *,
       and students["alpha"].nunique() > 1:
     for metric in headline_metrics(list(frame.columns), keep_ratio=keep_ratio):
       safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", metric).strip("_")
-      figures[f"heatmap_{safe}.png"] = heatmap_figure(frame, metric, level=level)
+      try:
+        figures[f"heatmap_{safe}.png"] = heatmap_figure(frame, metric, level=level)
+      except ValueError as e:  # e.g. a third swept axis: T × α cells are not one point
+        warnings.warn(f"report_figures: no heatmap of {metric}: {e}")
   if keep_ratio_families(frame.columns):
     figures["keep_ratio.png"] = keep_ratio_figure(frame, level=level)
   if history is not None and not history.empty:

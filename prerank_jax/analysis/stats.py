@@ -60,8 +60,18 @@ def _check_columns(frame: pd.DataFrame, names: Sequence[str], field: str) -> Non
     raise ValueError(f"{field}: no column(s) {missing}; the frame has {list(frame.columns)}")
 
 
+REPLICATES = ("seed", "replicate_seed")
+
+
+def _present(frame: pd.DataFrame, names: Sequence[str] | str) -> list[str]:
+  """The columns of ``names`` that exist and hold at least one value."""
+  names = [names] if isinstance(names, str) else list(names)
+  return [c for c in names if c in frame.columns and frame[c].notna().any()]
+
+
 def mean_ci(frame: pd.DataFrame, metrics: Sequence[str] | str, *,
-            by: Sequence[str] | str = ("setup", "model"), seed: str = "seed",
+            by: Sequence[str] | str = ("setup", "model"),
+            replicates: Sequence[str] | str = REPLICATES,
             level: float = 0.95) -> pd.DataFrame:
   """Mean ± t-interval of ``metrics`` over the seeds of each ``by`` group.
 
@@ -71,8 +81,10 @@ def mean_ci(frame: pd.DataFrame, metrics: Sequence[str] | str, *,
     metrics: column name(s) to summarise.
     by: grouping columns; every other row difference is treated as a replicate. The
       default pools runs of one ``setup`` (same config but the seed).
-    seed: the replicate column; a seed appearing twice in one group is an error (the same
-      run loaded twice, or runs of different setups pooled), unless the column is absent.
+    replicates: the columns naming a replicate: ``seed`` (``config.seed``, one per run)
+      and ``replicate_seed`` (``sweep.seeds`` within a run). A replicate appearing twice
+      in one group is an error (the same run loaded twice, or runs of different setups
+      pooled); columns absent or empty are ignored.
     level: confidence level in (0, 1).
 
   Returns:
@@ -84,16 +96,17 @@ def mean_ci(frame: pd.DataFrame, metrics: Sequence[str] | str, *,
   by = [by] if isinstance(by, str) else list(by)
   _check_level(level)
   _check_columns(frame, [*metrics, *by], "mean_ci")
+  keys = [c for c in _present(frame, replicates) if c not in by]
   out = []
   for key, group in frame.groupby(by, sort=False, dropna=False):
     key = key if isinstance(key, tuple) else (key,)
-    if seed in group.columns and group[seed].notna().any():
-      dup = group[seed][group[seed].duplicated()]
+    if keys:
+      dup = group[keys][group.duplicated(keys)]
       if len(dup):
         raise ValueError(
-            f"mean_ci: group {dict(zip(by, key))} has seed {dup.iloc[0]!r} more than once; "
-            "group by more columns (e.g. by=('setup', 'model') or add 'run') so that "
-            "each group holds one row per seed")
+            f"mean_ci: group {dict(zip(by, key))} has replicate "
+            f"{dup.iloc[0].to_dict()} more than once; group by more columns (e.g. "
+            "by=('setup', 'model') or add 'run') so that each group holds one row per seed")
     row = {**dict(zip(by, key)), "n": len(group)}
     for m in metrics:
       values = pd.to_numeric(group[m], errors="coerce").to_numpy(np.float64)
@@ -107,7 +120,7 @@ def mean_ci(frame: pd.DataFrame, metrics: Sequence[str] | str, *,
 
 
 def paired_diff(frame: pd.DataFrame, metric: str, *, baseline: str, by: str = "model",
-                match: Sequence[str] | str = ("seed",), level: float = 0.95
+                match: Sequence[str] | str = REPLICATES, level: float = 0.95
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
   """Per-seed differences of ``metric`` against the ``baseline`` row, and their CI.
 
@@ -122,7 +135,8 @@ def paired_diff(frame: pd.DataFrame, metric: str, *, baseline: str, by: str = "m
     metric: the column compared.
     baseline: the ``by`` value compared against, e.g. ``"student gt-only"``.
     by: the column naming what is compared (``model``, ``point``, ``program``...).
-    match: the columns pairing rows (the seed; add e.g. ``"program"`` to pair within it).
+    match: the columns pairing rows: the replicate (``seed``, ``replicate_seed``; those
+      absent or empty are dropped); add e.g. ``"program"`` to pair within it.
     level: confidence level in (0, 1).
 
   Returns:
@@ -131,9 +145,12 @@ def paired_diff(frame: pd.DataFrame, metric: str, *, baseline: str, by: str = "m
     ``by``, ``n`` (pairs), ``diff`` (mean), ``diff_ci``, ``diff_lo``, ``diff_hi`` and
     ``p``.
   """
-  match = [match] if isinstance(match, str) else list(match)
   _check_level(level)
-  _check_columns(frame, [metric, by, *match], "paired_diff")
+  _check_columns(frame, [metric, by], "paired_diff")
+  match = _present(frame, match)
+  if not match:
+    raise ValueError("paired_diff: match names no column with values; pairs need a "
+                     f"replicate column such as 'seed' (columns: {list(frame.columns)})")
   if baseline not in set(frame[by]):
     raise ValueError(f"paired_diff: baseline {baseline!r} is not a value of {by!r}; "
                      f"values are {list(dict.fromkeys(frame[by]))}")
