@@ -3,7 +3,8 @@
   prerank-jax quickstart [--config=configs/quickstart.py[:smoke]] [--config.<field>=<value>]
   prerank-jax sweep --config=configs/<x>.py[:arg] [--config.<field>=<value> ...]
   prerank-jax eval <run dir>            re-evaluate a finished run from its checkpoints
-  prerank-jax report <run dir> [...]    print the results; draw the cost/recall Pareto plot
+  prerank-jax report <run dir> [...]    print the results; draw the Pareto plot, T × α
+                                        heatmaps, keep-ratio and learning-curve figures
 
 Common overrides: --config.name=<run name>  --config.resume=True  --config.overwrite=True
   --config.wandb.mode=offline|online|disabled  --config.sweep.<hparam>="(v1, v2, ...)"
@@ -137,6 +138,10 @@ def _run_dir_command(command: str, paths: list[str]) -> int:
 
   png, md = write_pareto_report([Path(p) for p in paths], out_dir=Path(paths[0]))
   print(f"wrote {png} and {md}")
+  from prerank_jax.host.report import write_figures
+
+  figures = write_figures([Path(p) for p in paths], out_dir=Path(paths[0]))
+  print(f"wrote {', '.join(str(f) for f in figures)}")
   return 0
 
 

@@ -78,3 +78,34 @@ def result_files(rows: Sequence[Row], columns: Sequence[str], *, history: dict[s
       "results.md": md,
       "history.json": json.dumps(history, indent=1),
   }
+
+
+def write_figures(run_dirs: Sequence[Any], out_dir: Any, *,
+                  keep_ratio: float = 0.25) -> list[Any]:
+  """Writes the analysis figures of finished runs as PNGs in ``out_dir``, next to the tables.
+
+  The figures are :func:`prerank_jax.analysis.report_figures` of the runs' results and
+  per-epoch history: T × α heatmaps of the headline metrics (with the seeds' CI width),
+  quality vs keep ratio for every model beside the teacher and the oracle, and learning
+  curves. (``pareto.png`` is written by :func:`prerank_jax.host.pareto.write_pareto_report`.)
+
+  Returns:
+    The written paths, in the order of ``report_figures``.
+  """
+  from pathlib import Path
+
+  from prerank_jax.analysis import load_history, load_runs, report_figures
+
+  frame = load_runs(run_dirs)
+  try:
+    history = load_history(run_dirs)
+  except (FileNotFoundError, ValueError):  # a run without per-epoch history: no curves
+    history = None
+  out_dir = Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  written = []
+  for name, fig in report_figures(frame, history, keep_ratio=keep_ratio).items():
+    path = out_dir / name
+    fig.savefig(path, dpi=110)
+    written.append(path)
+  return written
