@@ -21,8 +21,10 @@ file (Istella's ``main`` has no vali file and always carves).
 
 Each query becomes one request of the batch schema:
 
-* **filtering**: queries with fewer than ``min_list_size`` documents are dropped (the
-  evaluation's k must not exceed the shortest list);
+* **filtering**: train and valid queries with fewer than ``min_list_size`` documents are
+  dropped (too short to learn a ranking from); the **test** split keeps every query, so
+  the evaluation sees all of them: a list shorter than ``eval.k`` is scored over its
+  length (NDCG@k over min(k, n), as trec_eval and LightGBM) and counted in results.md;
 * **truncation rule**: a query with more than ``N = list_size`` documents keeps a seeded,
   uniformly random subset of ``N`` of them (independent of labels and features), in file
   order; shorter lists are padded (``valid=False``, zeros);
@@ -61,7 +63,7 @@ from prerank_jax.batch import Batch
 from prerank_jax.data import tfds_base
 from prerank_jax.data.exposure import exposure_probability, seeded_rng
 
-VERSION = "1.1.0"
+VERSION = "1.2.0"
 SPLITS = ("train", "valid", "test")
 NORMALIZERS = ("log_zscore", "zscore", "none")
 
@@ -343,7 +345,8 @@ def _builder_class():
 
     VERSION = tfds.core.Version(VERSION)
     RELEASE_NOTES = {"1.0.0": "Initial release.",
-                     "1.1.0": "exposure_propensity of the simulated logging policy."}
+                     "1.1.0": "exposure_propensity of the simulated logging policy.",
+                     "1.2.0": "The test split keeps queries shorter than min_list_size."}
     BUILDER_CONFIGS = [LetorConfig(name="placeholder", items_ids=[1],
                                    params={"list_size": 1},
                                    description="use prerank_jax.data.letor.make_builder")]
@@ -379,7 +382,7 @@ def _builder_class():
       shapes = self._shapes()
       index, kept = SPLITS.index(split), 0
       for q, (qid, label, features) in enumerate(self._queries[split]):
-        if len(label) < p["min_list_size"]:
+        if len(label) < p["min_list_size"] and split != "test":  # test: no silent drops
           continue
         record = make_request(
             label, self._normalizer(features), rng=np.random.default_rng([p["seed"], index, q]),
@@ -420,6 +423,41 @@ def resolve_files(dataset: str, source: Mapping[str, Any]) -> tuple[Path, dict[s
   return manual.resolve(), files, entry
 
 
+# configs/letor.py's default student feature set: 20 cheap MSLR-WEB features (1-based MSLR
+# ids). They mean nothing in another file, so only MSLR datasets may use them.
+MSLR_STUDENT_FEATURES = (5, 10, 11, 12, 13, 15, 75, 108, 110, 126, 127, 128, 129, 130,
+                         131, 132, 133, 134, 135, 136)
+
+
+def check_student_features(dataset: str, student_features: Sequence[int]) -> None:
+  """Refuses MSLR-WEB's feature ids on a dataset that is not MSLR-WEB.
+
+  ``configs/letor.py`` gives the student 20 cheap MSLR features by their MSLR ids; on
+  ``--config.dataset=letor`` (your own files), Istella or Yahoo those ids name unrelated
+  columns, so the run stops with what to set instead. The documented default for files
+  without MSLR's ids is ``source.student_features=()``: the student sees every feature.
+
+  Raises:
+    ValueError: naming ``source.student_features``.
+  """
+  if (tuple(int(i) for i in student_features) == MSLR_STUDENT_FEATURES
+      and not dataset.startswith("mslr_web/")):
+    raise ValueError(
+        f"source.student_features: holds MSLR-WEB's 20 feature ids (the default of "
+        f"configs/letor.py), but dataset {dataset!r} is not MSLR-WEB, so they would pick "
+        "unrelated columns. Set --config.source.student_features=() (the documented "
+        "default: the student sees every feature) or the ids of your file's cheap "
+        "features, e.g. --config.source.student_features='(1,2,3)'")
+
+
+def generic_route_hint(dataset: str) -> str:
+  """The lines a missing catalog dataset's message adds: the generic ``letor`` route."""
+  return ("\nNo " + dataset.split("/")[0] + " files? Any LibSVM ranking files "
+          "(`label qid:Q f:v ...`) run through the generic route: --config.dataset=letor "
+          "--config.source.train_file=<file> [--config.source.test_file=<file>] "
+          "--config.source.student_features=() (every feature; MSLR's ids do not apply).")
+
+
 def params_of(config) -> dict[str, Any]:
   s = config.source
   return {
@@ -440,6 +478,7 @@ def make_builder(config) -> tuple[Any, str | None]:
   from prerank_jax.data import registry
 
   dataset = config.dataset
+  check_student_features(dataset, config.source.student_features)
   manual, files, entry = resolve_files(dataset, config.source)
   params = params_of(config)
   # Catalog data is identified by its name; your own files by their paths.
@@ -467,7 +506,8 @@ def make_builder(config) -> tuple[Any, str | None]:
   if absent:
     return None, registry.missing_message(
         config, what=entry.download, licence=entry.licence, manual_dir=manual,
-        where=[(f, "missing" if f in absent else "found") for f in files.values() if f])
+        where=[(f, "missing" if f in absent else "found") for f in files.values() if f]
+    ) + (generic_route_hint(dataset) if dataset in CATALOG else "")
   parsed = parse_files(files)
   ids = sorted({i for f in parsed.values() for i in f.feature_ids})
   items_ids, cross_ids = feature_columns(ids, params["student_features"],
