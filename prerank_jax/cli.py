@@ -13,6 +13,7 @@ Shorthands: --resume, --overwrite, --wandb=offline|online|disabled (the same fie
 
 from __future__ import annotations
 
+import linecache
 import sys
 from pathlib import Path
 
@@ -29,21 +30,65 @@ def default_config_path() -> str:
   return "configs/quickstart.py"
 
 
+_PACKAGE = Path(__file__).resolve().parent
+# Built-in error types the project raises itself for bad input (validation in config,
+# data loaders, runner). They are reported in one line only when a `raise` statement in
+# this package raised them; raised anywhere else (jax, numpy, a built-in call) they are
+# bugs and show their traceback.
+_OWN_BUILTIN_ERRORS = (ValueError, FileNotFoundError, FileExistsError, FloatingPointError)
+
+
+def project_errors() -> tuple[type[BaseException], ...]:
+  """The project's own error types: bad config, data, run directory or checkpoints."""
+  from prerank_jax.batch import BatchError
+  from prerank_jax.config import ConfigError
+  from prerank_jax.data.simulator import SimulatorConfigError
+  from prerank_jax.data.teacher_cache import TeacherCacheMismatch
+  from prerank_jax.data.tfds_base import DatasetMissingError
+  from prerank_jax.host.checkpoint import CheckpointError
+  from prerank_jax.host.rundir import RunDirError, RunDirLocked
+
+  return (ConfigError, BatchError, SimulatorConfigError, TeacherCacheMismatch,
+          DatasetMissingError, CheckpointError, RunDirError, RunDirLocked)
+
+
+def raised_by_project(error: BaseException) -> bool:
+  """Whether ``error`` is a user-facing error of this project (reported in one line).
+
+  True for :func:`project_errors`, and for the built-in types of ``_OWN_BUILTIN_ERRORS``
+  when the innermost frame of the traceback is a ``raise`` statement in this package.
+  """
+  if isinstance(error, project_errors()):
+    return True
+  if not isinstance(error, _OWN_BUILTIN_ERRORS) or error.__traceback__ is None:
+    return False
+  tb = error.__traceback__
+  while tb.tb_next is not None:
+    tb = tb.tb_next
+  filename = tb.tb_frame.f_code.co_filename
+  try:
+    inside = Path(filename).resolve().is_relative_to(_PACKAGE)
+  except (OSError, ValueError):
+    return False
+  return inside and linecache.getline(filename, tb.tb_lineno).lstrip().startswith("raise")
+
+
 def init_distributed(config) -> None:
-  """Joins a multi-process run (``config.distributed``) before JAX touches a device."""
+  """Joins a multi-process run (``config.distributed``) before JAX touches a device.
+
+  Raises:
+    ConfigError: a ``distributed.*`` field is out of range (checked first).
+  """
   import jax
 
-  from prerank_jax.config import ConfigError
+  from prerank_jax.config import validate_distributed
 
+  validate_distributed(config)
   dist = config.distributed
   if dist.cpu_devices_per_process:
     jax.config.update("jax_num_cpu_devices", int(dist.cpu_devices_per_process))
   if dist.num_processes <= 1:
     return
-  if not dist.coordinator_address or not 0 <= dist.process_id < dist.num_processes:
-    raise ConfigError(f"distributed: needs coordinator_address='host:port' and process_id "
-                      f"in [0, {dist.num_processes - 1}], got "
-                      f"{dist.coordinator_address!r}, {dist.process_id}")
   jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU only; GPU/TPU ignore
   jax.distributed.initialize(coordinator_address=dist.coordinator_address,
                              num_processes=dist.num_processes, process_id=dist.process_id)
@@ -69,7 +114,6 @@ def _run(argv: list[str]) -> int:
   from absl import flags
   from ml_collections import config_flags
 
-  from prerank_jax.config import ConfigError
   from prerank_jax.host.runner import run
 
   command = argv[1]
@@ -79,24 +123,27 @@ def _run(argv: list[str]) -> int:
     return 2
   # config_flags reads the --config.* overrides from sys.argv, so it sees the expanded form.
   saved, sys.argv = sys.argv, [argv[0], *argv[2:]]
+  # A fresh flag registry per call, so main() can be called more than once in a process.
+  flag_values = flags.FlagValues()
   try:
     # With a default file, config_flags already applies the --config.* overrides here.
     config_flags.DEFINE_config_file("config", default_config_path(),
                                     "a configs/*.py file, optionally with :arg",
-                                    lock_config=True)
-    flags.FLAGS(sys.argv)
+                                    flag_values=flag_values, lock_config=True)
+    flag_values(sys.argv)
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
     # config_flags reports an unknown --config.<field> as AttributeError/KeyError.
     print(f"prerank-jax {command}: bad flag or config override: {e}", file=sys.stderr)
     return 2
   finally:
     sys.argv = saved
-  config = flags.FLAGS.config
+  config = flag_values.config
   try:
     init_distributed(config)
     result = run(config)
-  except (ConfigError, FileExistsError, FileNotFoundError, FloatingPointError,
-          ValueError) as e:
+  except Exception as e:
+    if not raised_by_project(e):
+      raise  # a bug: its traceback, not a one-line message that hides it
     print(f"prerank-jax {command}: {e}", file=sys.stderr)
     return 2
   print()
@@ -121,7 +168,9 @@ def _run_dir_command(command: str, paths: list[str]) -> int:
     for path in paths:
       try:
         result = runner.evaluate_run(Path(path))
-      except (FileNotFoundError, ValueError) as e:
+      except Exception as e:
+        if not raised_by_project(e):
+          raise
         print(f"prerank-jax eval: {e}", file=sys.stderr)
         return 2
       print(result.table)

@@ -125,6 +125,7 @@ class ParsedFile:
   labels: list[np.ndarray]   # [L_i] float32
   features: list[np.ndarray]  # [L_i, max_id + 1] float32; column = feature id
   feature_ids: list[int]      # 1..max_id (and 0 when the file uses id 0)
+  qids_in_file: bool = True   # False: names are group numbers of a .query file
 
 
 def _read_groups(path: Path) -> list[int] | None:
@@ -141,7 +142,7 @@ def parse_file(path: Path) -> ParsedFile:
   """Parses one LibSVM ranking file (see the module docstring for the accepted format)."""
   path = Path(path)
   groups = _read_groups(path)
-  labels, qids, rows, cols, vals = [], [], [], [], []
+  labels, qids, rows, cols, vals, line_numbers = [], [], [], [], [], []
   max_id, min_id, line_count = 0, 1, 0
   with open(path, encoding="utf-8", errors="replace") as f:
     for line_number, line in enumerate(f, 1):
@@ -170,16 +171,25 @@ def parse_file(path: Path) -> ParsedFile:
       except ValueError as e:
         raise ValueError(f"{path}:{line_number}: not a LibSVM ranking line ({e}): "
                          f"{line.strip()[:120]!r}") from None
+      line_numbers.append(line_number)
       line_count += 1
   if not line_count:
     raise ValueError(f"{path}: no data lines")
   dense = np.zeros((line_count, max_id + 1), np.float32)
   dense[np.asarray(rows, np.int64), np.asarray(cols, np.int64)] = np.asarray(vals, np.float32)
   label = np.asarray(labels, np.float32)
-  if not np.isfinite(dense).all() or not np.isfinite(label).all():
-    raise ValueError(f"{path}: non-finite labels or feature values")
-  if (label < 0).any():
-    raise ValueError(f"{path}: labels must be >= 0")
+  # Checked on the values as written (float64), so each error names its file:line.
+  values = np.asarray(vals, np.float64)
+  bad = np.flatnonzero(~np.isfinite(values) | (np.abs(values) > np.finfo(np.float32).max))
+  if bad.size:
+    i = bad[0]
+    raise ValueError(f"{path}:{line_numbers[rows[i]]}: feature {cols[i]} is {values[i]}; "
+                     "feature values must be finite float32 numbers")
+  raw = np.asarray(labels, np.float64)
+  bad = np.flatnonzero(~np.isfinite(raw) | (raw < 0) | (raw != np.round(raw)))
+  if bad.size:
+    raise ValueError(f"{path}:{line_numbers[bad[0]]}: label {labels[bad[0]]} is not a grade; "
+                     "labels must be integer grades >= 0 (0, 1, 2, ...)")
 
   if groups is not None:
     if sum(groups) != line_count:
@@ -191,15 +201,30 @@ def parse_file(path: Path) -> ParsedFile:
   else:
     missing = [i for i, q in enumerate(qids) if q is None]
     if missing:
-      raise ValueError(f"{path}: line {missing[0] + 1} has no qid: and there is no group "
-                       f"file {path}.query")
+      raise ValueError(f"{path}:{line_numbers[missing[0]]}: the line has no qid: and there "
+                       f"is no group file {path}.query")
     order: dict[str, list[int]] = {}
     for i, q in enumerate(qids):
       order.setdefault(q, []).append(i)
     names = list(order)
     members = [np.asarray(v) for v in order.values()]
   return ParsedFile(names, [label[m] for m in members], [dense[m] for m in members],
-                    list(range(min_id, max_id + 1)))
+                    list(range(min_id, max_id + 1)), qids_in_file=groups is None)
+
+
+def check_disjoint_splits(parsed: Mapping[str, ParsedFile], files: Mapping[str, str]) -> None:
+  """Refuses a query id that occurs in two split files (a leak between train and test).
+
+  Splits named by a ``.query`` group file have no ids to compare and are skipped.
+  """
+  seen: dict[str, str] = {}
+  for split, f in parsed.items():
+    if not f.qids_in_file:
+      continue
+    for q in f.qids:
+      if seen.setdefault(q, split) != split:
+        raise ValueError(f"{files[split]}: qid:{q} also occurs in the {seen[q]} file "
+                         f"{files[seen[q]]}; a query must be in exactly one split")
 
 
 _PARSED: dict[tuple, ParsedFile] = {}  # (path, size, mtime) -> parsed; see parse_files
@@ -509,6 +534,7 @@ def make_builder(config) -> tuple[Any, str | None]:
         where=[(f, "missing" if f in absent else "found") for f in files.values() if f]
     ) + (generic_route_hint(dataset) if dataset in CATALOG else "")
   parsed = parse_files(files)
+  check_disjoint_splits(parsed, files)
   ids = sorted({i for f in parsed.values() for i in f.feature_ids})
   items_ids, cross_ids = feature_columns(ids, params["student_features"],
                                          params["teacher_features"])

@@ -17,6 +17,11 @@ One row per (request, candidate). ``config.source`` names the columns:
   ``train_file``/``valid_file``/``test_file`` are the splits, and a split without a file is
   carved from train by request (``valid_fraction``, ``test_fraction``, seeded).
 
+Checked before anything is written (each error names the file and line, or the Parquet
+row, and the column): features finite; labels finite and >= 0; truth (if named) present,
+finite and >= 0 on every row; propensities (if given) in (0, 1]; the exposed column 0/1;
+a request id in one split file only; every CSV line with the header's number of fields.
+
 A missing (null) feature is 0. Requests with fewer than ``min_list_size`` candidates are
 dropped. **Truncation rule**: a request with more than ``N = list_size`` candidates keeps
 all its exposed rows first (in file order, at most N), then a seeded uniform random subset
@@ -58,7 +63,10 @@ def read_table(path: str | Path, columns: Sequence[str], *,
   else:
     import pyarrow.csv as pcsv
 
-    table = pcsv.read_csv(path)
+    try:
+      table = pcsv.read_csv(path)
+    except pa.ArrowInvalid as e:
+      raise ValueError(f"{_malformed_line(path)}: malformed CSV line ({e})") from None
   missing = [c for c in columns if c not in table.column_names]
   if missing:
     raise ValueError(f"{path}: no column(s) {missing}; the table has {table.column_names}")
@@ -73,6 +81,67 @@ def read_table(path: str | Path, columns: Sequence[str], *,
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
       raise ValueError(f"{path}: column {name!r} ({column.type}) must be numeric") from None
   return out
+
+
+def _malformed_line(path: Path) -> str:
+  """``file:line`` of the first CSV line pyarrow cannot parse (found by a second,
+  single-threaded read, which numbers the lines)."""
+  import pyarrow.csv as pcsv
+
+  lines = []
+
+  def note(row):
+    lines.append(row.number)
+    return "skip"
+
+  try:
+    pcsv.read_csv(path, read_options=pcsv.ReadOptions(use_threads=False),
+                  parse_options=pcsv.ParseOptions(invalid_row_handler=note))
+  except Exception:  # another kind of damage: name the file alone
+    lines.clear()
+  return f"{path}:{lines[0]}" if lines and lines[0] else str(path)
+
+
+def _where(path: str, row: int) -> str:
+  """``file:line`` of a CSV data row (line 1 is the header), or ``file (row r)``."""
+  if Path(path).suffix.lower() in (".parquet", ".pq"):
+    return f"{path} (row {row + 1})"
+  return f"{path}:{row + 2}"
+
+
+def check_table(table: Mapping[str, np.ndarray], path: str, s: Mapping[str, Any]) -> None:
+  """Refuses values the dataset cannot hold, naming ``file:line`` and the column.
+
+  Raises:
+    ValueError: a non-finite feature; a label that is not null, finite and >= 0; a truth
+      value that is null, non-finite or < 0; a propensity outside (0, 1]; an exposed value
+      other than 0/1.
+  """
+  def first(bad: np.ndarray, column: str, rule: str) -> None:
+    rows = np.flatnonzero(bad)
+    if rows.size:
+      value = float(table[column][rows[0]])
+      raise ValueError(f"{_where(path, rows[0])}: column {column!r} is "
+                       f"{'null' if np.isnan(value) else value}; {rule}")
+
+  for c in (*s["context_columns"], *s["item_columns"], *s["cross_columns"]):
+    values = _floats(table[c], c)
+    first(np.isinf(values), c, "features must be finite (null reads as 0)")
+  label = _floats(table[s["label_column"]], s["label_column"])
+  first(np.isinf(label) | (label < 0), s["label_column"],
+        "labels must be finite grades >= 0 (null where not shown)")
+  if s["truth_column"]:
+    truth = _floats(table[s["truth_column"]], s["truth_column"])
+    first(~np.isfinite(truth) | (truth < 0), s["truth_column"],
+          "truth must be a finite grade >= 0 on every row (no nulls)")
+  if s["propensity_column"]:
+    p = _floats(table[s["propensity_column"]], s["propensity_column"])
+    first(~np.isnan(p) & ~((p > 0) & (p <= 1)), s["propensity_column"],
+          "propensities must be in (0, 1] (null where not shown)")
+  if s["exposed_column"]:
+    e = _floats(table[s["exposed_column"]], s["exposed_column"])
+    first(~np.isnan(e) & (e != 0) & (e != 1), s["exposed_column"],
+          "exposed must be 0 or 1 (or true/false)")
 
 
 def _floats(values: np.ndarray, name: str) -> np.ndarray:
@@ -152,6 +221,15 @@ def build_requests(files: Mapping[str, str], s: Mapping[str, Any]) -> dict[str, 
   text = [s["request_column"]] + ([s["split_column"]] if s["split_column"] else [])
   tables = {split: read_table(path, columns, text_columns=text)
             for split, path in files.items() if path}
+  owner: dict[str, str] = {}
+  for split, table in tables.items():
+    check_table(table, files[split], s)
+    if not s["split_column"]:  # one file per split: a request id may not leak across them
+      for rid in dict.fromkeys(map(str, table[s["request_column"]])):
+        if owner.setdefault(rid, split) != split:
+          raise ValueError(f"{files[split]}: column {s['request_column']!r}: request "
+                           f"{rid!r} also occurs in the {owner[rid]} file "
+                           f"{files[owner[rid]]}; a request must be in exactly one split")
   groups: dict[str, list[tuple[str, np.ndarray, dict]]] = {split: [] for split in SPLITS}
   for split, table in tables.items():
     request = table[s["request_column"]]
@@ -228,7 +306,9 @@ def _builder_class():
                     if all(Path(f).is_file() for f in files.values()) else None})
 
     def _split_generators(self, dl_manager):
-      self._requests = build_requests(self.builder_config.files, self.builder_config.params)
+      self._requests = (_CHECKED.pop(self.builder_config.name, None)
+                        or build_requests(self.builder_config.files,
+                                          self.builder_config.params))
       return {split: self._generate_examples(split) for split in SPLITS}
 
     def _generate_examples(self, split):
@@ -241,6 +321,8 @@ def _builder_class():
 
 # The builder classes, defined on first use (TFDS is imported lazily).
 builder_classes = functools.cache(_builder_class)
+# Requests built (and so checked) by load() before TFDS writes anything, by builder name.
+_CHECKED: dict[str, dict[str, list[dict]]] = {}
 
 
 PARAMS = ("list_size", "min_list_size", "request_column", "label_column", "context_columns",
@@ -296,5 +378,11 @@ def load(config, *, show: bool = False) -> tuple[dict[str, Batch], Any]:
   builder, missing = make_builder(config)
   if builder is None:
     raise tfds_base.DatasetMissingError(missing)
-  builder = tfds_base.prepare(builder, missing=None, show=show)
+  if not tfds_base.is_prepared(builder):  # every check runs before TFDS writes a file
+    c = builder.builder_config
+    _CHECKED[c.name] = build_requests(c.files, c.params)
+  try:
+    builder = tfds_base.prepare(builder, missing=None, show=show)
+  finally:
+    _CHECKED.clear()
   return {split: tfds_base.read_split(builder, split) for split in SPLITS}, builder

@@ -10,10 +10,12 @@ dir>/wandb/offline-run-*``. The local files in the run directory (``history.json
 Resume: each point's W&B run has a stable id (from the run directory's random ``run_id``,
 the phase, the point's index and name) and is opened with ``resume="allow"``, so a
 resumed process continues the same runs instead of creating new ones (an ``--overwrite``
-makes a new run directory, hence new ids). ``<run dir>/wandb/logged-<phase>.json`` records
-how many epochs have been logged, so the epochs a killed process logged are not logged
-twice, and those it trained and checkpointed but had not logged are logged on resume.
-Because a resume is bit-identical, skipping a re-trained epoch loses nothing.
+makes a new run directory, hence new ids). W&B buffers records in its ``wandb-core``
+process, so a killed process loses an unknown tail of what it logged. On resume each
+point's run therefore logs exactly the epochs W&B does not hold yet: offline, the steps
+found in the run's earlier ``offline-run-*/run-<id>.wandb`` files (complete records only);
+online, the steps before the resumed run's ``starting_step``. Because a resume is
+bit-identical, skipping a re-trained epoch loses nothing.
 """
 
 from __future__ import annotations
@@ -21,12 +23,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-
-from prerank_jax.host.rundir import write_text_atomic
 
 MODES = ("offline", "online", "disabled")
 
@@ -54,18 +55,12 @@ class Tracker:
       raise ValueError(f"wandb.mode: must be one of {list(MODES)}, got {mode!r}")
     self.runs = []
     self.ids = run_ids(run_id, phase or job_type, [name for name, _ in points])
-    self._progress = Path(run_dir) / "wandb" / f"logged-{phase or job_type}.json"
-    self._logged = 0
+    self._logged: list[set[int]] = []  # per point: the steps W&B already holds
     if mode == "disabled":
       return
     os.environ.setdefault("WANDB_SILENT", "true")
     import wandb  # imported lazily: it is slow to import and unused when disabled
 
-    if self._progress.exists():
-      saved = json.loads(self._progress.read_text())
-      if saved.get("ids") == self.ids:
-        self._logged = int(saved["epochs"])
-    self._progress.parent.mkdir(parents=True, exist_ok=True)
     for (name, hparams), run_id_ in zip(points, self.ids):
       self.runs.append(wandb.init(
           mode=mode, project=project, group=group, job_type=job_type, name=name,
@@ -74,24 +69,25 @@ class Tracker:
           # coordinates and tables can use them without unpacking "point".
           config={**dict(config), **{f"hp_{k}": float(v) for k, v in hparams.items()},
                   "point": dict(hparams), "point_name": name, "job_type": job_type}))
+      if mode == "offline":
+        self._logged.append(offline_steps(Path(run_dir) / "wandb", run_id_))
+      else:
+        self._logged.append(set(range(int(getattr(self.runs[-1], "starting_step", 0) or 0))))
 
   def log_epochs(self, stats: Mapping[str, np.ndarray], *, first_epoch: int) -> None:
     """Logs per-epoch ``stats`` (``{name: [P, epochs]}``) for every point's run.
 
-    Epochs before the number already logged (by this or an earlier, killed process) are
-    skipped, so every epoch is logged once.
+    Epochs W&B already holds (logged by this or an earlier, killed process) are skipped,
+    so every epoch is logged once.
     """
     if not self.runs:
       return
     num = next(iter(stats.values())).shape[1]
-    todo = range(max(0, self._logged - first_epoch), num)
-    if not todo:
-      return
     for i, run in enumerate(self.runs):
-      for e in todo:
-        run.log({k: float(v[i, e]) for k, v in stats.items()}, step=first_epoch + e)
-    self._logged = first_epoch + num
-    write_text_atomic(self._progress, json.dumps({"ids": self.ids, "epochs": self._logged}))
+      for e in range(num):
+        if first_epoch + e not in self._logged[i]:
+          run.log({k: float(v[i, e]) for k, v in stats.items()}, step=first_epoch + e)
+          self._logged[i].add(first_epoch + e)
 
   def finish(self, summaries: Sequence[Mapping[str, Any]] | None = None) -> None:
     """Writes each point's final metrics into its run's summary and closes the runs."""
@@ -110,3 +106,44 @@ def run_ids(run_id: str, phase: str, names: Sequence[str]) -> list[str]:
   """
   return [f"{run_id or 'run'}-" + hashlib.sha256(
       json.dumps([phase, i, name]).encode()).hexdigest()[:12] for i, name in enumerate(names)]
+
+
+_BLOCK, _HEADER = 32 * 1024, 7  # the LevelDB-log framing of .wandb files
+
+
+def offline_steps(wandb_dir: Path, run_id: str) -> set[int]:
+  """The history steps held by the complete records of a run's offline files.
+
+  A ``.wandb`` file is a 7-byte header, then 32 KiB blocks of chunks, each with a 7-byte
+  header ``<IHB`` (crc, length, type: 1 full, 2 first, 3 middle, 4 last) whose payloads
+  join into serialized ``Record`` protobufs. A killed process leaves a cut tail; an
+  incomplete or unparsable record ends the file's reading.
+  """
+  from wandb.proto import wandb_internal_pb2
+
+  steps: set[int] = set()
+  for path in Path(wandb_dir).glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"):
+    data = path.read_bytes()
+    pos, pending = _HEADER, b""
+    while pos + _HEADER <= len(data):
+      if _BLOCK - pos % _BLOCK < _HEADER:  # block trailer
+        pos += _BLOCK - pos % _BLOCK
+        continue
+      _, length, kind = struct.unpack("<IHB", data[pos:pos + _HEADER])
+      payload = data[pos + _HEADER:pos + _HEADER + length]
+      pos += _HEADER + length
+      if len(payload) < length or kind not in (0, 1, 2, 3, 4):
+        break
+      if kind == 0:
+        continue
+      pending = payload if kind in (1, 2) else pending + payload
+      if kind in (1, 4):
+        record = wandb_internal_pb2.Record()
+        try:
+          record.ParseFromString(pending)
+        except Exception:  # a cut record: nothing after it is complete
+          break
+        if record.WhichOneof("record_type") == "history":
+          steps.update(int(json.loads(item.value_json)) for item in record.history.item
+                       if (item.key or "/".join(item.nested_key)) == "_step")
+  return steps
