@@ -285,7 +285,11 @@ def report_figures(frame: pd.DataFrame, history: pd.DataFrame | None = None, *,
   columns exist; ``learning_curves.png`` from the history when given.
   """
   figures: dict[str, Figure] = {}
-  students = frame[frame["role"] == "student"] if "role" in frame.columns else frame
+  students = _replicates(frame)  # the grid: students, not diverged, not gt-only
+  if "role" in students.columns:
+    students = students[students["role"] == "student"]
+  if "point" in students.columns:
+    students = students[~students["point"].astype(str).str.contains(r"^gt-only")]
   if {"T", "alpha"} <= set(students.columns) and students["T"].nunique() > 1 \
       and students["alpha"].nunique() > 1:
     for metric in headline_metrics(list(frame.columns), keep_ratio=keep_ratio):
