@@ -1,0 +1,163 @@
+"""experiments/harness.py: the statistics against scipy, the verdict rule, the raw rows."""
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
+import harness  # noqa: E402
+from harness import Claim  # noqa: E402
+
+
+@pytest.mark.parametrize("values", [[0.61, 0.58, 0.66, 0.60, 0.63],
+                                    [0.0125, -0.004, 0.03], [1.0, 3.0]])
+def test_paired_interval_is_scipys_t_interval(values):
+  a = pd.Series(values, index=range(len(values)))
+  b = pd.Series(np.linspace(0.1, 0.2, len(values)), index=range(len(values)))
+  d = np.asarray(values) - b.to_numpy()
+  lo, hi = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
+  out = harness.paired_interval(a, b)
+  assert out["n"] == len(values)
+  assert out["diff"] == pytest.approx(d.mean(), abs=1e-12)
+  assert out["lo"] == pytest.approx(lo, rel=1e-9, abs=1e-12)
+  assert out["hi"] == pytest.approx(hi, rel=1e-9, abs=1e-12)
+
+
+def test_paired_interval_pairs_by_world_and_needs_two():
+  a = pd.Series([1.0, 2.0, 4.0], index=[3, 1, 2])
+  b = pd.Series([0.5, 1.0], index=[1, 3])   # world 2 has no partner: dropped
+  out = harness.paired_interval(a, b)
+  assert out["n"] == 2 and out["diff"] == pytest.approx(((2.0 - 0.5) + (1.0 - 1.0)) / 2)
+  one = harness.paired_interval(pd.Series([1.0]), pd.Series([0.0]))
+  assert one["n"] == 1 and math.isnan(one["ci"])
+
+
+@pytest.mark.parametrize("lo, hi, direction, margin, expected", [
+    (0.01, 0.05, +1, 0, "reproduced"),
+    (-0.05, -0.01, +1, 0, "not reproduced"),
+    (-0.01, 0.02, +1, 0, "inconclusive"),
+    (-0.05, -0.01, -1, 0, "reproduced"),
+    (0.01, 0.05, -1, 0, "not reproduced"),
+    (-0.01, 0.0, -1, 0, "inconclusive"),     # touching 0 does not exclude it
+    (-0.004, 0.006, 0, 0.01, "reproduced"),
+    (0.002, 0.008, 0, 0.01, "reproduced"),   # inside the margin though it excludes 0
+    (0.005, 0.03, 0, 0.01, "not reproduced"),
+    (-0.02, 0.005, 0, 0.01, "inconclusive"),
+    (math.nan, math.nan, +1, 0, "inconclusive"),
+])
+def test_verdict_rule(lo, hi, direction, margin, expected):
+  assert harness.verdict(lo, hi, direction, margin) == expected
+
+
+def test_verdict_rejects_bad_arguments():
+  with pytest.raises(ValueError, match="direction"):
+    harness.verdict(0.0, 1.0, 2)
+  with pytest.raises(ValueError, match="margin"):
+    harness.verdict(0.0, 1.0, 0, -0.1)
+
+
+def _raw(rng):
+  """Two methods × 4 worlds × 2 replicates, a gt-only student per run, a teacher row."""
+  rows = []
+  for method, shift in (("kd", 0.05), ("other", 0.0)):
+    for world in range(4):
+      base = 0.5 + 0.1 * world  # a world effect that pairing removes
+      for rep in (0, 1):
+        noise = rng.normal(0, 0.002)
+        rows.append(dict(method=method, seed=world, replicate_seed=rep, role="student",
+                         point="T=2 α=0.5", program="", T=2.0, alpha=0.5,
+                         **{"ndcg@10": base + shift + noise}))
+        rows.append(dict(method=method, seed=world, replicate_seed=rep, role="gt-only",
+                         point="gt-only", program="", T=2.0, alpha=0.0,
+                         **{"ndcg@10": base + rng.normal(0, 0.002)}))
+      rows.append(dict(method=method, seed=world, replicate_seed="", role="teacher",
+                       point="teacher", program="", **{"ndcg@10": base + 0.2}))
+  return pd.DataFrame(rows)
+
+
+def test_claims_pair_by_world_and_average_replicates():
+  frame = _raw(np.random.default_rng(0))
+  out = harness.claim_result(frame, Claim("kd beats gt-only", "kd", "ndcg@10", +1))
+  # Independent computation: per world, mean over replicates, then the difference.
+  kd = frame[(frame.method == "kd") & (frame.role == "student")].groupby("seed")["ndcg@10"].mean()
+  gt = frame[(frame.method == "kd") & (frame.role == "gt-only")].groupby("seed")["ndcg@10"].mean()
+  d = (kd - gt).to_numpy()
+  lo, hi = stats.t.interval(0.95, 3, loc=d.mean(), scale=stats.sem(d))
+  assert out["diff"] == pytest.approx(d.mean()) and out["lo"] == pytest.approx(lo)
+  assert out["hi"] == pytest.approx(hi) and out["n"] == 4
+  assert out["verdict"] == "reproduced"  # +0.05 with a tiny paired spread
+  against = harness.claim_result(frame, Claim("other beats kd", "other", "ndcg@10", +1,
+                                              against="kd", where={"T": 2.0}))
+  assert against["verdict"] == "not reproduced"
+  with pytest.raises(ValueError, match="no student rows of method 'nope'"):
+    harness.claim_result(frame, Claim("x", "nope", "ndcg@10"))
+
+
+def test_point_table_means_and_paired_difference():
+  frame = _raw(np.random.default_rng(1))
+  table = harness.point_table(frame, ["ndcg@10"])
+  row = table[(table.method == "kd") & (table.role == "student")].iloc[0]
+  assert row["worlds"] == 4 and row["replicates"] == 2
+  per_world = frame[(frame.method == "kd") & (frame.role == "student")].groupby(
+      "seed")["ndcg@10"].mean().to_numpy()
+  lo, hi = stats.t.interval(0.95, 3, loc=per_world.mean(), scale=stats.sem(per_world))
+  assert row["ndcg@10"] == pytest.approx(per_world.mean())
+  assert row["ndcg@10_ci"] == pytest.approx((hi - lo) / 2)
+  assert row["ndcg@10_diff"] == pytest.approx(0.05, abs=0.005)
+  teacher = table[(table.method == "kd") & (table.role == "teacher")].iloc[0]
+  assert "ndcg@10_diff" not in teacher or math.isnan(teacher["ndcg@10_diff"])
+
+
+def test_rows_of_run_parses_points_replicates_and_programs():
+  rows = harness.rows_of_run([
+      {"model": "student [kd=logit_mse] T=2 α=0.5 lr=0.003 seed=3", "T": 2.0,
+       "replicate_seed": 3, "ndcg@10": 0.6, "status": "ok"},
+      {"model": "student gt-only seed=3", "replicate_seed": 3, "ndcg@10": 0.5,
+       "status": "ok"},
+      {"model": "teacher", "ndcg@10": 0.8, "status": "reference"},
+      {"model": "oracle (truth)", "ndcg@10": 1.0, "status": "reference"},
+  ], experiment="e", method="m", world_seed=7, run_s=1.234)
+  assert [(r["role"], r["point"], r["program"], r["replicate_seed"]) for r in rows] == [
+      ("student", "T=2 α=0.5 lr=0.003", "kd=logit_mse", 3), ("gt-only", "gt-only", "", 3),
+      ("teacher", "teacher", "", ""), ("reference", "oracle (truth)", "", "")]
+  assert all(r["seed"] == 7 and r["method"] == "m" and r["run_s"] == 1.23 for r in rows)
+
+
+def test_append_rows_keeps_old_rows_and_unions_columns(tmp_path):
+  path = tmp_path / "e" / "raw.csv"
+  harness.append_rows(path, [{"a": 1, "b": 2}])
+  harness.append_rows(path, [{"a": 3, "b": 4}])
+  harness.append_rows(path, [{"a": 5, "c": 6}])
+  frame = pd.read_csv(path)
+  assert list(frame.columns) == ["a", "b", "c"]
+  assert frame["a"].tolist() == [1, 3, 5]
+  assert frame["c"].isna().tolist() == [True, True, False]
+
+
+def test_set_path_refuses_a_typo():
+  from prerank_jax.config import repo_config
+  config = repo_config("quickstart", "smoke")
+  harness.set_path(config, "student.loss.options.kd_temperature_squared", False)
+  assert config.student.loss.options.kd_temperature_squared is False
+  with pytest.raises(KeyError, match="student.loss.kdd"):
+    harness.set_path(config, "student.loss.kdd", "x")
+
+
+def test_summary_from_raw_rows_alone(tmp_path):
+  frame = _raw(np.random.default_rng(2))
+  frame.to_csv(tmp_path / "raw.csv", index=False)
+  exp = harness.Experiment(
+      name="t", title="T", methods=lambda smoke: [], metrics=("ndcg@10",),
+      claims=[Claim("kd beats gt-only", "kd", "ndcg@10", +1)],
+      figures=lambda f, t, d: [harness.diff_bars(t, "ndcg@10", d / "bars.png", title="x")])
+  text = harness.summarize(exp, tmp_path, "python experiments/t.py")
+  assert "Produced by `python experiments/t.py`" in text
+  assert "| kd beats gt-only | ndcg@10 | gt-only (same runs) |" in text
+  assert "**reproduced**" in text
+  assert (tmp_path / "bars.png").stat().st_size > 1000
+  assert (tmp_path / "summary.md").read_text() == text
