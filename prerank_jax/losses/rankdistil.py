@@ -21,6 +21,14 @@ from prerank_jax.reduce import ReduceFn, masked, safe_reduce
 
 _NEG = -1e30  # a finite "minus infinity" (see distill._NEG)
 
+# Where the temperature T goes: "teacher" divides the teacher's logits in the PL model the
+# permutations are sampled from (this project's default); "student" divides the student's
+# logits in the PL likelihood, with permutations sampled from PL(t), as the reference
+# implementation does (TF-Ranking's ``CoupledRankDistilLoss``: ``_RankingLoss.get_logits``
+# divides the logits, i.e. the student's scores, by ``temperature``; the Gumbel noise is
+# added to the raw teacher scores).
+TEMPERATURE_PLACEMENTS = ("teacher", "student")
+
 
 def sample_plackett_luce(
     rng: jax.Array,
@@ -100,19 +108,35 @@ def rankdistil_loss(
     temperature: float | jnp.ndarray = 1.0,
     rankdistil_topk: float | jnp.ndarray = 10.0,
     rankdistil_num_samples: int = 8,
+    rankdistil_temperature_on: str = "teacher",
     reduce_fn: ReduceFn = jnp.mean,
 ) -> jnp.ndarray:
   """RankDistil: top-k ListMLE of the student on permutations sampled from the teacher.
 
-  Definition:
+  Definition (``rankdistil_temperature_on="teacher"``, the default):
     π^(1..S) ~ PL(softmax(t / T))   (Gumbel-max, :func:`sample_plackett_luce`)
     ℓ_list = (1/S) Σ_s −Σ_{r=1}^{min(k, n)} [ s_{π^s_r} − log Σ_{j≥r} exp(s_{π^s_j}) ]
     loss = mean of ℓ_list over lists with a valid candidate        (``jnp.mean``)
 
-  T enters only the teacher's sampling distribution (a sharper or flatter PL model);
-  the student's PL model uses its raw logits, so no T² factor is needed. The estimate is
-  unbiased for E_π[top-k ListMLE]; ``rankdistil_num_samples`` trades variance for
-  compute. Cost: S sorts of ``[..., N]`` per step, memory O(S·R·N) (no N×N matrix).
+  Definition (``rankdistil_temperature_on="student"``, the reference implementation's
+  placement, TF-Ranking ``CoupledRankDistilLoss(temperature=T)``):
+    π^(1..S) ~ PL(softmax(t))       (Gumbel noise on the raw teacher logits)
+    ℓ_list = (1/S) Σ_s −Σ_{r=1}^{min(k, n)} [ s_{π^s_r}/T − log Σ_{j≥r} exp(s_{π^s_j}/T) ]
+
+  Where T goes: with "teacher", T only sharpens or flattens the teacher's sampling
+  distribution and the student's PL model uses its raw logits; with "student", the
+  permutations follow the teacher's own PL model and T rescales the student's logits
+  (a student trained at T then ranks by s, which orders as s/T). Neither needs a T²
+  factor (the paper has none). The estimate is unbiased for E_π[top-k ListMLE];
+  ``rankdistil_num_samples`` trades variance for compute. Cost: S sorts of ``[..., N]``
+  per step, memory O(S·R·N) (no N×N matrix).
+
+  Remaining differences from TF-Ranking's implementation (README, "Where we differ"):
+  masked candidates are excluded from the PL denominators (TF-Ranking gives them the
+  score log(1e-10), a ~1e-10 share), lists are averaged over all lists with a valid
+  candidate (TF-Ranking weights out lists whose teacher scores sum to ≤ 0, a label
+  convention that does not fit logits), and ties in a sample are broken by lower index
+  (TF-Ranking shuffles them; Gumbel ties have probability 0).
 
   Args:
     student_scores: ``[..., N]`` student logits.
@@ -122,6 +146,7 @@ def rankdistil_loss(
     temperature: T > 0 of the teacher's PL model, traced.
     rankdistil_topk: k, the number of places scored, traced (≥ 1).
     rankdistil_num_samples: S, static.
+    rankdistil_temperature_on: ``"teacher"`` or ``"student"`` (static), see above.
     reduce_fn: ``jnp.mean``, ``jnp.sum`` or ``None`` (per list ``[...]``).
 
   Returns:
@@ -135,8 +160,17 @@ def rankdistil_loss(
   if rng is None:
     raise ValueError("loss.kd='rankdistil' samples permutations and needs rng= (the "
                      "trainer passes one every step)")
-  order = sample_plackett_luce(rng, teacher_scores, where=where,
-                               num_samples=rankdistil_num_samples, temperature=temperature)
-  per_sample = top_k_listmle(student_scores, order, where=where, k=rankdistil_topk)
+  if rankdistil_temperature_on not in TEMPERATURE_PLACEMENTS:
+    raise ValueError(f"loss.options.rankdistil_temperature_on: must be one of "
+                     f"{list(TEMPERATURE_PLACEMENTS)}, got {rankdistil_temperature_on!r}")
+  if rankdistil_temperature_on == "teacher":
+    order = sample_plackett_luce(rng, teacher_scores, where=where,
+                                 num_samples=rankdistil_num_samples, temperature=temperature)
+    scores = student_scores
+  else:
+    order = sample_plackett_luce(rng, teacher_scores, where=where,
+                                 num_samples=rankdistil_num_samples, temperature=1.0)
+    scores = masked(student_scores, where) / temperature
+  per_sample = top_k_listmle(scores, order, where=where, k=rankdistil_topk)
   per_list = jnp.mean(per_sample, axis=0)
   return safe_reduce(per_list, where=jnp.any(where, axis=-1), reduce_fn=reduce_fn)

@@ -135,6 +135,11 @@ STATIC_OPTIONS: dict[str, StaticOption] = {
     "rankdistil_num_samples": StaticOption(
         8, doc="RankDistil: permutations sampled from the teacher per list and step",
         low=1, high=1024),
+    "rankdistil_temperature_on": StaticOption(
+        "teacher", doc="RankDistil: T divides the teacher's logits in the sampling PL model "
+                       "(default) or the student's logits in the PL likelihood (TF-Ranking "
+                       "CoupledRankDistilLoss, the reference)",
+        choices=rankdistil.TEMPERATURE_PLACEMENTS),
     "rankflow_space": StaticOption(
         "prob", doc="RankFlow: terms on σ(scores) (as released) or on logits",
         choices=("prob", "logit")),
@@ -182,7 +187,8 @@ KD_LOSSES: dict[str, LossSpec] = {
     "listnet_distill": LossSpec(listnet.listnet_distill, ("temperature",),
                                 options=("kd_temperature_squared",)),
     "rankdistil": LossSpec(rankdistil.rankdistil_loss, ("temperature", "rankdistil_topk"),
-                           needs=("rng",), options=("rankdistil_num_samples",)),
+                           needs=("rng",),
+                           options=("rankdistil_num_samples", "rankdistil_temperature_on")),
     "fsltr_priority": LossSpec(cascade.fsltr_priority_loss, ("fsltr_topk",),
                                needs=("labels", "exposed")),
     "soft_recall": LossSpec(cascade.soft_recall_loss,

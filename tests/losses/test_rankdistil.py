@@ -23,7 +23,8 @@ from tests.conftest import load_config
 def test_registered():
   spec = KD_LOSSES["rankdistil"]
   assert spec.hparams == ("temperature", "rankdistil_topk")
-  assert spec.needs == ("rng",) and spec.options == ("rankdistil_num_samples",)
+  assert spec.needs == ("rng",)
+  assert spec.options == ("rankdistil_num_samples", "rankdistil_temperature_on")
   assert HPARAMS["rankdistil_topk"].default == 10.0
   assert STATIC_OPTIONS["rankdistil_num_samples"].default == 8
 

@@ -171,3 +171,69 @@ def test_rankflow_logit_mode_clips_and_keeps_the_log_guard():
   np.testing.assert_array_equal(np.asarray(jax.grad(f)(s)), 0.0)
   inside = jnp.array([[-3.0, -1.0, 2.0, 1.0]])
   assert np.all(np.asarray(jax.grad(f)(inside)) != 0.0)
+
+
+# --- RankDistil (rankdistil.py): where T goes --------------------------------------
+
+def _coupled_rankdistil_reference(s, t, noise, *, temperature, k):
+  """TF-Ranking ``CoupledRankDistilLoss`` (Reddi et al. 2021's reference code), for
+  full lists and a given Gumbel noise [S, R, N]: permutations sort t + g (raw teacher),
+  the student's logits are divided by T (``_RankingLoss.get_logits``), and the loss is
+  the mean over samples of −Σ_{r<k} [s_π(r)/T − logsumexp_{j≥r} s_π(j)/T], averaged
+  over lists."""
+  s = np.asarray(s, np.float64) / temperature
+  t = np.asarray(t, np.float64)
+  per_list = []
+  for l in range(t.shape[0]):
+    nll = []
+    for g in noise[:, l]:
+      pi = np.argsort(-(t[l] + g), kind="stable")
+      z = s[l, pi]
+      lse = np.array([np.log(np.sum(np.exp(z[r:]))) for r in range(len(z))])
+      nll.append(-np.sum((z - lse)[:k]))
+    per_list.append(np.mean(nll))
+  return float(np.mean(per_list))
+
+
+@pytest.mark.parametrize("temperature, k", [(1.0, 3), (0.5, 2), (4.0, 8)])
+def test_rankdistil_student_placement_matches_tf_ranking(temperature, k):
+  from prerank_jax.losses.rankdistil import rankdistil_loss
+  assert STATIC_OPTIONS["rankdistil_temperature_on"].default == "teacher"
+  assert "rankdistil_temperature_on" in KD_LOSSES["rankdistil"].options
+  rng = np.random.default_rng(21)
+  s = rng.normal(size=(3, 8)).astype(np.float32)
+  t = (2 * rng.normal(size=(3, 8))).astype(np.float32)
+  key = jax.random.key(3)
+  # The loss draws its Gumbel noise as jax.random.gumbel(rng, (S, R, N)).
+  noise = np.asarray(jax.random.gumbel(key, (6, 3, 8), jnp.float32), np.float64)
+  got = rankdistil_loss(jnp.asarray(s), jnp.asarray(t), where=jnp.ones((3, 8), bool),
+                        rng=key, temperature=temperature, rankdistil_topk=float(k),
+                        rankdistil_num_samples=6, rankdistil_temperature_on="student")
+  ref = _coupled_rankdistil_reference(s, t, noise, temperature=temperature, k=k)
+  assert float(got) == pytest.approx(ref, rel=1e-6)
+  # At T = 1 the two placements are the same loss.
+  kw = dict(where=jnp.ones((3, 8), bool), rng=key, temperature=1.0,
+            rankdistil_topk=float(k), rankdistil_num_samples=6)
+  a = rankdistil_loss(jnp.asarray(s), jnp.asarray(t), rankdistil_temperature_on="student",
+                      **kw)
+  b = rankdistil_loss(jnp.asarray(s), jnp.asarray(t), **kw)
+  assert float(a) == pytest.approx(float(b), rel=1e-6)
+  with pytest.raises(ValueError, match="rankdistil_temperature_on"):
+    rankdistil_loss(jnp.asarray(s), jnp.asarray(t), rankdistil_temperature_on="both", **kw)
+
+
+def test_rankdistil_student_placement_ignores_garbage_padding():
+  from prerank_jax.losses.rankdistil import rankdistil_loss
+  rng = np.random.default_rng(22)
+  s = jnp.asarray(rng.normal(size=(2, 5)), jnp.float32)
+  t = jnp.asarray(rng.normal(size=(2, 5)), jnp.float32)
+  where = jnp.ones((2, 5), bool).at[:, 3:].set(False)
+  pad_s = s.at[:, 3:].set(jnp.nan)
+  pad_t = t.at[:, 3:].set(1e30)
+  key = jax.random.key(1)
+  f = lambda x, tt: rankdistil_loss(x, tt, where=where, rng=key, temperature=0.7,
+                                    rankdistil_topk=2.0, rankdistil_num_samples=4,
+                                    rankdistil_temperature_on="student")
+  assert float(f(pad_s, pad_t)) == pytest.approx(float(f(s, t)), rel=1e-6)
+  grad = np.asarray(jax.grad(f)(pad_s, pad_t))
+  assert np.all(np.isfinite(grad)) and np.all(grad[:, 3:] == 0.0)
