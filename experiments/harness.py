@@ -232,7 +232,7 @@ def load_raw(path: Path) -> pd.DataFrame:
   frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
   for column in ("experiment", "method", "model", "point", "role", "program"):
     if column in frame.columns:
-      frame[column] = frame[column].fillna("").astype(str)
+      frame[column] = frame[column].astype(object).where(frame[column].notna(), "").astype(str)
   return frame
 
 
