@@ -31,7 +31,7 @@ class TrainState(NamedTuple):
   opt_state: Any
   rng: jax.Array
   step: jax.Array       # int32 optimizer steps taken
-  diverged: jax.Array   # bool: a non-finite loss or gradient froze this run
+  diverged: jax.Array   # bool: a non-finite loss, gradient or new parameter froze this run
 
 
 class SweepData(NamedTuple):
@@ -144,8 +144,10 @@ def make_train(config: Any, *, role: str = "student", feature_sizes: Mapping[str
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    # Non-finite updated parameters count too: a finite loss and gradient can still step
+    # to inf (a huge learning rate), which would freeze the point at non-finite values.
     finite = jnp.isfinite(loss) & jnp.all(jnp.array(
-        [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+        [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves((grads, params))]))
     keep_going = finite & ~state.diverged
     # A run that produced a non-finite loss is frozen at its last finite parameters;
     # the other points of a vmapped sweep are unaffected.

@@ -246,3 +246,41 @@ def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_pat
   monkeypatch.undo()
   assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]
   assert target.read_text() == "old\n"
+
+
+# --- a point whose parameters (not its loss or gradients) become non-finite -------------
+
+def test_non_finite_parameters_mark_the_point_diverged_and_keep_the_last_finite(tiny_splits):
+  """With learning rate inf, the first step's loss and gradients are finite but the
+  updated parameters are not: the point must be marked diverged and keep its initial
+  parameters, while a normal point in the same vmapped step is unaffected."""
+  from prerank_jax.batch import feature_sizes
+  from prerank_jax.train import make_train
+  from prerank_jax.train.sweep import grid_points, stack_points
+  from tests.conftest import load_config
+
+  config = load_config()
+  train = tiny_splits["train"]
+  rng = np.random.default_rng(0)
+  batch = train.take(slice(0, config.student.batch_size))
+  batch = batch._replace(teacher_scores=rng.normal(size=batch.label.shape + (1,))
+                         .astype(np.float32))
+  trainer = make_train(config, role="student", feature_sizes=feature_sizes(train),
+                       num_train_requests=train.num_requests)
+  points = grid_points({"temperature": (2.0,), "alpha": (0.5,), "learning_rate": (3e-3,)},
+                       seed=0)
+  hparams, rngs = stack_points(points + points)
+  init = jax.vmap(trainer.init)(hparams, rngs)
+  lr = init.opt_state.hyperparams["learning_rate"].at[1].set(jnp.inf)
+  init.opt_state.hyperparams["learning_rate"] = lr
+  state, loss = jax.jit(jax.vmap(trainer.step, in_axes=(0, None, 0)))(init, batch, hparams)
+  # Both points start from the same parameters (same seed) on the same batch, so point 1's
+  # loss and gradients equal point 0's, which are finite; only its update is not.
+  for leaf in jax.tree.leaves(init.params):
+    np.testing.assert_array_equal(np.asarray(leaf[0]), np.asarray(leaf[1]))
+  assert np.isfinite(float(loss[0])) and np.isnan(float(loss[1]))
+  assert not bool(state.diverged[0]) and bool(state.diverged[1])
+  for new, old in zip(jax.tree.leaves(state.params), jax.tree.leaves(init.params)):
+    assert np.all(np.isfinite(np.asarray(new)))
+    np.testing.assert_array_equal(np.asarray(new[1]), np.asarray(old[1]))  # frozen
+    assert not np.array_equal(np.asarray(new[0]), np.asarray(old[0]))  # trained on

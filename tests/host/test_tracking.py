@@ -59,7 +59,10 @@ def test_kill_and_resume_continue_each_points_wandb_run(tmp_path):
          "--config.name=w", "--config.progress=False", "--wandb=offline",
          "--config.checkpoint_every=1", "--config.sweep.temperature=(1.,3.)",
          "--config.sweep.alpha=(1.,)"]
-  env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+  # Without WANDB_SERVICE: an earlier in-process test's wandb-core would otherwise be
+  # shared by both children and still hold the killed child's open runs.
+  env = {**{k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"},
+         "PYTHONUNBUFFERED": "1"}
   run_dir = tmp_path / "w"
   proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
