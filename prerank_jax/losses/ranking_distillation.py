@@ -9,14 +9,25 @@ Reference implementation: github.com/graytowne/rank_distill (``distill_caser.py`
 ``losses.weighted_sigmoid_log_loss``). What this module keeps and where it differs:
 
 * w^a: ``exp(-r/λ)`` normalised to sum 1 over ``r = 1..K`` (as ``weight_static``).
-* w^b: ``max(0, tanh(μ·(r̂ − r)))`` (as ``weight_dynamic``); the reference estimates
-  r̂ from samples as ``floor(num_items · #higher / n)``. Here the default is the exact
-  rank, and the sampled estimate is ``1 + (N_valid − 1)·#higher / n`` (no floor), which
-  is unbiased when the n samples are drawn among the *other* valid candidates.
+* w^b: ``max(0, tanh(μ·(r̂ − r)))`` (as ``weight_dynamic``). The student's rank r̂ is
+  taken over the same pool as the teacher's rank r: the list's valid candidates minus
+  the ground-truth positives (the reference samples its rank-estimation items from
+  "all items minus the user's rated items", the pool its teacher top-K is drawn from).
+  The default is the exact rank in that pool (one sort); ``rd_rank_estimate="sampled"``
+  is the reference's estimate: n items drawn uniformly with replacement from the pool
+  (the candidate itself can be drawn, and never counts as higher),
+  ``r̂ − 1 = floor(|pool| · #higher / n)``, compared with the 0-based teacher position
+  ``r − 1`` (the reference's ``col``).
 * hybrid w = w^a ⊙ w^b with **no renormalisation**: the reference has an L1
   renormalisation behind ``self._weight_renormalize``, which is hard-coded to ``False``.
-* the hybrid weight switches on after ``dynamic_start_epoch`` epochs; here after
-  ``rd_warmup_steps`` optimizer steps (``step >= rd_warmup_steps``).
+* the hybrid weight switches on after ``dynamic_start_epoch`` epochs (the reference
+  uses it when ``epoch_num > dynamic_start_epoch``, epochs counted from 1; its default
+  is 10); here after ``rd_warmup_steps`` optimizer steps (``step >= rd_warmup_steps``,
+  ``step`` = updates already made). The two agree for
+  ``rd_warmup_steps = dynamic_start_epoch × steps_per_epoch``. Our default is 0 (hybrid
+  from the first step), because a step count has no epoch-free default.
+* K = 10, λ = 1, μ = 0.1 and n = 100 samples are the reference code's defaults (its
+  ``--K``, ``--lamda``, ``--mu``, ``--num_dynamic_samples``) and ours.
 * the reference's loss is ``GT + α·Σ_r w_r·(−log σ(s_r))`` (additive, α = ``teach_alpha``,
   default 1). The trainer here mixes ``α·KD + (1 − α)·GT`` instead, so the paper's
   ``α_paper`` corresponds to ``α = α_paper / (1 + α_paper)`` here, up to an overall
@@ -74,43 +85,44 @@ def sampled_ranks(
     rng: jax.Array,
     num_samples: int,
 ) -> jnp.ndarray:
-  """The paper's sampled estimate of each candidate's rank in ``scores``.
+  """The reference code's sampled estimate of each candidate's rank within a pool.
 
-  Definition:
-    for each valid i, draw n indices j_1..j_n uniformly with replacement among the
-    *other* valid candidates of its list, and
-    r̂_i = 1 + (N_valid − 1) · |{m : s_{j_m} > s_i}| / n
+  Definition (``distill_caser.py``, ``predicted_rank``), for each candidate i of a list
+  whose pool is ``where``:
+    draw n indices j_1..j_n uniformly with replacement from the pool (i itself included)
+    c_i = |{m : s_{j_m} > s_i}|
+    r̂_i = 1 + floor(|pool| · c_i / n)          (1-based; the reference's is r̂_i − 1)
 
-    E[r̂_i] = 1 + |{j valid : s_j > s_i}|, the exact rank without ties. Lists with one
-    valid candidate get r̂ = 1. Masked slots get an arbitrary finite value.
+  E[|pool|·c_i/n] = |{j ∈ pool : s_j > s_i}|, the exact 0-based rank without ties; the
+  floor biases the estimate down by less than 1. The product |pool|·c_i is floored by
+  integer division, exactly; the reference evaluates floor(N·(c/n)) in float32, which
+  can round an exact multiple down by one. Lists with an empty pool get r̂ = 1. Slots
+  outside the pool get an estimate against the pool (finite; callers mask them).
 
-  Cost: ``[..., N, n]`` gathers and comparisons. The paper samples because its "list" is
-  the whole item catalogue; on pre-ranking lists of a few thousand candidates the exact
-  rank (one sort) is cheaper, exact, and the default.
+  Cost: ``[..., N, n]`` gathers and comparisons. The reference samples because its
+  "list" is the whole item catalogue; on pre-ranking lists of a few thousand candidates
+  the exact rank (one sort) is cheaper, exact, and the default.
 
   Args:
     scores: ``[..., N]`` scores (already masked by the caller).
-    where: ``[..., N]`` bool, valid candidates.
+    where: ``[..., N]`` bool, the pool ranked against (and sampled from).
     rng: a PRNG key.
     num_samples: n ≥ 1 (static).
 
   Returns:
-    ``[..., N]`` float32 estimated ranks.
+    ``[..., N]`` float32 estimated 1-based ranks.
   """
-  n_valid = jnp.sum(where, axis=-1, dtype=jnp.int32)                  # [...]
-  # Valid candidates first, in index order; pos_i = i's position among the valid ones.
+  n_pool = jnp.sum(where, axis=-1, dtype=jnp.int32)                   # [...]
+  # Pool members first, in index order: the u-th draw is order[u].
   order = jnp.argsort(~where, axis=-1, stable=True)                   # [..., N]
-  pos = jnp.cumsum(where, axis=-1, dtype=jnp.int32) - 1               # [..., N]
   shape = where.shape + (num_samples,)
-  upper = jnp.maximum(n_valid - 1, 1)[..., None, None]
-  u = jax.random.randint(rng, shape, 0, upper, dtype=jnp.int32)       # among N_valid − 1
-  u = u + (u >= pos[..., None]).astype(jnp.int32)                     # skip i itself
-  flat = u.reshape(where.shape[:-1] + (-1,))
-  picked = jnp.take_along_axis(order, flat, axis=-1)
+  upper = jnp.maximum(n_pool, 1)[..., None, None]
+  u = jax.random.randint(rng, shape, 0, upper, dtype=jnp.int32)
+  picked = jnp.take_along_axis(order, u.reshape(where.shape[:-1] + (-1,)), axis=-1)
   sampled = jnp.take_along_axis(scores, picked, axis=-1).reshape(shape)
-  higher = jnp.sum(sampled > scores[..., None], axis=-1).astype(jnp.float32)
-  scale = (n_valid - 1).astype(jnp.float32)[..., None]
-  return 1.0 + scale * higher / num_samples
+  higher = jnp.sum(sampled > scores[..., None], axis=-1, dtype=jnp.int32)
+  rank0 = (n_pool[..., None] * higher) // num_samples
+  return 1.0 + rank0.astype(jnp.float32)
 
 
 def ranking_distillation_weights(
@@ -136,8 +148,8 @@ def ranking_distillation_weights(
     r_i = rank of t_i among valid candidates not in G (1-based, ties by lower index)
     C = {i valid, i ∉ G : r_i ≤ K},  K = floor(rd_topk)
     w^a_i = exp(−r_i/λ) / Σ_{r'=1..K} exp(−r'/λ)
-    r̂_i = rank of s_i among ALL valid candidates (G included), exact (``ranks``, ties
-          by lower index) or sampled (:func:`sampled_ranks`)
+    r̂_i = rank of s_i among the same pool (valid, not in G), exact (``ranks``, ties
+          by lower index) or the reference's sampled estimate (:func:`sampled_ranks`)
     w^b_i = max(0, tanh(μ · (r̂_i − r_i)))
     w_i = [i ∈ C] · (w^a_i · w^b_i  if step ≥ rd_warmup_steps  else  w^a_i)
 
@@ -157,11 +169,11 @@ def ranking_distillation_weights(
       jnp.asarray(rd_topk, jnp.float32)))
   w_a = position_weights(teacher_rank, topk=rd_topk, lam=rd_lambda)
   if rd_rank_estimate == "exact":
-    student_rank = ranks(s, where=where).astype(jnp.float32)
+    student_rank = ranks(s, where=pool).astype(jnp.float32)
   else:
     if rng is None:
       raise ValueError("rd_rank_estimate='sampled' needs an rng key")
-    student_rank = sampled_ranks(s, where=where, rng=rng, num_samples=rd_num_rank_samples)
+    student_rank = sampled_ranks(s, where=pool, rng=rng, num_samples=rd_num_rank_samples)
   w_b = jnp.maximum(0.0, jnp.tanh(jnp.asarray(rd_mu, jnp.float32)
                                   * (student_rank - teacher_rank.astype(jnp.float32))))
   hybrid = jnp.asarray(step, jnp.float32) >= jnp.asarray(rd_warmup_steps, jnp.float32)
@@ -195,8 +207,9 @@ def ranking_distillation(
     with C and the weights w from :func:`ranking_distillation_weights` (teacher top-K
     among valid non-ground-truth-positive candidates; position weight w^a normalised
     to sum 1 over positions 1..K; discrepancy weight w^b = max(0, tanh(μ(r̂ − r)));
-    w = w^a·w^b after ``rd_warmup_steps`` steps and w^a before; no renormalisation of
-    the hybrid, as in the reference code; w is stop-gradient).
+    w = w^a·w^b after ``rd_warmup_steps`` steps and w^a before; r̂ ranks the student
+    within the teacher's pool; no renormalisation of the hybrid, as in the reference
+    code; w is stop-gradient).
 
     The paper's objective is GT + α_paper·loss; the trainer uses α·loss + (1 − α)·GT,
     so α = α_paper / (1 + α_paper) (module docstring). No temperature enters.

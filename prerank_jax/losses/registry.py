@@ -123,7 +123,8 @@ STATIC_OPTIONS: dict[str, StaticOption] = {
         True, doc="hinton_listwise/hinton_pointwise/listnet_distill: multiply by T² "
                   "(Hinton et al. 2015) or not", choices=(True, False)),
     "rd_rank_estimate": StaticOption(
-        "exact", doc="RD: student rank r̂ exact (sort) or sampled (paper's estimate)",
+        "exact", doc="RD: student rank r̂ within the teacher's pool, exact (sort) or "
+                     "sampled (the reference code's floor(|pool|·#higher/n))",
         choices=ranking_distillation.RANK_ESTIMATES),
     "rd_num_rank_samples": StaticOption(
         100, doc="RD: samples n for rd_rank_estimate='sampled'", low=1, high=100_000),
