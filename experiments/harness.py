@@ -466,6 +466,26 @@ def summarize(exp: Experiment, out_dir: Path, command: str) -> str:
                        figures=figures, notes=exp.notes(frame) if exp.notes else "")
 
 
+def use_compilation_cache(path: Path | None = None) -> None:
+  """Turns on JAX's persistent compilation cache (unless ``JAX_COMPILATION_CACHE_DIR`` set
+  one already).
+
+  Every world of an experiment, and every method with the same structure, compiles the
+  same programs (the data are arguments, not constants); with the cache only the first
+  compiles them. On the tiny smoke preset, where compilation is most of the time, a
+  world's runs went from 153 s and 118 s to 22 s and 7 s (on a loaded 2-core CPU).
+  """
+  import os
+  import jax
+  if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    return
+  path = path or Path.home() / ".cache" / "prerank-jax" / "xla"
+  path.mkdir(parents=True, exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", str(path))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 def main(exp: Experiment, argv: Sequence[str] | None = None) -> Path:
   """The command line every experiment script shares.
 
@@ -482,6 +502,7 @@ def main(exp: Experiment, argv: Sequence[str] | None = None) -> Path:
                       help="sweep.seeds inside each world (student replicates)")
   parser.add_argument("--out", default=str(RESULTS))
   args = parser.parse_args(argv)
+  use_compilation_cache()
   out_dir = Path(args.out) / (f"{exp.name}-smoke" if args.smoke else exp.name)
   script = f"experiments/{exp.name}.py"
   command = " ".join(["python", script, *map(shlex.quote, argv if argv is not None

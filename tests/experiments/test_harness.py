@@ -161,3 +161,38 @@ def test_summary_from_raw_rows_alone(tmp_path):
   assert "**reproduced**" in text
   assert (tmp_path / "bars.png").stat().st_size > 1000
   assert (tmp_path / "summary.md").read_text() == text
+
+
+@pytest.mark.parametrize("smoke", [True, False])
+@pytest.mark.parametrize("name", ["e2_hinton", "e3_ba_caruana", "e5_teacher_quality",
+                                  "e6_ensembles", "e8_pareto"])
+def test_every_method_of_every_experiment_is_a_valid_config(name, smoke):
+  """Without training: each method's overrides apply and validate, names are distinct,
+  and every claim names a method of the experiment."""
+  import importlib
+  from prerank_jax.config import validate_config
+  module = importlib.import_module(name)
+  exp = module.experiment(smoke) if hasattr(module, "experiment") else module.EXPERIMENT
+  if name == "e3_ba_caruana":
+    exp = module.experiment(16.0 if smoke else module.TEMPERATURES[-1])
+  methods = exp.methods(smoke)
+  assert len({m.name for m in methods}) == len(methods) >= 2
+  for method in methods:
+    config = harness.base_config(0, smoke=smoke, replicates=(0, 1))
+    for path, value in method.overrides.items():
+      harness.set_path(config, path, value)
+    validate_config(config)
+  names = {m.name for m in methods}
+  for claim in exp.claims:
+    assert claim.method in names and (claim.against is None or claim.against in names)
+
+
+def test_e3_gradient_check_tends_to_logit_matching():
+  """Hinton et al. 2015 §2.1: for zero-mean logits the T²-scaled KD gradient tends to the
+  logit-MSE gradient (up to a constant factor) as T grows."""
+  import e3_ba_caruana
+  check = e3_ba_caruana.gradient_cosines((1.0, 4.0, 16.0, 128.0))
+  cos = check["cosine (zero-mean)"].to_numpy()
+  assert np.all(np.diff(cos) > 0) and cos[0] < 0.95 and cos[-1] > 0.999
+  ratio = check["‖∇ hinton‖ / ‖∇ mse‖"].to_numpy()
+  assert abs(ratio[-1] - ratio[-2]) < 1e-3  # a constant rescaling at high T
