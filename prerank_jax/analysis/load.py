@@ -196,14 +196,16 @@ def load_results_csv(paths: Sequence[PathLike] | PathLike, *,
   Each file needs a ``model`` column; a ``seed`` column is kept (otherwise ``seed``
   fills it), and so are ``point``/``role``/``program`` when present (otherwise they are
   derived from ``model`` as for run dirs). ``run`` is the file's directory name (the
-  experiment), ``setup`` the file's path unless the file has its own column.
+  experiment), ``setup`` the file's own column, else its ``method`` column (one method of
+  an experiment is one config over its world seeds), else the file's path.
   """
   if isinstance(paths, (str, Path)):
     paths = [paths]
   frames = []
   for path in map(Path, paths):
     frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
-    frames.append(_annotate(frame, run=path.parent.name, seed=seed, setup=str(path)))
+    setup = frame["method"].astype(str) if "method" in frame.columns else str(path)
+    frames.append(_annotate(frame, run=path.parent.name, seed=seed, setup=setup))
   if not frames:
     raise ValueError("load_results_csv: needs at least one CSV path")
   return pd.concat(frames, ignore_index=True, sort=False)

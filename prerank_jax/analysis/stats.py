@@ -1,14 +1,23 @@
 """Statistics over seeds: mean ± t-interval, and paired differences against a baseline.
 
-Seeds are the replicates: one run per seed (``config.seed``), loaded as rows by
-:func:`prerank_jax.analysis.load.load_runs`. A CI here is the Student-t interval of a
-mean over n seeds,
+Two kinds of seed (columns of :func:`prerank_jax.analysis.load.load_runs`):
+
+- ``seed``: the **world** (``config.seed``: the simulated data, its logs and the teacher),
+  one per run;
+- ``replicate_seed``: a student **replicate** inside a world (``sweep.seeds``:
+  initialisation and data order).
+
+Replicates of one world share its data and teacher, so they are not independent draws of
+the world. The unit of replication is therefore the world when a group has ≥ 2 worlds
+(each world's value is the mean over its replicates, as ``experiments/harness.py`` does);
+with a single world the replicates are the units, and the interval then covers only
+initialisation and data-order noise. The interval is Student's t over the n units,
 
   mean ± t_{(1 + level) / 2, n - 1} · s / √n,    s = sample std (ddof = 1),
 
-undefined (NaN) for n < 2. A paired difference compares two models seed by seed (same
-data, same initialisation seed), which removes the between-seed variance that both share:
-d_s = x_{model, s} − x_{baseline, s}, then the t-interval of mean(d) and the two-sided
+undefined (NaN) for n < 2. A paired difference compares two models unit by unit (same
+world, same replicate seeds), which removes the variance they share:
+d_u = x_{model, u} − x_{baseline, u}, then the t-interval of mean(d) and the two-sided
 paired t-test p-value (Student 1908; e.g. scipy.stats.ttest_rel).
 """
 
@@ -69,11 +78,26 @@ def _present(frame: pd.DataFrame, names: Sequence[str] | str) -> list[str]:
   return [c for c in names if c in frame.columns and frame[c].notna().any()]
 
 
+def _units(group: pd.DataFrame, value: str, keys: Sequence[str]) -> tuple[np.ndarray, str]:
+  """The values of a group's replication units, and the unit's column.
+
+  ``keys`` are the replicate columns present, outermost first (``seed``, then
+  ``replicate_seed``). The first key with ≥ 2 distinct values in the group is the unit;
+  rows within a unit (its inner replicates) are averaged. With no such key each row is a
+  unit (``"row"``).
+  """
+  values = pd.to_numeric(group[value], errors="coerce")
+  for key in keys:
+    if group[key].nunique(dropna=False) >= 2:
+      return values.groupby(group[key], sort=True, dropna=False).mean().to_numpy(np.float64), key
+  return values.to_numpy(np.float64), "row"
+
+
 def mean_ci(frame: pd.DataFrame, metrics: Sequence[str] | str, *,
             by: Sequence[str] | str = ("setup", "model"),
             replicates: Sequence[str] | str = REPLICATES,
             level: float = 0.95) -> pd.DataFrame:
-  """Mean ± t-interval of ``metrics`` over the seeds of each ``by`` group.
+  """Mean ± t-interval of ``metrics`` over the replication units of each ``by`` group.
 
   Args:
     frame: rows as from :func:`~prerank_jax.analysis.load.load_runs` (one per model ×
@@ -81,16 +105,19 @@ def mean_ci(frame: pd.DataFrame, metrics: Sequence[str] | str, *,
     metrics: column name(s) to summarise.
     by: grouping columns; every other row difference is treated as a replicate. The
       default pools runs of one ``setup`` (same config but the seed).
-    replicates: the columns naming a replicate: ``seed`` (``config.seed``, one per run)
-      and ``replicate_seed`` (``sweep.seeds`` within a run). A replicate appearing twice
-      in one group is an error (the same run loaded twice, or runs of different setups
-      pooled); columns absent or empty are ignored.
+    replicates: the columns naming a replicate, outermost first: ``seed`` (the world)
+      and ``replicate_seed`` (``sweep.seeds`` within a run). The unit is the outermost one
+      that varies in the group, the rows inside a unit averaged (see the module doc). A
+      replicate appearing twice in one group is an error (the same run loaded twice, or
+      runs of different setups pooled); columns absent or empty are ignored.
     level: confidence level in (0, 1).
 
   Returns:
-    One row per group (in order of first appearance) with the ``by`` columns, ``n`` (rows
-    in the group) and per metric ``m``: ``m`` (mean), ``m_ci`` (half width), ``m_lo``,
-    ``m_hi``, ``m_std`` (ddof = 1) and ``m_n`` (finite values used).
+    One row per group (in order of first appearance) with the ``by`` columns, ``rows``
+    (rows in the group), ``unit`` (the column the interval is over, or ``"row"``), ``n``
+    (units) and per metric ``m``: ``m`` (mean of the unit values), ``m_ci`` (half width),
+    ``m_lo``, ``m_hi``, ``m_std`` (of the unit values, ddof = 1) and ``m_n`` (finite unit
+    values used).
   """
   metrics = [metrics] if isinstance(metrics, str) else list(metrics)
   by = [by] if isinstance(by, str) else list(by)
@@ -107,11 +134,13 @@ def mean_ci(frame: pd.DataFrame, metrics: Sequence[str] | str, *,
             f"mean_ci: group {dict(zip(by, key))} has replicate "
             f"{dup.iloc[0].to_dict()} more than once; group by more columns (e.g. "
             "by=('setup', 'model') or add 'run') so that each group holds one row per seed")
-    row = {**dict(zip(by, key)), "n": len(group)}
+    row = {**dict(zip(by, key)), "rows": len(group)}
     for m in metrics:
-      values = pd.to_numeric(group[m], errors="coerce").to_numpy(np.float64)
+      values, unit = _units(group, m, keys)
       mean, half, n = t_interval(values, level=level)
       finite = values[np.isfinite(values)]
+      row.setdefault("unit", unit)
+      row.setdefault("n", len(values))
       row.update({m: mean, f"{m}_ci": half, f"{m}_lo": mean - half, f"{m}_hi": mean + half,
                   f"{m}_std": float(finite.std(ddof=1)) if n > 1 else math.nan,
                   f"{m}_n": n})
@@ -122,12 +151,14 @@ def mean_ci(frame: pd.DataFrame, metrics: Sequence[str] | str, *,
 def paired_diff(frame: pd.DataFrame, metric: str, *, baseline: str, by: str = "model",
                 match: Sequence[str] | str = REPLICATES, level: float = 0.95
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-  """Per-seed differences of ``metric`` against the ``baseline`` row, and their CI.
+  """Differences of ``metric`` against the ``baseline`` row, paired by seed, and their CI.
 
   Definition: for every value ``v`` of column ``by`` other than ``baseline`` and every
-  ``match`` key (the seed) present for both, ``d = x[v, key] − x[baseline, key]``; the
-  summary is mean(d) ± t_{(1+level)/2, n-1} · sd(d) / √n and the two-sided paired t-test
-  p-value ``2 · P(T_{n-1} > |mean(d)| / (sd(d) / √n))``.
+  ``match`` key present for both (world seed, replicate seed), ``d = x[v, key] −
+  x[baseline, key]``; the differences are averaged within each unit (the outermost
+  ``match`` column that varies: the world when there are ≥ 2, see the module doc), and
+  the summary is mean(d_u) ± t_{(1+level)/2, n-1} · sd(d_u) / √n with the two-sided paired
+  t-test p-value ``2 · P(T_{n-1} > |mean(d_u)| / (sd(d_u) / √n))``.
 
   Args:
     frame: results rows (:func:`~prerank_jax.analysis.load.load_runs`); filter it to one
@@ -135,15 +166,15 @@ def paired_diff(frame: pd.DataFrame, metric: str, *, baseline: str, by: str = "m
     metric: the column compared.
     baseline: the ``by`` value compared against, e.g. ``"student gt-only"``.
     by: the column naming what is compared (``model``, ``point``, ``program``...).
-    match: the columns pairing rows: the replicate (``seed``, ``replicate_seed``; those
+    match: the columns pairing rows, outermost first: ``seed``, ``replicate_seed`` (those
       absent or empty are dropped); add e.g. ``"program"`` to pair within it.
     level: confidence level in (0, 1).
 
   Returns:
-    ``(per_seed, summary)``: ``per_seed`` has ``by``, the ``match`` columns, ``metric``,
-    ``baseline`` (the baseline's value) and ``diff``; ``summary`` has per compared value
-    ``by``, ``n`` (pairs), ``diff`` (mean), ``diff_ci``, ``diff_lo``, ``diff_hi`` and
-    ``p``.
+    ``(per_seed, summary)``: ``per_seed`` has one row per pair: ``by``, the ``match``
+    columns, ``metric``, ``baseline`` (the baseline's value) and ``diff``; ``summary`` has
+    per compared value ``by``, ``unit``, ``n`` (units), ``diff`` (mean), ``diff_ci``,
+    ``diff_lo``, ``diff_hi`` and ``p``.
   """
   _check_level(level)
   _check_columns(frame, [metric, by], "paired_diff")
@@ -166,7 +197,7 @@ def paired_diff(frame: pd.DataFrame, metric: str, *, baseline: str, by: str = "m
   per_seed["diff"] = per_seed[metric] - per_seed["baseline"]
   summary = []
   for value, group in per_seed.groupby(by, sort=False):
-    d = group["diff"].to_numpy(np.float64)
+    d, unit = _units(group, "diff", match)
     d = d[np.isfinite(d)]
     mean, half, n = t_interval(d, level=level)
     p = math.nan
@@ -176,7 +207,7 @@ def paired_diff(frame: pd.DataFrame, metric: str, *, baseline: str, by: str = "m
         p = float(2.0 * special.stdtr(n - 1, -abs(mean) / sem))
       elif mean != 0:
         p = 0.0
-    summary.append({by: value, "n": n, "diff": mean, "diff_ci": half,
+    summary.append({by: value, "unit": unit, "n": n, "diff": mean, "diff_ci": half,
                     "diff_lo": mean - half, "diff_hi": mean + half, "p": p})
   return per_seed.reset_index(drop=True), pd.DataFrame(
-      summary, columns=[by, "n", "diff", "diff_ci", "diff_lo", "diff_hi", "p"])
+      summary, columns=[by, "unit", "n", "diff", "diff_ci", "diff_lo", "diff_hi", "p"])

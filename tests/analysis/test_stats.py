@@ -79,7 +79,27 @@ def test_mean_ci_narrows_with_level_and_refuses_bad_input():
   # ... unless the rows differ by a replicate inside a run.
   doubled = pd.concat([frame.assign(replicate_seed=0), frame.assign(replicate_seed=1)])
   out = mean_ci(doubled, "recall@25%", by="model")
-  assert (out["n"] == 10).all()
+  assert (out["n"] == 5).all() and (out["rows"] == 10).all() and (out["unit"] == "seed").all()
+
+
+def test_mean_ci_averages_replicates_within_a_world():
+  # Worlds are the units: each world's value is the mean of its replicates; the interval
+  # is scipy's over those world means, not over all rows.
+  rng = np.random.default_rng(1)
+  rows = [{"model": "m", "seed": w, "replicate_seed": r, "x": A[w] + rng.normal(0, 0.05)}
+          for w in range(5) for r in range(3)]
+  frame = pd.DataFrame(rows)
+  worlds = frame.groupby("seed")["x"].mean().to_numpy()
+  lo, hi = sps.t.interval(0.95, 4, loc=worlds.mean(), scale=sps.sem(worlds))
+  row = mean_ci(frame, "x", by="model").iloc[0]
+  assert row["unit"] == "seed" and row["n"] == 5 and row["rows"] == 15
+  assert (row["x_lo"], row["x_hi"]) == pytest.approx((lo, hi), rel=1e-9)
+  # One world: the replicates are the units.
+  one = frame[frame["seed"] == 0]
+  row = mean_ci(one, "x", by="model").iloc[0]
+  lo, hi = sps.t.interval(0.95, 2, loc=one["x"].mean(), scale=sps.sem(one["x"]))
+  assert row["unit"] == "replicate_seed" and row["n"] == 3
+  assert (row["x_lo"], row["x_hi"]) == pytest.approx((lo, hi), rel=1e-9)
 
 
 def test_paired_diff_matches_scipy_ttest_rel():
@@ -95,6 +115,27 @@ def test_paired_diff_matches_scipy_ttest_rel():
   a = per_seed[per_seed["model"] == "student a"].sort_values("seed")
   np.testing.assert_allclose(a["diff"], np.subtract(A, BASE))
   np.testing.assert_allclose(a["baseline"], BASE)
+
+
+def test_paired_diff_over_worlds_pairs_replicates_then_averages_them():
+  rng = np.random.default_rng(2)
+  rows = []
+  for w in range(4):
+    for r in range(2):
+      noise = rng.normal(0, 0.05)  # shared by both models of a (world, replicate)
+      rows += [{"model": "kd", "seed": w, "replicate_seed": r, "x": A[w] + noise + 0.01 * r},
+               {"model": "gt", "seed": w, "replicate_seed": r, "x": BASE[w] + noise}]
+  frame = pd.DataFrame(rows)
+  per_seed, summary = paired_diff(frame, "x", baseline="gt")
+  assert len(per_seed) == 8
+  kd = frame[frame.model == "kd"].groupby("seed")["x"].mean()
+  gt = frame[frame.model == "gt"].groupby("seed")["x"].mean()
+  test = sps.ttest_rel(kd, gt)
+  row = summary.iloc[0]
+  assert row["unit"] == "seed" and row["n"] == 4
+  assert row["p"] == pytest.approx(test.pvalue, rel=1e-9)
+  ci = test.confidence_interval(0.95)
+  assert (row["diff_lo"], row["diff_hi"]) == pytest.approx((ci.low, ci.high), rel=1e-9)
 
 
 def test_paired_diff_removes_a_shared_seed_effect():
