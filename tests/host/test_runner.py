@@ -33,7 +33,9 @@ def test_smoke_run_learns_and_writes_the_run_dir(smoke_config):
   costs = result.history["costs"]
   assert costs["teacher_flops_per_candidate"] >= 10 * costs["student_flops_per_candidate"]
   files = sorted(p.name for p in result.run_dir.iterdir())
-  assert files == ["checkpoints", "config.json", "history.json", "results.csv", "results.md"]
+  assert [f for f in files if not f.startswith(".")] == [
+      "checkpoints", "config.json", "history.json", "results.csv", "results.md",
+      "run_id", "scores.parquet", "trec"]
   assert json.loads((result.run_dir / "config.json").read_text())["sweep"]["alpha"] == [0.5, 0.9, 1.0]
   assert "teacher" in (result.run_dir / "results.md").read_text()
   assert all(np.isfinite(r[f"ndcg@{k}"]) for r in result.rows)
