@@ -521,8 +521,8 @@ def finish_run(config: ml_collections.ConfigDict, run_dir: Path, members: list[P
   shown = report.terminal_columns(columns, k=config.eval.k,
                                   keep_ratios=config.eval.keep_ratios,
                                   has_truth=test.true_relevance is not None)
-  table = (f"{report.format_table(rows, shown)}\n\n{report.full_table_note(run_dir, columns, shown)}"
-           f"\n\n{excluded_note}")
+  table = (f"{report.format_table(rows, shown)}\n\n"
+           f"{report.full_table_note(run_dir, columns, shown)}\n\n{excluded_note}")
   return RunResult(rows, columns, table, run_dir, history, timings)
 
 
