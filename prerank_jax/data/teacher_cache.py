@@ -17,6 +17,8 @@ refused with :class:`TeacherCacheMismatch`.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -115,19 +117,38 @@ class TeacherScoreCache:
     scores = np.ascontiguousarray(np.asarray(scores, np.float32))
     if scores.ndim != 3:
       raise ValueError(f"teacher scores must be [R, N, M], got {scores.shape}")
-    stored = self._stored() or {**self.key, "splits": {}}
+    self._stored()  # refuse a cache of another dataset or teacher before writing
     self.directory.mkdir(parents=True, exist_ok=True)
     final = self.directory / f"{split}.array_record"
     tmp = final.with_suffix(f".tmp{os.getpid()}")
-    writer = ArrayRecordWriter(str(tmp), "group_size:1")
-    for row in scores:
-      writer.write(row.tobytes())
-    writer.close()
-    os.replace(tmp, final)
-    stored["splits"][split] = list(scores.shape)
-    tmp_key = self.key_file.with_suffix(f".tmp{os.getpid()}")
-    tmp_key.write_text(json.dumps(stored, indent=1))
-    os.replace(tmp_key, self.key_file)
+    try:
+      writer = ArrayRecordWriter(str(tmp), "group_size:1")
+      for row in scores:
+        writer.write(row.tobytes())
+      writer.close()
+      os.replace(tmp, final)
+    finally:
+      tmp.unlink(missing_ok=True)
+    # key.json is read, updated and replaced under an exclusive lock: two processes (or
+    # threads) saving different splits at once must not drop each other's entry.
+    with self._key_lock():
+      stored = self._stored() or {**self.key, "splits": {}}
+      stored["splits"][split] = list(scores.shape)
+      tmp_key = self.key_file.with_suffix(f".tmp{os.getpid()}-{id(stored)}")
+      try:
+        tmp_key.write_text(json.dumps(stored, indent=1))
+        os.replace(tmp_key, self.key_file)
+      finally:
+        tmp_key.unlink(missing_ok=True)
+
+  @contextlib.contextmanager
+  def _key_lock(self):
+    with open(self.directory / ".key.lock", "a") as handle:
+      fcntl.flock(handle, fcntl.LOCK_EX)
+      try:
+        yield
+      finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def score_splits_cached(builder, teacher_params: Any, splits: Mapping[str, Batch],

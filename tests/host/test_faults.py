@@ -284,3 +284,40 @@ def test_non_finite_parameters_mark_the_point_diverged_and_keep_the_last_finite(
     assert np.all(np.isfinite(np.asarray(new)))
     np.testing.assert_array_equal(np.asarray(new[1]), np.asarray(old[1]))  # frozen
     assert not np.array_equal(np.asarray(new[0]), np.asarray(old[0]))  # trained on
+
+
+# --- the teacher-score cache's key file ------------------------------------------------
+
+def test_two_savers_of_the_teacher_cache_do_not_drop_each_others_split(tmp_path,
+                                                                        monkeypatch):
+  """Saver B saves another split right after saver A first reads key.json. A
+  read-modify-write from that first read (the code before issue 12) loses B's split; now A
+  re-reads key.json under an exclusive lock before it writes, so both splits are kept."""
+  import threading
+  import time
+
+  from prerank_jax.data import teacher_cache
+  from prerank_jax.data.teacher_cache import TeacherScoreCache
+
+  cache = lambda: TeacherScoreCache(tmp_path / "c", dataset="d/1.0.0", teacher="abc")
+  scores = np.ones((2, 3, 1), np.float32)
+  original = TeacherScoreCache._stored
+  other: list[threading.Thread] = []
+
+  def stored_then_let_b_in(self):
+    value = original(self)
+    if not other and threading.current_thread() is threading.main_thread():
+      other.append(threading.Thread(target=lambda: cache().save("valid", scores * 2)))
+      other[0].start()
+      time.sleep(1.0)  # B runs now, unless it waits for A's lock
+    return value
+
+  monkeypatch.setattr(teacher_cache.TeacherScoreCache, "_stored", stored_then_let_b_in)
+  cache().save("train", scores)
+  other[0].join(timeout=60)
+  monkeypatch.undo()
+  saved = json.loads((tmp_path / "c" / "key.json").read_text())
+  assert sorted(saved["splits"]) == ["train", "valid"]
+  assert not [p.name for p in (tmp_path / "c").iterdir() if "tmp" in p.name]
+  np.testing.assert_array_equal(cache().load("valid", num_requests=2, list_size=3),
+                                scores * 2)
