@@ -88,6 +88,42 @@ def fsltr_priority_loss(
   return safe_reduce(per_list, where=num_pairs > 0, reduce_fn=reduce_fn)
 
 
+SOFT_RECALL_FORMS = ("lcron", "arf", "linear")
+_ROW_BLOCK = 128  # NeuralSort rows per block: memory O(R·128·N), whatever N and m are
+_LOG_EPS = 1e-6   # the reference code's guard in −log(x + 1e-6)
+
+
+def neuralsort_row_term(scores: jnp.ndarray, *, where: jnp.ndarray) -> jnp.ndarray:
+  """NeuralSort's b_i = Σ_j |s_i − s_j| over the valid j, in O(N log N): no N×N matrix.
+
+  Definition:
+    sort the n valid scores descending, v_0 ≥ v_1 ≥ … ≥ v_{n−1}, P_k = Σ_{j<k} v_j,
+    S = Σ_j v_j; then for the candidate at sorted place k
+    b = (P_k − k·v_k) + ((n − k − 1)·v_k − (S − P_k − v_k))
+      = Σ_{j<k} (v_j − v_k) + Σ_{j>k} (v_k − v_j)
+
+  Args:
+    scores: ``[..., N]`` scores.
+    where: ``[..., N]`` bool, valid candidates.
+
+  Returns:
+    ``[..., N]`` b_i for valid i, 0 for masked slots.
+  """
+  s = masked(scores, where)
+  order = jnp.argsort(jnp.where(where, -s, jnp.inf), axis=-1, stable=True)
+  v = jnp.take_along_axis(s, order, axis=-1)
+  valid_sorted = jnp.take_along_axis(where, order, axis=-1)
+  v = jnp.where(valid_sorted, v, 0.0)
+  before = jnp.cumsum(v, axis=-1) - v                       # P_k
+  total = jnp.sum(v, axis=-1, keepdims=True)                # S
+  n = jnp.sum(where, axis=-1, keepdims=True).astype(s.dtype)
+  k = jnp.arange(s.shape[-1], dtype=s.dtype)
+  b_sorted = (before - k * v) + ((n - k - 1.0) * v - (total - before - v))
+  inverse = jnp.argsort(order, axis=-1)
+  b = jnp.take_along_axis(b_sorted, inverse, axis=-1)
+  return jnp.where(where, b, 0.0)
+
+
 def neuralsort(
     scores: jnp.ndarray,
     *,
@@ -106,10 +142,10 @@ def neuralsort(
   ignored by the caller. The logits scale like n·Δs/τ, so for a fixed softness τ should
   grow with the list length and the score spread.
 
-  Memory: the result and the ``[..., N, N]`` distance matrix are O(R·N²) floats per
-  evaluation (4·R·N² bytes each in float32; e.g. R = 32, N = 100: 1.3 MB, N = 1000:
-  128 MB), with a few such intermediates kept for the backward pass, and the sweep's vmap
-  multiplies this by the number of points.
+  This materialises the full ``[..., N, N]`` matrix (4·R·N² bytes in float32). The
+  losses do not call it: :func:`soft_top_m` and :func:`soft_recall_loss` build the rows
+  in blocks from :func:`neuralsort_row_term` (O(N log N)), with O(R·128·N) memory; this
+  function is the readable reference they are tested against.
 
   Args:
     scores: ``[..., N]`` scores.
@@ -135,6 +171,63 @@ def neuralsort(
   return jax.nn.softmax(logits, axis=-1)
 
 
+def neuralsort_split_columns(
+    scores: jnp.ndarray,
+    *,
+    where: jnp.ndarray,
+    m: float | jnp.ndarray,
+    tau: float | jnp.ndarray = 1.0,
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Column sums of NeuralSort's rows above and below place m, without an N×N matrix.
+
+  Definition (P̂ as in :func:`neuralsort`, n valid candidates):
+    up_i   = Σ_{r=1}^{min(m, n)} P̂[r, i]
+    down_i = Σ_{r=m+1}^{n}       P̂[r, i]
+
+  The rows are built 128 at a time from b = :func:`neuralsort_row_term` inside a
+  rematerialised (``jax.checkpoint``) scan, so memory is O(R·128·N) in the forward and
+  the backward pass whatever N and m are, and m may be traced; compute stays O(R·N²).
+
+  Args:
+    scores: ``[..., N]`` scores.
+    where: ``[..., N]`` bool, valid candidates.
+    m: the place split, a traced scalar or per list ``[...]``.
+    tau: τ > 0, traced.
+
+  Returns:
+    ``(up, down)``, each ``[..., N]`` (0 at masked slots).
+  """
+  s = masked(scores, where)
+  b = neuralsort_row_term(s, where=where)
+  n = jnp.sum(where, axis=-1).astype(s.dtype)               # [...]
+  m = jnp.broadcast_to(jnp.asarray(m, s.dtype), n.shape)
+  size = s.shape[-1]
+  block = min(size, _ROW_BLOCK)
+  num_blocks = -(-size // block)
+
+  @jax.checkpoint
+  def block_sums(start):
+    place = start + jnp.arange(1, block + 1, dtype=s.dtype)            # [C]
+    coef = n[..., None] + 1.0 - 2.0 * place                            # [..., C]
+    logits = (coef[..., :, None] * s[..., None, :] - b[..., None, :]) / tau
+    p_hat = jax.nn.softmax(jnp.where(where[..., None, :], logits, _NEG), axis=-1)
+    live = place <= n[..., None]                                       # [..., C]
+    upper = live & (place <= m[..., None])
+    lower = live & (place > m[..., None])
+    up = jnp.sum(jnp.where(upper[..., :, None], p_hat, 0.0), axis=-2)
+    down = jnp.sum(jnp.where(lower[..., :, None], p_hat, 0.0), axis=-2)
+    return up, down
+
+  def step(carry, start):
+    up, down = block_sums(start)
+    return (carry[0] + up, carry[1] + down), None
+
+  zeros = jnp.zeros_like(s)
+  starts = jnp.arange(num_blocks, dtype=s.dtype) * block
+  (up, down), _ = jax.lax.scan(step, (zeros, zeros), starts)
+  return jnp.where(where, up, 0.0), jnp.where(where, down, 0.0)
+
+
 def soft_top_m(
     scores: jnp.ndarray,
     *,
@@ -148,16 +241,14 @@ def soft_top_m(
     soft_top_m_i = Σ_{r ≤ m} P̂[r, i]   (0 for masked candidates)
 
   As τ → 0 this tends to ``top_m_mask`` (for distinct scores). ``m`` is applied as
-  ``r <= m`` and may be traced, a scalar or per list ``[...]``.
+  ``r <= m`` and may be traced, a scalar or per list ``[...]``. Memory O(R·128·N)
+  (:func:`neuralsort_split_columns`).
 
   Returns:
     ``[..., N]`` soft memberships; Σ_i = min(m, N) (P̂'s columns need not sum to 1, so a
     single entry can exceed 1 at large τ).
   """
-  p_hat = neuralsort(scores, where=where, tau=tau)
-  place = jnp.arange(1, scores.shape[-1] + 1, dtype=jnp.float32)
-  rows = place <= jnp.asarray(m, jnp.float32)[..., None]  # [..., N] over places
-  return jnp.where(where, jnp.sum(jnp.where(rows[..., :, None], p_hat, 0.0), axis=-2), 0.0)
+  return neuralsort_split_columns(scores, where=where, m=m, tau=tau)[0]
 
 
 def soft_recall_loss(
@@ -167,22 +258,45 @@ def soft_recall_loss(
     where: jnp.ndarray,
     recall_k: float | jnp.ndarray = 10.0,
     recall_keep_ratio: float | jnp.ndarray = 0.25,
-    neuralsort_tau: float | jnp.ndarray = 1.0,
+    neuralsort_tau: float | jnp.ndarray = 50.0,
+    soft_recall_form: str = "lcron",
     reduce_fn: ReduceFn = jnp.mean,
 ) -> jnp.ndarray:
-  """Minus a differentiable Recall@(k, m) of the teacher's top-k in the student's top-m.
+  """A differentiable Recall@(k, m) of the teacher's top-k in the student's top-m.
 
-  Definition:
-    m = clip(ceil(recall_keep_ratio · n_valid), 1, n_valid)    (``keep_size``)
-    T_k = teacher's top-k valid candidates (ties by lower index)
-    ℓ_list = −Σ_{i ∈ T_k} soft_top_m_i(s; τ) / |T_k|,   |T_k| = min(⌊k⌋, n_valid)
-    loss = mean of ℓ_list over lists with a valid candidate    (``jnp.mean``)
+  Definition (shared):
+    n = number of valid candidates, m = clip(ceil(recall_keep_ratio · n), 1, n)
+    T_k = teacher's top-k valid candidates (ties by lower index), k = ``recall_k``
+    P̂ = NeuralSort(s; τ) over the valid candidates (:func:`neuralsort`)
+    up_i = Σ_{r ≤ m} P̂[r, i],  down_i = Σ_{m < r ≤ n} P̂[r, i]
+    loss = mean of ℓ_list over lists with a valid candidate        (``jnp.mean``)
 
-  As τ → 0, −ℓ_list is exactly ``teacher_consistency_recall(s, t, k=k, m=m)`` (the
-  metric the pre-ranker is judged by), so the loss lies near [−1, 0]. This is the
-  "relaxed recall" of ARF / LCRON's per-stage loss without the log (ARF minimises
-  −Σ log(soft_top_m_i + ε) over T_k). Memory: an ``[..., N, N]`` NeuralSort matrix,
-  see :func:`neuralsort`.
+  ``soft_recall_form="lcron"`` (default; LCRON's per-stage loss L_single, identical to
+  ARF-v2's L_relax, ``LsingleLoss`` in github.com/kwai/LCRON
+  ``deep_components/loss/two_stage/lcron.py``):
+    c_i = stop_gradient(up_i + down_i)                       (column normalisation)
+    ℓ_list = [n > m] · (1/n) · ( Σ_{i ∈ T_k} −log(up_i/(c_i + ε) + ε)
+                               + Σ_{i valid ∉ T_k} −log(down_i/(c_i + ε) + ε) ),  ε = 1e-6
+
+  ``soft_recall_form="arf"`` (ARF's L_relax, ``LRelaxLoss`` in the same repository,
+  ``arf.py``; no column normalisation, no second term):
+    ℓ_list = [n > m] · (1/n) · Σ_{i ∈ T_k} −log(up_i/m + ε)
+
+  ``soft_recall_form="linear"`` (this project's earlier form, kept as a mode):
+    ℓ_list = −Σ_{i ∈ T_k} up_i / |T_k|,   |T_k| = min(⌊k⌋, n)
+    As τ → 0, −ℓ_list is exactly ``teacher_consistency_recall(s, t, k=k, m=m)``.
+
+  Reference temperatures: LCRON's released scripts train with τ = 50 (``lcron.sh``;
+  the default here), ARF with τ = 200 (``compute_arf_metrics``). In the reference the
+  ground-truth order is a near-hard NeuralSort (τ = 1e-4) of the cascade's rank index;
+  here it is the teacher's hard top-k. Memory: O(R·128·N), no N×N matrix
+  (:func:`neuralsort_split_columns`); compute O(R·N²).
+
+  Remaining differences from the reference code (README, "Where we differ"): the
+  reference's relaxed sort runs over the padded list (padding takes part in b and n,
+  then is masked) and ``torch.mean`` divides by the padded length; here both use the
+  valid candidates only, which agrees exactly when lists are full. In LCRON, k = m
+  (``gt_num``); here k and m are separate hyperparameters.
 
   Args:
     student_scores: ``[..., N]`` student logits.
@@ -191,6 +305,7 @@ def soft_recall_loss(
     recall_k: k ≥ 1, traced.
     recall_keep_ratio: in (0, 1], traced.
     neuralsort_tau: τ > 0, traced.
+    soft_recall_form: ``"lcron"``, ``"arf"`` or ``"linear"`` (static).
     reduce_fn: ``jnp.mean``, ``jnp.sum`` or ``None`` (per list ``[...]``).
 
   Returns:
@@ -198,14 +313,31 @@ def soft_recall_loss(
 
   Reference:
     Grover et al. ICLR 2019 (NeuralSort). Wang et al. "Learning Cascade Ranking as One
-    Network" (LCRON), 2025, and its ARF baseline.
+    Network" (LCRON), ICML 2025, and its ARF baseline ("Adaptive Recall Field"), code
+    github.com/kwai/LCRON.
   """
+  if soft_recall_form not in SOFT_RECALL_FORMS:
+    raise ValueError(f"loss.options.soft_recall_form: must be one of "
+                     f"{list(SOFT_RECALL_FORMS)}, got {soft_recall_form!r}")
   teacher = jax.lax.stop_gradient(masked(teacher_scores, where))
   target = top_m_mask(teacher, where=where, m=recall_k)
   m = keep_size(where, keep_ratio=recall_keep_ratio)
-  soft = soft_top_m(student_scores, where=where, m=m, tau=neuralsort_tau)
-  count = jnp.sum(target, axis=-1)
-  per_list = -jnp.sum(jnp.where(target, soft, 0.0), axis=-1) / jnp.maximum(count, 1)
+  up, down = neuralsort_split_columns(student_scores, where=where, m=m, tau=neuralsort_tau)
+  n = jnp.sum(where, axis=-1)
+  if soft_recall_form == "linear":
+    count = jnp.sum(target, axis=-1)
+    per_list = -jnp.sum(jnp.where(target, up, 0.0), axis=-1) / jnp.maximum(count, 1)
+  else:
+    if soft_recall_form == "lcron":
+      column = jax.lax.stop_gradient(up + down)
+      up_terms = -jnp.log(up / (column + _LOG_EPS) + _LOG_EPS)
+      down_terms = -jnp.log(down / (column + _LOG_EPS) + _LOG_EPS)
+      terms = jnp.where(target, up_terms, jnp.where(where, down_terms, 0.0))
+    else:
+      terms = jnp.where(target, -jnp.log(up / m[..., None].astype(up.dtype) + _LOG_EPS),
+                        0.0)
+    per_list = jnp.sum(terms, axis=-1) / jnp.maximum(n, 1).astype(terms.dtype)
+    per_list = jnp.where(n > m, per_list, 0.0)
   return safe_reduce(per_list, where=jnp.any(where, axis=-1), reduce_fn=reduce_fn)
 
 

@@ -80,7 +80,8 @@ HPARAMS: dict[str, HParam] = {
                                 doc="soft_recall: keep ratio r, m = ceil(r·n_valid)",
                                 default=0.25),
     "neuralsort_tau": HParam(0.0, math.inf, low_open=True, high_open=True,
-                             doc="soft_recall: NeuralSort temperature τ", default=1.0),
+                             doc="soft_recall: NeuralSort temperature τ (LCRON's released "
+                                 "scripts: 50; ARF: 200)", default=50.0),
     "rankflow_topk": HParam(1.0, math.inf, high_open=True,
                             doc="RankFlow: teacher top-k the student must score above the "
                                 "rest", default=10.0),
@@ -141,6 +142,10 @@ STATIC_OPTIONS: dict[str, StaticOption] = {
                        "(default) or the student's logits in the PL likelihood (TF-Ranking "
                        "CoupledRankDistilLoss, the reference)",
         choices=rankdistil.TEMPERATURE_PLACEMENTS),
+    "soft_recall_form": StaticOption(
+        "lcron", doc="soft_recall: 'lcron' (LCRON/ARF-v2 L_single: column-normalised, up "
+                     "and down terms, −log), 'arf' (ARF L_relax) or 'linear' (−mean soft "
+                     "recall)", choices=cascade.SOFT_RECALL_FORMS),
     "rankflow_space": StaticOption(
         "prob", doc="RankFlow: terms on σ(scores) (as released) or on logits",
         choices=("prob", "logit")),
@@ -193,7 +198,8 @@ KD_LOSSES: dict[str, LossSpec] = {
     "fsltr_priority": LossSpec(cascade.fsltr_priority_loss, ("fsltr_topk",),
                                needs=("labels", "exposed")),
     "soft_recall": LossSpec(cascade.soft_recall_loss,
-                            ("recall_k", "recall_keep_ratio", "neuralsort_tau")),
+                            ("recall_k", "recall_keep_ratio", "neuralsort_tau"),
+                            options=("soft_recall_form",)),
     "rankflow": LossSpec(cascade.rankflow_loss, ("rankflow_topk", "rankflow_beta"),
                          options=("rankflow_space",)),
 }

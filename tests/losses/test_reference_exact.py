@@ -237,3 +237,134 @@ def test_rankdistil_student_placement_ignores_garbage_padding():
   assert float(f(pad_s, pad_t)) == pytest.approx(float(f(s, t)), rel=1e-6)
   grad = np.asarray(jax.grad(f)(pad_s, pad_t))
   assert np.all(np.isfinite(grad)) and np.all(grad[:, 3:] == 0.0)
+
+
+# --- soft Recall@(k, m) (cascade.py): LCRON / ARF as released -----------------------
+
+def _neuralsort_reference(s, tau):
+  """NeuralSort as in LCRON's ``sorting.py`` (Grover et al. 2019), float64, [R, N, N]:
+  A = |s_i − s_j|, B = A·1, C[:, k] = (n + 1 − 2k)·s, P = softmax((C − B)ᵀ / τ)."""
+  s = np.asarray(s, np.float64)[..., None]                  # [R, N, 1]
+  n = s.shape[1]
+  a = np.abs(s - np.swapaxes(s, 1, 2))
+  b = a @ np.ones((n, n))
+  c = s @ (n + 1 - 2 * (np.arange(n) + 1.0))[None, :]
+  z = np.swapaxes(c - b, 1, 2) / tau
+  z = z - z.max(-1, keepdims=True)
+  return np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+
+
+def _label_matrix(t, k):
+  """The hard permutation matrix of the teacher's order (the reference's
+  neuralsort(rank_index, 1e-4) for distinct scores): L[r, i] = [place of i = r]."""
+  order = np.argsort(-np.asarray(t, np.float64), axis=1, kind="stable")
+  eye = np.zeros((t.shape[0], t.shape[1], t.shape[1]))
+  for l in range(t.shape[0]):
+    eye[l, np.arange(t.shape[1]), order[l]] = 1.0
+  return eye
+
+
+def _lcron_single_reference(s, t, *, k, m, tau):
+  """LCRON's LsingleLoss (= ARF-v2 L_relax) for full lists, from lcron.py."""
+  p = _neuralsort_reference(s, tau)
+  lab = _label_matrix(t, k)
+  colsum = p.sum(-2)                                        # detached in the reference
+  up = p[:, :m, :].sum(-2) / (colsum + 1e-6)
+  up_label = lab[:, :k, :].sum(-2)
+  up_loss = np.mean(-np.log(up + 1e-6) * up_label, axis=-1)
+  down = p[:, m:, :].sum(-2) / (colsum + 1e-6)
+  down_label = lab[:, k:, :].sum(-2)
+  down_loss = np.mean(-np.log(down + 1e-6) * down_label, axis=-1)
+  count = s.shape[1]
+  return float(np.mean((up_loss + down_loss) * float(count > m)))
+
+
+def _arf_reference(s, t, *, k, m, tau):
+  """ARF's LRelaxLoss for full lists, from arf.py: mean of the first m rows."""
+  p = _neuralsort_reference(s, tau)
+  lab = _label_matrix(t, k)
+  target = p[:, :m, :].mean(-2)
+  loss = np.mean(-np.log(target + 1e-6) * lab[:, :k, :].sum(-2), axis=-1)
+  return float(np.mean(loss * float(s.shape[1] > m)))
+
+
+def _soft_recall_case(seed, r=4, n=20, scale=3.0):
+  rng = np.random.default_rng(seed)
+  s = (scale * rng.normal(size=(r, n))).astype(np.float32)
+  t = rng.normal(size=(r, n)).astype(np.float32)
+  return s, t
+
+
+@pytest.mark.parametrize("k, ratio, tau", [(5, 0.25, 50.0), (3, 0.5, 1.0), (8, 0.4, 200.0),
+                                           (4, 0.2, 5.0)])
+def test_soft_recall_lcron_and_arf_match_the_released_code(k, ratio, tau):
+  from prerank_jax.losses.cascade import soft_recall_loss
+  s, t = _soft_recall_case(k)
+  n = s.shape[1]
+  m = math.ceil(ratio * n - 1e-9)
+  kw = dict(where=jnp.ones(s.shape, bool), recall_k=float(k), recall_keep_ratio=ratio,
+            neuralsort_tau=tau)
+  got = soft_recall_loss(jnp.asarray(s), jnp.asarray(t), soft_recall_form="lcron", **kw)
+  assert float(got) == pytest.approx(_lcron_single_reference(s, t, k=k, m=m, tau=tau),
+                                     rel=1e-5)
+  got = soft_recall_loss(jnp.asarray(s), jnp.asarray(t), soft_recall_form="arf", **kw)
+  assert float(got) == pytest.approx(_arf_reference(s, t, k=k, m=m, tau=tau), rel=1e-5)
+
+
+def test_soft_recall_defaults_are_the_lcron_reference():
+  from prerank_jax.losses import HPARAMS
+  assert STATIC_OPTIONS["soft_recall_form"].default == "lcron"
+  assert HPARAMS["neuralsort_tau"].default == 50.0
+  assert KD_LOSSES["soft_recall"].options == ("soft_recall_form",)
+
+
+@pytest.fixture
+def x64():
+  """float64 inside one test only; restores the previous setting."""
+  previous = bool(jax.config.jax_enable_x64)
+  jax.config.update("jax_enable_x64", True)
+  yield
+  jax.config.update("jax_enable_x64", previous)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_neuralsort_blocks_equal_the_n_by_n_form(dtype, request):
+  """The O(R·128·N) blocked rows (b from one sort + prefix sums) equal the N×N form:
+  to 1e-9 in float64; in float32 both are roundings of it (logits of size n·Δs/τ lose
+  ~1e-5 relative), so the float32 check is looser."""
+  if dtype == "float64":
+    request.getfixturevalue("x64")
+  tol = dict(rtol=1e-9, atol=1e-12) if dtype == "float64" else dict(rtol=1e-4, atol=1e-5)
+  from prerank_jax.losses.cascade import (neuralsort, neuralsort_row_term,
+                                          neuralsort_split_columns)
+  rng = np.random.default_rng(9)
+  # N = 300 > one 128-row block, with padding, ties and a list with few valid entries.
+  s = rng.normal(size=(3, 300)).astype(dtype)
+  s[0, 10:20] = s[0, 5]
+  where = np.ones((3, 300), bool)
+  where[1, 250:] = False
+  where[2, 7:] = False
+  s, where = jnp.asarray(s), jnp.asarray(where)
+  assert s.dtype == dtype
+  a = np.asarray(s, np.float64)
+  b_ref = np.where(where, np.sum(np.abs(a[..., :, None] - a[..., None, :])
+                                 * np.asarray(where)[..., None, :], -1), 0.0)
+  np.testing.assert_allclose(neuralsort_row_term(s, where=where), b_ref,
+                             rtol=tol["rtol"] * 10, atol=tol["atol"] * 100)
+  p_hat = neuralsort(s, where=where, tau=5.0)
+  n = np.asarray(where).sum(-1)
+  m = jnp.asarray([17, 120, 3])
+  place = np.arange(1, 301)
+  rows_up = (place[None, :] <= np.asarray(m)[:, None]) & (place[None, :] <= n[:, None])
+  rows_down = (place[None, :] > np.asarray(m)[:, None]) & (place[None, :] <= n[:, None])
+  up_ref = np.sum(np.asarray(p_hat) * rows_up[..., None], -2)
+  down_ref = np.sum(np.asarray(p_hat) * rows_down[..., None], -2)
+  up, down = neuralsort_split_columns(s, where=where, m=m, tau=5.0)
+  np.testing.assert_allclose(up, up_ref, **tol)
+  np.testing.assert_allclose(down, down_ref, **tol)
+  g = lambda f: jax.grad(lambda x: jnp.sum(f(x) * jnp.arange(300.0, dtype=s.dtype)))(s)
+  g_blocks = g(lambda x: neuralsort_split_columns(x, where=where, m=m, tau=5.0)[0])
+  g_full = g(lambda x: jnp.sum(neuralsort(x, where=where, tau=5.0)
+                               * jnp.asarray(rows_up)[..., None], -2))
+  gtol = tol if dtype == "float64" else dict(rtol=1e-3, atol=1e-3)
+  np.testing.assert_allclose(g_blocks, g_full, **gtol)
