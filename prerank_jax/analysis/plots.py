@@ -63,7 +63,7 @@ def keep_ratio_families(columns: Sequence[str]) -> list[str]:
   return families
 
 
-def _replicates(frame: pd.DataFrame) -> pd.DataFrame:
+def _plottable(frame: pd.DataFrame) -> pd.DataFrame:
   """Rows worth plotting: not diverged, with a setup key (one per run if missing)."""
   frame = frame[frame.get("status", pd.Series("ok", index=frame.index)) != "diverged"]
   if "setup" not in frame.columns:
@@ -90,7 +90,7 @@ def grid_table(frame: pd.DataFrame, metric: str, *, rows: str = "T", cols: str =
     if name not in frame.columns:
       raise ValueError(f"grid_table: {field}={name!r} is not a column; columns are "
                        f"{list(frame.columns)}")
-  students = _replicates(frame)
+  students = _plottable(frame)
   students = students[(students.get("role", "student") == "student")
                       & students[rows].notna() & students[cols].notna()]
   if exclude and "point" in students.columns:
@@ -111,7 +111,7 @@ def heatmap_figure(frame: pd.DataFrame, metric: str, *, rows: str = "T", cols: s
   The title quotes the ground-truth-only student (``exclude``'s match) when present, the
   grid's reference point. Raises ``ValueError`` when ``rows``/``cols`` are not columns.
   """
-  frame = _replicates(frame)
+  frame = _plottable(frame)
   if "program" not in frame.columns:
     frame = frame.assign(program="")
   if "role" not in frame.columns:
@@ -167,7 +167,7 @@ def keep_ratio_figure(frame: pd.DataFrame, *, families: Sequence[str] | None = N
   x: the fraction of candidates the pre-ranker keeps (``recall@10%`` ... ``@90%``
   columns); y: the mean over seeds, with a shaded t-interval when there are ≥ 2 seeds.
   """
-  frame = _replicates(frame)
+  frame = _plottable(frame)
   families = list(families) if families is not None else keep_ratio_families(frame.columns)
   if not families:
     raise ValueError("keep_ratio_figure: no '<family>@<r>%' columns (recall@10%, ...) in "
@@ -285,7 +285,7 @@ def report_figures(frame: pd.DataFrame, history: pd.DataFrame | None = None, *,
   columns exist; ``learning_curves.png`` from the history when given.
   """
   figures: dict[str, Figure] = {}
-  students = _replicates(frame)  # the grid: students, not diverged, not gt-only
+  students = _plottable(frame)  # the grid: students, not diverged, not gt-only
   if "role" in students.columns:
     students = students[students["role"] == "student"]
   if "point" in students.columns:
