@@ -28,8 +28,10 @@ Each request (vectorised over requests, in chunks to bound memory):
       items   = concat(v @ P_v, b) + feature_noise·ε
       cross   = (u ⊙ v) @ P_x + cross_noise·ε     # the interaction; teacher only
 
-4. logging policy: ``z + logging_noise·ε`` over valid candidates; its top ``E =
-   num_exposed`` are ``exposed``; position ``p`` (1-based) is the rank among them.
+4. logging policy: ``z + logging_popularity·b + logging_noise·ε`` over valid candidates
+   (``logging_popularity = 0`` in every preset: a logging ranker that over-promotes popular
+   items is a knob); its top ``E = num_exposed`` are ``exposed``; position ``p`` (1-based)
+   is the rank among them.
 5. labels (exposed only): examined with propensity ``θ_p = (1/p)^position_bias``; an
    examined candidate gets the grade of ``z + 0.5·Logistic`` under the thresholds with
    ``K = label_grades`` (for ``K = 2``: a click with probability ``σ((z − t_1)/0.5)``).
@@ -83,13 +85,14 @@ _KNOBS: dict[str, tuple[str, Any, Any]] = {
     "retrieval_pool": ("int", 1, _INF),
     "retrieval_noise": ("float", 0.0, _INF),
     "logging_noise": ("float", 0.0, _INF),
+    "logging_popularity": ("float", 0.0, _INF),
     "position_bias": ("float", 0.0, _INF),
     "label_grades": ("int", 2, _INF),
     "relevance_grades": ("int", 2, _INF),
 }
 
 _COMMON = dict(feature_noise=0.3, cross_noise=0.3, retrieval_noise=1.0, logging_noise=0.5,
-               position_bias=1.0, label_grades=2, relevance_grades=4)
+               logging_popularity=0.0, position_bias=1.0, label_grades=2, relevance_grades=4)
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(num_requests=64, num_eval_requests=32, list_size=20, min_list_size=12,
                  num_exposed=5, num_users=50, num_items=300, latent_dim=4,
@@ -218,11 +221,11 @@ def _simulate_chunk(rng: np.random.Generator, world: dict, p: dict, c: int) -> d
   cross = (u[:, None, :] * v) @ world["proj_cross"]
   cross = cross + p["cross_noise"] * normal(c, n, p["cross_features"])
 
-  logs = draw_logs(rng, z, valid, p, world["label_thresholds"])
+  logs = draw_logs(rng, z, valid, p, world["label_thresholds"], popularity=bias)
   # Exposure probabilities by Monte Carlo over the logging noise, from a generator of its
   # own (seeded by this chunk's logging scores) so the simulated data do not depend on it.
-  exposure = exposure_probability(z, valid, num_exposed=e, noise=p["logging_noise"],
-                                  rng=seeded_rng(logs.pop("log_score")))
+  exposure = exposure_probability(z + p["logging_popularity"] * bias, valid, num_exposed=e,
+                                  noise=p["logging_noise"], rng=seeded_rng(logs.pop("log_score")))
 
   pad = ~valid
   items[pad], cross[pad] = 0.0, 0.0
@@ -233,19 +236,23 @@ def _simulate_chunk(rng: np.random.Generator, world: dict, p: dict, c: int) -> d
 
 
 def draw_logs(rng: np.random.Generator, z: np.ndarray, valid: np.ndarray, p: Mapping[str, Any],
-              label_thresholds: np.ndarray) -> dict[str, np.ndarray]:
+              label_thresholds: np.ndarray, popularity: np.ndarray | None = None
+              ) -> dict[str, np.ndarray]:
   """Steps 4 and 5 of the module docstring: one draw of the logging policy, positions,
   examination and labels for utilities ``z`` ``[c, n]``.
 
   Returns ``label``, ``exposed``, ``propensity`` (θ of the realised position where exposed,
   else 1) and ``log_score`` (the noisy logging scores, ``-inf`` on padding). Separate from
   the rest of a request so that tests can redraw the logs of fixed lists many times.
+  ``popularity`` (the item bias ``b``, ``[c, n]``) enters the logging score with weight
+  ``p["logging_popularity"]``.
   """
   c, n = z.shape
   e = p["num_exposed"]
   # Logging policy: a noisy production ranker exposes its top e valid candidates.
-  log_score = np.where(valid, z + p["logging_noise"] * rng.standard_normal((c, n), np.float32),
-                       -np.inf)
+  log_mean = z if popularity is None else z + p.get("logging_popularity", 0.0) * popularity
+  log_score = np.where(valid, log_mean + p["logging_noise"] * rng.standard_normal(
+      (c, n), np.float32), -np.inf)
   top = np.argsort(-log_score, axis=1, kind="stable")[:, :e]
   position = np.zeros((c, n), np.int64)
   np.put_along_axis(position, top, np.arange(1, e + 1)[None, :], axis=1)

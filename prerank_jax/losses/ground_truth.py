@@ -153,6 +153,7 @@ def extra_positives_loss(
     weights: Optional[jnp.ndarray] = None,
     gt_negative_weight: float | jnp.ndarray = 1.0,
     gt_num_negatives: int = 10,
+    gt_list_reduction: str = "mean",
     rng: Optional[jax.Array] = None,
     reduce_fn: ReduceFn = jnp.mean,
 ) -> jnp.ndarray:
@@ -171,6 +172,10 @@ def extra_positives_loss(
         ``gt_num_negatives`` of them per list     unobserved negatives, weight λ
     ℓ_i = softplus(−s_i) on P,  softplus(s_i) on E ∪ U       (= BCE with target [i ∈ P])
     loss = Σ_{P ∪ E} w_i ℓ_i + λ Σ_U ℓ_i,  divided by |P ∪ E ∪ U| (count over the batch)
+           (``gt_list_reduction="mean"``), or divided by the number of lists
+           (``"sum_per_list"``: a sum over targets and negatives per instance, averaged
+           over instances, the scale of Ranking Distillation's released
+           ``sigmoid_log_loss``/``weighted_sigmoid_log_loss``)
 
   ``gt_num_negatives = 0`` takes every unexposed candidate (no sampling, no rng needed).
   λ = ``gt_negative_weight`` (traced) down-weights unobserved negatives, which are only
@@ -185,6 +190,8 @@ def extra_positives_loss(
     weights: optional ``[..., N]`` weights for the observed candidates.
     gt_negative_weight: λ ≥ 0, traced.
     gt_num_negatives: static int ≥ 0; sampled unexposed negatives per list (0 = all).
+    gt_list_reduction: static, ``"mean"`` (per candidate) or ``"sum_per_list"``; only
+      applies with ``reduce_fn=jnp.mean``.
     rng: a PRNG key; required when ``gt_num_negatives > 0``.
     reduce_fn: ``jnp.mean``, ``jnp.sum`` or ``None`` (per candidate).
 
@@ -205,7 +212,16 @@ def extra_positives_loss(
   per_item = jnp.where(positive, jax.nn.softplus(-s), jax.nn.softplus(s))
   w_obs = jnp.ones_like(s) if weights is None else masked(weights, where)
   w = jnp.where(where, w_obs, jnp.asarray(gt_negative_weight, s.dtype))
+  if gt_list_reduction not in GT_LIST_REDUCTIONS:
+    raise ValueError(f"loss.options.gt_list_reduction: must be one of "
+                     f"{list(GT_LIST_REDUCTIONS)}, got {gt_list_reduction!r}")
+  if gt_list_reduction == "sum_per_list" and reduce_fn is jnp.mean:
+    per_list = jnp.sum(safe_reduce(per_item, where=involved, weights=w, reduce_fn=None), -1)
+    return safe_reduce(per_list, where=jnp.any(valid, axis=-1), reduce_fn=jnp.mean)
   return safe_reduce(per_item, where=involved, weights=w, reduce_fn=reduce_fn)
+
+
+GT_LIST_REDUCTIONS = ("mean", "sum_per_list")
 
 
 # --- unbiased (inverse-propensity-scored) estimators ---------------------------------------

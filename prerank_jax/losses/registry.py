@@ -152,6 +152,10 @@ STATIC_OPTIONS: dict[str, StaticOption] = {
     "gt_num_negatives": StaticOption(
         10, doc="gt_extra_positives: unexposed negatives sampled per list (0 = all)",
         low=0, high=100_000),
+    "gt_list_reduction": StaticOption(
+        "mean", doc="gt_extra_positives: mean over candidates, or sum per list and mean "
+                    "over lists (Ranking Distillation's released scale)",
+        choices=ground_truth.GT_LIST_REDUCTIONS),
 }
 
 
@@ -209,7 +213,7 @@ GT_LOSSES: dict[str, LossSpec] = {
     "softmax": LossSpec(ground_truth.softmax_ce),
     "gt_extra_positives": LossSpec(ground_truth.extra_positives_loss,
                                    ("gt_negative_weight",), needs=("valid", "rng"),
-                                   options=("gt_num_negatives",)),
+                                   options=("gt_num_negatives", "gt_list_reduction")),
     "pairwise_logistic": LossSpec(ground_truth.pairwise_logistic),
 }
 

@@ -277,3 +277,31 @@ def test_gt_loss_trains_a_student(tiny_splits, gt, axes):
   after = _ndcg_true(compiled.apply(state.params, valid), valid)
   print(gt, "loss first/last epoch", loss[:, 0], loss[:, -1], "ndcg@10 true", before, after)
   assert np.all(after > before), (before, after)
+
+
+def test_extra_positives_sum_per_list_is_rank_distillations_scale():
+  """``gt_list_reduction="sum_per_list"`` against a NumPy transcription of the released
+  Ranking Distillation ``sigmoid_log_loss``: per instance, −Σ log σ(positives) − Σ log(1 −
+  σ(negatives)); then the mean over instances."""
+  s = np.array([[0.4, -1.2, 2.0, 0.1, -0.3], [1.5, 0.2, -0.7, 0.9, 0.0]], np.float32)
+  y = np.array([[1.0, 0.0, 0.0, 0.0, 0.0], [2.0, 1.0, 0.0, 0.0, 0.0]], np.float32)
+  exposed = np.array([[True, True, False, False, False], [True, True, True, False, False]])
+  valid = np.array([[True, True, True, True, False], [True, True, True, True, True]])
+  got = extra_positives_loss(jnp.asarray(s), jnp.asarray(y), where=jnp.asarray(exposed),
+                             valid=jnp.asarray(valid), gt_num_negatives=0,
+                             gt_list_reduction="sum_per_list")
+  per_instance = []
+  for i in range(2):
+    pos = exposed[i] & (y[i] > 0)
+    neg = valid[i] & ~pos
+    loss1 = -np.log(1 / (1 + np.exp(-s[i][pos].astype(np.float64))))
+    loss0 = -np.log(1 - 1 / (1 + np.exp(-s[i][neg].astype(np.float64))))
+    per_instance.append(np.sum(np.concatenate([loss1, loss0])))
+  assert float(got) == pytest.approx(np.mean(per_instance), rel=1e-6)
+  mean = extra_positives_loss(jnp.asarray(s), jnp.asarray(y), where=jnp.asarray(exposed),
+                              valid=jnp.asarray(valid), gt_num_negatives=0)
+  assert float(mean) == pytest.approx(np.sum(per_instance) / valid.sum(), rel=1e-6)
+  with pytest.raises(ValueError, match="loss.options.gt_list_reduction"):
+    extra_positives_loss(jnp.asarray(s), jnp.asarray(y), where=jnp.asarray(exposed),
+                         valid=jnp.asarray(valid), gt_num_negatives=0,
+                         gt_list_reduction="sum")
