@@ -115,8 +115,8 @@ def base_config(world_seed: int, *, smoke: bool, replicates: Sequence[int] = ())
   config.seed = int(world_seed)
   config.progress, config.wandb.mode, config.checkpoint_every = False, "disabled", 0
   config.sweep.seeds = tuple(int(s) for s in replicates)
-  if smoke:  # seconds: the fewest epochs that still train
-    config.teacher.num_epochs, config.student.num_epochs = 1, 2
+  if smoke:  # seconds: the student's epochs cut; the teacher keeps the smoke config's 2,
+    config.student.num_epochs = 2  # so that E5's under-trained (1 epoch) teacher differs
   return config
 
 
@@ -364,7 +364,8 @@ def markdown_claims(results: Sequence[Mapping[str, Any]]) -> str:
   for r in results:
     ci = (f"{r['diff']:+.4f} [{r['lo']:+.4f}, {r['hi']:+.4f}]" if math.isfinite(r["ci"])
           else f"{r['diff']:+.4f} [CI undefined]")
-    lines.append(f"| {r['claim']} | {r['metric']} | {r['against']} | {ci} | {r['n']} | "
+    claim = str(r["claim"]).replace("|", "\\|")  # a literal |Δ| must not split the cell
+    lines.append(f"| {claim} | {r['metric']} | {r['against']} | {ci} | {r['n']} | "
                  f"**{r['verdict']}** |")
   return "\n".join(lines)
 
