@@ -168,10 +168,12 @@ def test_load_results_csv_reads_experiment_rows(tmp_path):
   # An experiment's raw.csv: one setup per method, replicates named by their suffix.
   pd.DataFrame({"experiment": "e2", "method": ["kd", "kd", "gt", "gt"], "seed": [0, 1, 0, 1],
                 "replicate_seed": [0, 0, 0, 0],
+                "program": "",  # written as blank cells
                 "model": ["student T=4 α=1 seed=0"] * 2 + ["student gt-only seed=0"] * 2,
                 "recall@25%": [0.3, 0.32, 0.2, 0.21]}).to_csv(exp / "raw.csv", index=False)
   frame = load_results_csv(exp / "raw.csv")
   assert list(frame["setup"]) == ["kd", "kd", "gt", "gt"]
+  assert (frame["program"] == "").all()
   assert list(frame["model"]) == ["student T=4 α=1"] * 2 + ["student gt-only"] * 2
   assert list(mean_ci(frame, "recall@25%")["n"]) == [2, 2]
   with pytest.raises(ValueError, match="'model' column"):
