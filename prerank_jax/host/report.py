@@ -30,11 +30,12 @@ def terminal_columns(columns: Sequence[str], *, k: int, keep_ratios: Sequence[fl
                      has_truth: bool = True) -> list[str]:
   """The columns a reader needs first (about 8), chosen per run, for the terminal.
 
-  ``model`` (and ``replicate_seed`` with replicates), the headline metric and the headline metric at
-  each keep ratio r, the student's cost and ``status``. With the truth the headline is
-  ``ndcg@k`` and, per r, ``sys_ndcg@k@r`` (NDCG@k of the cascade: the model keeps its top
-  ⌈r·n⌉, the teacher reranks them); without it, ``R@(k,r)`` (teacher consistency). Columns
-  the run does not have are skipped; the full table stays in results.md / results.csv.
+  ``model`` (and ``replicate_seed`` with replicates), the headline metric and the headline
+  metric at each keep ratio r, the student's cost and ``status``. With the truth the
+  headline is ``ndcg@k`` and, per r, ``sys_ndcg@k@r`` (NDCG@k of the cascade: the model
+  keeps its top ⌈r·n⌉, the teacher reranks them); without it, ``R@(k,r)`` (teacher
+  consistency). Columns the run does not have are skipped; the full table stays in
+  results.md / results.csv.
   """
   from prerank_jax.evaluate import keep_label
 
