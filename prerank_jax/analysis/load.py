@@ -133,7 +133,7 @@ def _annotate(frame: pd.DataFrame, *, run: str, seed: Any, setup: str) -> pd.Dat
       "program": frame["program"] if "program" in frame.columns else [p[2] for p in parts],
       "results_model": raw,
   }, index=frame.index)
-  ids["program"] = ids["program"].fillna("").astype(str)  # a blank CSV cell is no program
+  ids["program"] = ids["program"].astype(object).where(ids["program"].notna(), "").astype(str)  # blank CSV cell: no program
   rest = frame.drop(columns=[c for c in ID_COLUMNS if c in frame.columns])
   return pd.concat([ids, rest], axis=1)
 
