@@ -66,7 +66,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       train_file="", valid_file="", test_file="",  # letor/tabular, relative to manual_dir
       valid_fraction=0.1, test_fraction=0.1,  # requests carved from train without a file
       list_size=100,          # N: longer lists are truncated (rule in each loader's doc)
-      min_list_size=10,       # letor/tabular: shorter lists are dropped (>= eval.k)
+      min_list_size=10,       # shorter lists are dropped: letor train/valid (its test split
+                              # keeps every query), tabular; not needed for eval.k
       num_exposed=10, logging_noise=1.0, logging_feature=0, position_bias=0.0,  # letor logs
       student_features=(), teacher_features=(),  # letor feature ids; () = all
       normalize="log_zscore",  # letor: log_zscore | zscore | none (train statistics)
