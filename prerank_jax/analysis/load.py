@@ -133,7 +133,9 @@ def _annotate(frame: pd.DataFrame, *, run: str, seed: Any, setup: str) -> pd.Dat
       "program": frame["program"] if "program" in frame.columns else [p[2] for p in parts],
       "results_model": raw,
   }, index=frame.index)
-  ids["program"] = ids["program"].astype(object).where(ids["program"].notna(), "").astype(str)  # blank CSV cell: no program
+  # A blank CSV cell (an experiment's raw.csv) is no program, not NaN.
+  program = ids["program"].astype(object)
+  ids["program"] = program.where(program.notna(), "").astype(str)
   rest = frame.drop(columns=[c for c in ID_COLUMNS if c in frame.columns])
   return pd.concat([ids, rest], axis=1)
 
