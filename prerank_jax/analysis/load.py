@@ -219,8 +219,8 @@ def load_history(paths: Iterable[PathLike] | PathLike) -> pd.DataFrame:
 
   Columns: the identifiers of :func:`load_run` (``model``: ``student <point>``,
   ``teacher`` or ``teacher <i>`` for an ensemble of seeds; ``replicate_seed`` from the
-  `` seed=<s>`` suffix of a replicate), ``epoch`` (1-based: the value after that many epochs), then one
-  column per logged metric (``loss``, ``valid_recall_teacher``, ...; NaN where a model
+  `` seed=<s>`` suffix of a replicate), ``epoch`` (1-based: the value after that many
+  epochs), then one column per logged metric (``loss``, ``valid_recall_teacher``, ...; NaN where a model
   does not log it, e.g. the teacher has no teacher consistency).
   """
   paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
