@@ -137,3 +137,18 @@ def test_learning_curves_and_report_figures():
   # No T × α grid (one α): no heatmaps, the rest still drawn.
   flat = results()
   assert "heatmap_recall_25.png" not in report_figures(flat[flat["alpha"] != 1.0])
+
+
+def test_report_write_figures_saves_pngs_next_to_the_tables(tmp_path):
+  from prerank_jax.host.report import write_figures
+
+  from tests.analysis.test_load import grid_rows, write_run
+
+  history = {"students": {"T=1 α=0.5 lr=0.003": {"loss": [0.5, 0.4]}}}
+  runs = [write_run(tmp_path, f"grid_s{s}", grid_rows(0.01 * s), seed=s, history=history)
+          for s in (0, 1)]
+  written = write_figures(runs, out_dir=runs[0])
+  assert [p.name for p in written] == ["heatmap_R_10_25.png", "heatmap_recall_25.png",
+                                       "keep_ratio.png", "learning_curves.png"]
+  for path in written:
+    assert path.parent == runs[0] and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
