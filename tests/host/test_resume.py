@@ -86,6 +86,28 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous(finished, capsys):
   again = run(config)
   assert "unreadable" in capsys.readouterr().out
   assert (again.run_dir / "results.csv").read_text() == before
+  # The damaged step was moved aside and saved again by the retraining, so the phase is
+  # finished on disk: `prerank-jax eval` restores it (before issue 12 it said "not
+  # finished", as Orbax silently skipped saving a step at or below the damaged one).
+  assert (ckpts / f"damaged-{latest}").is_dir() and (ckpts / str(latest)).is_dir()
+  (again.run_dir / "results.csv").unlink()
+  from prerank_jax.host.runner import evaluate_run
+  evaluate_run(again.run_dir)
+  assert (again.run_dir / "results.csv").read_text() == before
+
+
+@pytest.mark.slow
+def test_every_checkpoint_damaged_is_an_error_not_a_restart(finished):
+  from prerank_jax.host.checkpoint import CheckpointError
+
+  config, first = finished
+  ckpts = first.run_dir / "checkpoints" / "student"
+  for f in ckpts.rglob("*"):
+    if f.is_file() and "state" in f.parts and f.stat().st_size > 0:
+      f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])
+  config.resume = True
+  with pytest.raises(CheckpointError, match="every checkpoint .* is unreadable"):
+    run(config)
 
 
 @pytest.mark.slow
