@@ -13,7 +13,9 @@ simulator, MLP 64-32 student, MLP 256-256-128 teacher that sees the cross featur
   π over every candidate, selection bias) and ``ips_both`` (clicks / (π·θ)), each at α = 0
   (ground truth only) and α = 0.5 (with Hinton KD, T = 2);
 - three settings of the logs: the quickstart's (E = 10 exposed of 60–100, position bias
-  η = 1), strong position bias (η = 2), and few exposures (E = 5);
+  η = 1), strong position bias (η = 2), and a logging policy that orders what it shows
+  mostly by item popularity (``data.logging_popularity = 3``), so that position bias
+  rewards popularity rather than relevance;
 - the same student distilled from the oracle teacher (the simulator's true relevance).
 
 Recall is measured at keep ratios 10–90% of each full list.
@@ -38,7 +40,7 @@ KEEP_RATIOS = (0.1, 0.25, 0.5, 0.75, 0.9)
 SETTINGS = {
     "logs E=10 η=1": {},
     "logs E=10 η=2": {"data.position_bias": 2.0},
-    "logs E=5 η=1": {"data.num_exposed": 5},
+    "popularity-ordered logs η=1": {"data.logging_popularity": 3.0},
 }
 ORACLE = "oracle teacher"
 
