@@ -164,8 +164,9 @@ def test_summary_from_raw_rows_alone(tmp_path):
 
 
 @pytest.mark.parametrize("smoke", [True, False])
-@pytest.mark.parametrize("name", ["e2_hinton", "e3_ba_caruana", "e5_teacher_quality",
-                                  "e6_ensembles", "e8_pareto"])
+@pytest.mark.parametrize("name", ["e1_exposure", "e2_hinton", "e3_ba_caruana",
+                                  "e4_ranking_distillation", "e5_teacher_quality",
+                                  "e6_ensembles", "e7_loss_families", "e8_pareto"])
 def test_every_method_of_every_experiment_is_a_valid_config(name, smoke):
   """Without training: each method's overrides apply and validate, names are distinct,
   and every claim names a method of the experiment."""
