@@ -38,7 +38,7 @@ def write_letor(folder: Path, *, queries=(12, 6, 6), num_features=8, seed=0,
     path.parent.mkdir(parents=True, exist_ok=True)
     lines, groups, truth = ["# a comment line", ""], [], []
     for q in range(count):
-      qid = f"{split[0]}{q:03d}"
+      qid = f"{split[:2]}{q:03d}"  # tr/va/te: each query id in one split only
       length = int(rng.integers(8, 30))
       labels = rng.integers(0, 5, size=length)
       dense = np.zeros((length, num_features + 1), np.float32)
