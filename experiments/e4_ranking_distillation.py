@@ -45,6 +45,7 @@ def methods(smoke: bool) -> list[Method]:
                "student.loss.gt": "gt_extra_positives",
                "student.loss.options.gt_num_negatives": 3,
                "student.loss.options.gt_list_reduction": "sum_per_list",
+               "sweep.temperature": (1.0,),  # RD has no temperature: one point, not three
                "sweep.alpha": (0.5,), "sweep.rd_topk": (10.0,), "sweep.rd_lambda": (1.0,),
                "sweep.rd_mu": (0.1,), "sweep.rd_warmup_steps": (warmup,)}
   return [Method(HYBRID, reference),

@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
 import harness  # noqa: E402
 
-EXPERIMENTS = ["e2_hinton", "e3_ba_caruana", "e5_teacher_quality", "e6_ensembles",
-               "e8_pareto"]
+EXPERIMENTS = ["e1_exposure", "e2_hinton", "e3_ba_caruana", "e4_ranking_distillation",
+               "e5_teacher_quality", "e6_ensembles", "e7_loss_families", "e8_pareto"]
 
 
 @pytest.fixture(scope="session")
