@@ -5,8 +5,10 @@ exposure simulated by a noisy logging ranker (see prerank_jax/data/letor.py).
 Prepare once (raw files from the manual dir → ArrayRecord under source.data_dir), then run:
   python -m prerank_jax.data --config=configs/letor.py --config.source.manual_dir=~/data/MSLR-WEB10K
   prerank-jax sweep --config=configs/letor.py --config.source.manual_dir=~/data/MSLR-WEB10K
-Your own files: --config.dataset=letor --config.source.train_file=a.train (and optionally
-valid_file/test_file; a `<file>.query` group file replaces qid: tokens).
+Your own files: --config.dataset=letor --config.source.student_features="()"
+--config.source.train_file=a.train (and optionally valid_file/test_file; a `<file>.query`
+group file replaces qid: tokens). MSLR's feature ids below are refused on other datasets:
+give the ids of your file's cheap features, or () for all of them.
 
 Feature sets (MSLR ids, 1-based): the student sees 20 cheap, mostly query-independent or
 single-stream features; the teacher sees all 136. `arg="all"` gives the student all 136.
@@ -21,11 +23,9 @@ these machines). `:smoke` on the test fixtures: seconds.
 from __future__ import annotations
 
 from prerank_jax.config import quickstart_based
-
 # 20 cheap MSLR features: covered query terms and stream lengths of the whole document,
 # BM25/TF-IDF of title and whole document, URL and link statistics, PageRank and quality.
-MSLR_STUDENT_FEATURES = (5, 10, 11, 12, 13, 15, 75, 108, 110, 126, 127, 128, 129, 130,
-                         131, 132, 133, 134, 135, 136)
+from prerank_jax.data.letor import MSLR_STUDENT_FEATURES
 
 
 def get_config(arg: str | None = None):
