@@ -38,7 +38,7 @@ import jax
 import numpy as np
 
 from prerank_jax.batch import feature_sizes
-from prerank_jax.config import repo_config
+from prerank_jax.config_files import repo_config
 from prerank_jax.data import simulator_tfds, streaming, tfds_base
 from prerank_jax.host.runner import student_points
 from prerank_jax.train.loop import make_train

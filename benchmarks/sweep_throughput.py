@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from prerank_jax.batch import feature_sizes
-from prerank_jax.config import repo_config
+from prerank_jax.config_files import repo_config
 from prerank_jax.data.simulator import PRESETS, simulate
 from prerank_jax.train import SweepData, make_train
 from prerank_jax.train.sweep import compile_sweep, grid_points, in_groups, stack_points

@@ -22,10 +22,8 @@ these machines). `:smoke` on the test fixtures: seconds.
 
 from __future__ import annotations
 
-from prerank_jax.config import quickstart_based
-# 20 cheap MSLR features: covered query terms and stream lengths of the whole document,
-# BM25/TF-IDF of title and whole document, URL and link statistics, PageRank and quality.
-from prerank_jax.data.letor import MSLR_STUDENT_FEATURES
+from prerank_jax.config_files import quickstart_based
+from prerank_jax.data.sources import LETOR_SOURCE
 
 
 def get_config(arg: str | None = None):
@@ -35,12 +33,11 @@ def get_config(arg: str | None = None):
   smoke = "smoke" in flags
   config.name = "letor"
   config.dataset = "mslr_web/10k_fold1"
-  config.source.list_size = 120     # MSLR lists: median about 110 documents
-  config.source.min_list_size = 10  # >= eval.k
-  config.source.num_exposed = 10
-  config.source.logging_noise = 1.0
-  config.source.student_features = () if "all" in flags else MSLR_STUDENT_FEATURES
-  config.source.teacher_features = ()  # all 136
+  # Lists of 120, 10 exposed, the student's 20 cheap MSLR features (MSLR_STUDENT_FEATURES),
+  # the teacher's all 136: prerank_jax/data/sources.py.
+  config.source.update(LETOR_SOURCE)
+  if "all" in flags:
+    config.source.student_features = ()
   config.eval.relevant_grade = 2.0     # MSLR grades 0..4
   for role in ("teacher", "student"):
     config[role].loss.gt = "softmax"   # graded labels: a listwise ground-truth loss

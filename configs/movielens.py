@@ -13,7 +13,8 @@ about a minute is expected. `:smoke` on the test fixture: seconds.
 
 from __future__ import annotations
 
-from prerank_jax.config import quickstart_based
+from prerank_jax.config_files import quickstart_based
+from prerank_jax.data.sources import MOVIELENS_SOURCE
 
 
 def get_config(arg: str | None = None):
@@ -23,9 +24,7 @@ def get_config(arg: str | None = None):
   smoke = "smoke" in flags
   config.name = "movielens"
   config.dataset = "movielens"
-  config.source.list_size = 100
-  config.source.num_negatives = 50     # at least 50 never-rated items a list
-  config.source.history_fraction = 0.5
+  config.source.update(MOVIELENS_SOURCE)  # lists of 100, 50 negatives: data/sources.py
   config.eval.relevant_grade = 4.0     # ratings 4 and 5 count as relevant
   for role in ("teacher", "student"):
     # Every exposed label is a rating >= 1, so a pointwise "label > 0" loss sees only

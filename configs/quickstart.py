@@ -18,6 +18,7 @@ from __future__ import annotations
 import ml_collections
 
 from prerank_jax.data.simulator import PRESETS
+from prerank_jax.data.sources import SOURCE_DEFAULTS
 from prerank_jax.losses.registry import HPARAMS, STATIC_OPTIONS
 from prerank_jax.models import model_config
 
@@ -59,22 +60,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data = dict(PRESETS["tiny" if smoke else "small"])  # tabular: prerank_jax/data/registry.py
   # Real datasets (TFDS builders written as ArrayRecord; prepared once, then reused). Each
   # reads the fields it needs; configs/{letor,movielens,tabular}.py set them up.
-  config.source = dict(
-      data_dir="",            # prepared datasets; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
-      manual_dir="",          # raw files; "" = <data_dir>/downloads/manual/<dataset>
-      preset="",              # simulator_tfds: tiny|small|default|large; "" = config.data
-      train_file="", valid_file="", test_file="",  # letor/tabular, relative to manual_dir
-      valid_fraction=0.1, test_fraction=0.1,  # requests carved from train without a file
-      list_size=100,          # N: longer lists are truncated (rule in each loader's doc)
-      min_list_size=10,       # shorter lists are dropped: letor train/valid (its test split
-                              # keeps every query), tabular; not needed for eval.k
-      num_exposed=10, logging_noise=1.0, logging_feature=0, position_bias=0.0,  # letor logs
-      student_features=(), teacher_features=(),  # letor feature ids; () = all
-      normalize="log_zscore",  # letor: log_zscore | zscore | none (train statistics)
-      num_negatives=50, history_fraction=0.5,   # movielens
-      request_column="request_id", label_column="label", exposed_column="",  # tabular
-      truth_column="", propensity_column="", split_column="",
-      context_columns=(), item_columns=(), cross_columns=())
+  config.source = dict(SOURCE_DEFAULTS)  # every field, documented in prerank_jax/data/sources.py
   # Input pipeline: "device" keeps the train split on device (lax.scan); "grain" streams
   # batches from the host (prerank_jax/data/streaming.py). order="device" feeds every sweep
   # point its device-resident order exactly; "shared" one grain-shuffled order to all.

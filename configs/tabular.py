@@ -13,7 +13,8 @@ Training time grows with the number of requests (the quickstart's 2,000: about 3
 
 from __future__ import annotations
 
-from prerank_jax.config import quickstart_based
+from prerank_jax.config_files import quickstart_based
+from prerank_jax.data.sources import TABULAR_SOURCE
 
 
 def get_config(arg: str | None = None):
@@ -23,16 +24,9 @@ def get_config(arg: str | None = None):
   smoke = "smoke" in flags
   config.name = "tabular"
   config.dataset = "tabular"
-  s = config.source
-  s.train_file = "logs.parquet"        # relative to source.manual_dir
-  s.split_column = ""                  # "" = carve valid/test by request
-  s.request_column = "request_id"
-  s.label_column = "label"             # null where the candidate was not shown
-  s.context_columns = ("user_f0", "user_f1")
-  s.item_columns = ("item_f0", "item_f1", "item_f2")
-  s.cross_columns = ("cross_f0",)      # teacher only
-  s.list_size = 100
-  s.min_list_size = 10
+  # The example table's columns (request_id, label, user_f*, item_f*, cross_f0) and lists
+  # of up to 100: prerank_jax/data/sources.py.
+  config.source.update(TABULAR_SOURCE)
   config.eval.relevant_grade = 1.0     # binary clicks: a label of 1 is relevant
   if smoke:
     config.source.list_size = 20

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prerank_jax.config import repo_config
+from prerank_jax.config_files import repo_config
 from prerank_jax.host.runner import run
 from prerank_jax.losses.registry import KD_LOSSES
 

@@ -110,7 +110,7 @@ def set_path(config: Any, path: str, value: Any) -> None:
 
 def base_config(world_seed: int, *, smoke: bool, replicates: Sequence[int] = ()):
   """The quickstart config (``smoke``: its tiny form, shortened further) for one world."""
-  from prerank_jax.config import repo_config
+  from prerank_jax.config_files import repo_config
   config = repo_config("quickstart", "smoke" if smoke else None)
   config.seed = int(world_seed)
   config.progress, config.wandb.mode, config.checkpoint_every = False, "disabled", 0

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prerank_jax.config import repo_config
+from prerank_jax.config_files import repo_config
 from prerank_jax.host.runner import run
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from prerank_jax.config import repo_config
+from prerank_jax.config_files import repo_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

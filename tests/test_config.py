@@ -15,7 +15,7 @@ def test_shipped_configs_validate():
 def test_every_config_file_documents_its_launch_and_has_a_smoke_form(name):
   from pathlib import Path
 
-  from prerank_jax.config import repo_config
+  from prerank_jax.config_files import repo_config
 
   path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.py"
   doc = path.read_text().split('"""')[1]

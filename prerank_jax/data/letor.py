@@ -62,6 +62,8 @@ import numpy as np
 from prerank_jax.batch import Batch
 from prerank_jax.data import tfds_base
 from prerank_jax.data.exposure import exposure_probability, seeded_rng
+# configs/letor.py's default student feature set (20 cheap MSLR-WEB feature ids).
+from prerank_jax.data.sources import MSLR_STUDENT_FEATURES
 
 VERSION = "1.2.0"
 SPLITS = ("train", "valid", "test")
@@ -446,12 +448,6 @@ def resolve_files(dataset: str, source: Mapping[str, Any]) -> tuple[Path, dict[s
   if not files["train"]:
     raise ValueError(f"{dataset}: source.train_file is required")
   return manual.resolve(), files, entry
-
-
-# configs/letor.py's default student feature set: 20 cheap MSLR-WEB features (1-based MSLR
-# ids). They mean nothing in another file, so only MSLR datasets may use them.
-MSLR_STUDENT_FEATURES = (5, 10, 11, 12, 13, 15, 75, 108, 110, 126, 127, 128, 129, 130,
-                         131, 132, 133, 134, 135, 136)
 
 
 def check_student_features(dataset: str, student_features: Sequence[int]) -> None:

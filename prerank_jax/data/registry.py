@@ -28,10 +28,11 @@ from __future__ import annotations
 import numbers
 import shlex
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 from prerank_jax.batch import Batch
 from prerank_jax.data import letor as _letor_names  # light: numpy only
+from prerank_jax.data.sources import CONFIG_SOURCES
 from prerank_jax.data.tfds_base import DatasetMissingError, default_data_dir
 
 __all__ = ["DATASETS", "DatasetMissingError", "load_dataset", "load_splits",
@@ -42,6 +43,12 @@ class DatasetSpec(NamedTuple):
   kind: str            # simulator | simulator_tfds | letor | movielens | tabular
   config_file: str     # the configs/ file that sets it up
   description: str
+
+  @property
+  def source(self) -> Mapping[str, Any]:
+    """``config.source`` as ``config_file`` sets it (:data:`~prerank_jax.data.sources.CONFIG_SOURCES`):
+    what :func:`prepare_command` compares a config against."""
+    return CONFIG_SOURCES[self.config_file]
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -147,22 +154,13 @@ def prepare_command(config) -> str:
           f"--config.dataset={config.dataset}"]
   if config.seed != 0:  # the seed of the simulated logging and of carved splits
     args.append(f"--config.seed={config.seed}")
-  defaults = _default_source(spec.config_file)
+  defaults = spec.source
   for key, value in config.source.items():
     if key not in defaults or value != defaults[key]:
       if isinstance(value, (tuple, list)):
         value = "(" + ",".join(repr(v) for v in value) + ("," if len(value) == 1 else "") + ")"
       args.append(f"--config.source.{key}={value}")
   return " ".join(shlex.quote(a) for a in args)
-
-
-def _default_source(config_file: str) -> dict:
-  try:
-    from prerank_jax.config import repo_config
-
-    return repo_config(Path(config_file).stem).source.to_dict()
-  except Exception:  # an installed package without configs/: list every field
-    return {}
 
 
 def missing_message(config, *, what: str, licence: str, manual_dir: Path,

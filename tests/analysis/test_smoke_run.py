@@ -13,7 +13,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-  from prerank_jax.config import repo_config
+  from prerank_jax.config_files import repo_config
   from prerank_jax.host.runner import run
 
   config = repo_config("quickstart", "smoke")

@@ -140,7 +140,7 @@ def test_append_rows_keeps_old_rows_and_unions_columns(tmp_path):
 
 
 def test_set_path_refuses_a_typo():
-  from prerank_jax.config import repo_config
+  from prerank_jax.config_files import repo_config
   config = repo_config("quickstart", "smoke")
   harness.set_path(config, "student.loss.options.kd_temperature_squared", False)
   assert config.student.loss.options.kd_temperature_squared is False

@@ -1,0 +1,75 @@
+"""The ``config.source`` fields of the datasets on disk, one copy for the config files and
+the data floor.
+
+``configs/quickstart.py`` starts ``config.source`` from :data:`SOURCE_DEFAULTS`;
+``configs/{letor,movielens,tabular}.py`` update it with their own values below. The
+registry's :class:`~prerank_jax.data.registry.DatasetSpec` carries the resulting values
+(:data:`CONFIG_SOURCES`), so the prepare command in a missing-dataset message lists only
+the fields a user changed, without the data floor loading a config file. This module imports
+nothing from the package.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+# Every field any loader reads (checked by prerank_jax.data.registry.validate_data_config).
+SOURCE_DEFAULTS: Mapping[str, Any] = dict(
+    data_dir="",            # prepared datasets; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
+    manual_dir="",          # raw files; "" = <data_dir>/downloads/manual/<dataset>
+    preset="",              # simulator_tfds: tiny|small|default|large; "" = config.data
+    train_file="", valid_file="", test_file="",  # letor/tabular, relative to manual_dir
+    valid_fraction=0.1, test_fraction=0.1,  # requests carved from train without a file
+    list_size=100,          # N: longer lists are truncated (rule in each loader's doc)
+    min_list_size=10,       # shorter lists are dropped: letor train/valid (its test split
+                            # keeps every query), tabular; not needed for eval.k
+    num_exposed=10, logging_noise=1.0, logging_feature=0, position_bias=0.0,  # letor logs
+    student_features=(), teacher_features=(),  # letor feature ids; () = all
+    normalize="log_zscore",  # letor: log_zscore | zscore | none (train statistics)
+    num_negatives=50, history_fraction=0.5,   # movielens
+    request_column="request_id", label_column="label", exposed_column="",  # tabular
+    truth_column="", propensity_column="", split_column="",
+    context_columns=(), item_columns=(), cross_columns=())
+
+# configs/letor.py's default student feature set: 20 cheap MSLR-WEB features (1-based MSLR
+# ids). They mean nothing in another file, so only MSLR datasets may use them
+# (prerank_jax.data.letor.check_student_features).
+MSLR_STUDENT_FEATURES = (5, 10, 11, 12, 13, 15, 75, 108, 110, 126, 127, 128, 129, 130,
+                         131, 132, 133, 134, 135, 136)
+
+LETOR_SOURCE: Mapping[str, Any] = dict(
+    list_size=120,          # MSLR lists: median about 110 documents
+    min_list_size=10,       # >= eval.k
+    num_exposed=10,
+    logging_noise=1.0,
+    # 20 cheap MSLR features: covered query terms and stream lengths of the whole document,
+    # BM25/TF-IDF of title and whole document, URL and link statistics, PageRank and quality.
+    student_features=MSLR_STUDENT_FEATURES,
+    teacher_features=(),    # all 136
+)
+
+MOVIELENS_SOURCE: Mapping[str, Any] = dict(
+    list_size=100,
+    num_negatives=50,       # at least 50 never-rated items a list
+    history_fraction=0.5,
+)
+
+TABULAR_SOURCE: Mapping[str, Any] = dict(
+    train_file="logs.parquet",        # relative to source.manual_dir
+    split_column="",                  # "" = carve valid/test by request
+    request_column="request_id",
+    label_column="label",             # null where the candidate was not shown
+    context_columns=("user_f0", "user_f1"),
+    item_columns=("item_f0", "item_f1", "item_f2"),
+    cross_columns=("cross_f0",),      # teacher only
+    list_size=100,
+    min_list_size=10,
+)
+
+# config file -> its config.source (without flags such as :smoke).
+CONFIG_SOURCES: Mapping[str, Mapping[str, Any]] = {
+    "configs/quickstart.py": SOURCE_DEFAULTS,
+    "configs/letor.py": {**SOURCE_DEFAULTS, **LETOR_SOURCE},
+    "configs/movielens.py": {**SOURCE_DEFAULTS, **MOVIELENS_SOURCE},
+    "configs/tabular.py": {**SOURCE_DEFAULTS, **TABULAR_SOURCE},
+}
