@@ -77,7 +77,9 @@ class Claim:
   ``method``'s student rows matching ``where`` (column values, e.g. ``{"T": 2.0}``) are
   compared with ``against``: ``None`` for the gt-only student of the same runs, otherwise
   another method's student rows matching ``against_where``. ``direction`` is +1 (the
-  method is higher), −1 (lower) or 0 (equivalent within ``margin``).
+  method is higher), −1 (lower) or 0 (equivalent within ``margin``). ``role`` and
+  ``against_role`` pick other rows than students (``"teacher"``, ``"reference"`` with
+  ``where={"point": "random"}``, ``"gt-only"``), e.g. to compare two methods' teachers.
   """
 
   text: str
@@ -89,6 +91,8 @@ class Claim:
   against_where: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   margin: float = 0.0
   source: str = ""
+  role: str = "student"
+  against_role: str = "student"
 
 
 # ---------------------------------------------------------------------------- running
@@ -108,10 +112,12 @@ def set_path(config: Any, path: str, value: Any) -> None:
   node[leaf] = value
 
 
-def base_config(world_seed: int, *, smoke: bool, replicates: Sequence[int] = ()):
-  """The quickstart config (``smoke``: its tiny form, shortened further) for one world."""
+def base_config(world_seed: int, *, smoke: bool, replicates: Sequence[int] = (),
+                base: str = "quickstart"):
+  """The config ``configs/<base>.py`` (default the quickstart's; ``smoke``: its tiny form,
+  shortened further) for one world."""
   from prerank_jax.config_files import repo_config
-  config = repo_config("quickstart", "smoke" if smoke else None)
+  config = repo_config(base, "smoke" if smoke else None)
   config.seed = int(world_seed)
   config.progress, config.wandb.mode, config.checkpoint_every = False, "disabled", 0
   config.sweep.seeds = tuple(int(s) for s in replicates)
@@ -175,7 +181,7 @@ def append_rows(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
 def run_methods(experiment: str, methods: Sequence[Method], world_seeds: Sequence[int], *,
                 out: Path, smoke: bool, replicates: Sequence[int] = (),
                 configure: Callable[[Any, Method], None] | None = None,
-                log: Callable[[str], None] = print) -> Path:
+                base: str = "quickstart", log: Callable[[str], None] = print) -> Path:
   """Runs every method in every world through the runner and appends the rows.
 
   Args:
@@ -186,8 +192,10 @@ def run_methods(experiment: str, methods: Sequence[Method], world_seeds: Sequenc
     out: results root, e.g. ``experiments/results``.
     smoke: the tiny simulator preset and a few epochs.
     replicates: ``sweep.seeds`` (student replicates inside each world); ``()``: one.
-    configure: optional ``f(config, method)`` run after the overrides (for settings an
-      override cannot express).
+    configure: optional ``f(config, method)`` run after the overrides, with
+      ``config.workdir`` set (for settings an override cannot express, or files a run
+      reads, such as the LETOR files of ``--letor``).
+    base: the config file the methods override (``configs/<base>.py``).
     log: progress lines.
 
   Returns:
@@ -205,12 +213,12 @@ def run_methods(experiment: str, methods: Sequence[Method], world_seeds: Sequenc
     for world in world_seeds:
       teachers: dict[str, str] = {}  # teacher identity -> run dir holding that teacher
       for i, method in enumerate(methods):
-        config = base_config(world, smoke=smoke, replicates=replicates)
+        config = base_config(world, smoke=smoke, replicates=replicates, base=base)
         for path, value in method.overrides.items():
           set_path(config, path, value)
+        config.workdir, config.name = workdir, f"w{world}-{i}-{_slug(method.name)}"
         if configure is not None:
           configure(config, method)
-        config.workdir, config.name = workdir, f"w{world}-{i}-{_slug(method.name)}"
         identity = teacher_identity(config)
         if identity in teachers and not config.teacher.restore_from:
           config.teacher.restore_from = teachers[identity]
@@ -292,19 +300,21 @@ def paired_interval(a: pd.Series, b: pd.Series) -> dict[str, float]:
 
 def claim_result(frame: pd.DataFrame, claim: Claim) -> dict[str, Any]:
   """The paired difference of a claim over world seeds and its verdict."""
-  mine = _select(frame[(frame["method"] == claim.method) & (frame["role"] == "student")],
+  mine = _select(frame[(frame["method"] == claim.method) & (frame["role"] == claim.role)],
                  claim.where)
   if not len(mine):
-    raise ValueError(f"claim {claim.text!r}: no student rows of method {claim.method!r} "
+    raise ValueError(f"claim {claim.text!r}: no {claim.role} rows of method {claim.method!r} "
                      f"matching {dict(claim.where)}")
   if claim.against is None:
     base = frame[(frame["method"] == claim.method) & (frame["role"] == GT_ONLY)]
     base = base[base["program"].isin(set(mine["program"]))]
     against = f"{GT_ONLY} (same runs)"
   else:
-    base = _select(frame[(frame["method"] == claim.against) & (frame["role"] == "student")],
-                   claim.against_where)
-    against = claim.against + (f" {dict(claim.against_where)}" if claim.against_where else "")
+    base = _select(frame[(frame["method"] == claim.against)
+                         & (frame["role"] == claim.against_role)], claim.against_where)
+    against = (claim.against + (f" {claim.against_role}" if claim.against_role != "student"
+                                else "")
+               + (f" {dict(claim.against_where)}" if claim.against_where else ""))
   if not len(base):
     raise ValueError(f"claim {claim.text!r}: no rows to compare against ({against})")
   stats = paired_interval(world_values(mine, claim.metric), world_values(base, claim.metric))
@@ -452,6 +462,7 @@ class Experiment:
   replicates: Sequence[int] = (0, 1)
   notes: Callable[[pd.DataFrame], str] | None = None
   configure: Callable[[Any, Method], None] | None = None
+  base: str = "quickstart"  # the config file the methods override: configs/<base>.py
 
 
 def summarize(exp: Experiment, out_dir: Path, command: str) -> str:
@@ -492,10 +503,14 @@ def main(exp: Experiment, argv: Sequence[str] | None = None) -> Path:
 
   ``--smoke``: tiny preset, 2 world seeds, 2 epochs (seconds; results go to
   ``<out>/<name>-smoke/``). ``--from-results``: rebuild the summary and figures from the
-  kept ``raw.csv`` without training. Returns the results directory.
+  kept ``raw.csv`` without training. ``--letor``: the same methods on the world written as
+  LETOR files (``experiments/letor_world.py``; results in ``<out>/<name>_letor/``).
+  Returns the results directory.
   """
   parser = argparse.ArgumentParser(description=exp.title)
   parser.add_argument("--smoke", action="store_true", help="tiny preset, 2 world seeds")
+  parser.add_argument("--letor", action="store_true",
+                      help="the world as LETOR files through the LETOR loader")
   parser.add_argument("--from-results", action="store_true",
                       help="rebuild summary.md and figures from raw.csv, no training")
   parser.add_argument("--world-seeds", type=int, nargs="+", default=None)
@@ -503,9 +518,12 @@ def main(exp: Experiment, argv: Sequence[str] | None = None) -> Path:
                       help="sweep.seeds inside each world (student replicates)")
   parser.add_argument("--out", default=str(RESULTS))
   args = parser.parse_args(argv)
+  script = f"experiments/{exp.name}.py"
+  if args.letor:
+    from letor_world import letor_experiment
+    exp = letor_experiment(exp)
   use_compilation_cache()
   out_dir = Path(args.out) / (f"{exp.name}-smoke" if args.smoke else exp.name)
-  script = f"experiments/{exp.name}.py"
   command = " ".join(["python", script, *map(shlex.quote, argv if argv is not None
                                                else sys.argv[1:])])
   if not args.from_results:
@@ -515,7 +533,7 @@ def main(exp: Experiment, argv: Sequence[str] | None = None) -> Path:
     t0 = time.perf_counter()
     raw = run_methods(out_dir.name, exp.methods(args.smoke), worlds,
                       out=out_dir.parent, smoke=args.smoke, replicates=replicates,
-                      configure=exp.configure)
+                      configure=exp.configure, base=exp.base)
     frame = load_raw(raw)
     frame["preset"] = "smoke" if args.smoke else "small"
     frame.to_csv(raw, index=False)

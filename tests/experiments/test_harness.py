@@ -197,3 +197,90 @@ def test_e3_gradient_check_tends_to_logit_matching():
   assert np.all(np.diff(cos) > 0) and cos[0] < 0.95 and cos[-1] > 0.999
   ratio = check["‖∇ hinton‖ / ‖∇ mse‖"].to_numpy()
   assert abs(ratio[-1] - ratio[-2]) < 1e-3  # a constant rescaling at high T
+
+
+@pytest.mark.parametrize("smoke", [True, False])
+def test_simulator_soundness_methods_are_valid_configs(smoke):
+  import simulator_soundness
+  from prerank_jax.config import validate_config
+  exp = simulator_soundness.EXPERIMENT
+  for method in exp.methods(smoke):
+    config = harness.base_config(0, smoke=smoke, replicates=(0, 1))
+    for path, value in method.overrides.items():
+      harness.set_path(config, path, value)
+    validate_config(config)
+  names = {m.name for m in exp.methods(smoke)}
+  assert all(c.method in names and c.against in names | {None} for c in exp.claims)
+
+
+def test_claims_compare_other_roles():
+  """role / against_role: a method's teacher against another method's teacher, and a
+  teacher against the gt-only student; an absent role names itself in the error."""
+  frame = _raw(np.random.default_rng(3))
+  out = harness.claim_result(frame, Claim("kd's teacher ≈ other's teacher", "kd", "ndcg@10",
+                                          0, role="teacher", against="other",
+                                          against_role="teacher", margin=0.01))
+  assert out["diff"] == pytest.approx(0.0, abs=1e-12) and out["verdict"] == "reproduced"
+  out = harness.claim_result(frame, Claim("teacher beats gt-only", "kd", "ndcg@10", +1,
+                                          role="teacher", against="kd",
+                                          against_role="gt-only"))
+  gt = frame[(frame.method == "kd") & (frame.role == "gt-only")].groupby("seed")["ndcg@10"].mean()
+  assert out["diff"] == pytest.approx((0.5 + 0.1 * np.arange(4) + 0.2 - gt.to_numpy()).mean())
+  assert out["verdict"] == "reproduced" and out["against"] == "kd gt-only"
+  with pytest.raises(ValueError, match="no reference rows of method 'kd'"):
+    harness.claim_result(frame, Claim("x", "kd", "ndcg@10", role="reference"))
+
+
+def test_letor_lines_are_libsvm_ranking_lines():
+  import letor_world
+  features = np.arange(2 * 3 * 2, dtype=np.float32).reshape(2, 3, 2) / 4
+  grades = np.array([[3, 0, 1], [2, 2, 0]])
+  valid = np.array([[True, True, False], [True, False, False]])
+  assert letor_world.letor_lines(features, grades, valid, "te") == [
+      "3 qid:te0 1:0 2:0.25", "0 qid:te0 1:0.5 2:0.75", "2 qid:te1 1:1.5 2:1.75"]
+
+
+@pytest.fixture(scope="module")
+def letor_workdir(tmp_path_factory):
+  return tmp_path_factory.mktemp("letor")
+
+
+@pytest.mark.parametrize("name", ["e1_exposure", "e2_hinton", "e7_loss_families"])
+def test_letor_variants_write_the_world_and_validate(name, letor_workdir):
+  """--letor (smoke): each method's config points at its world's LETOR files, which hold
+  the world's true grades and features (a line per valid candidate, split qids disjoint),
+  and validates; the full variant's overrides validate too (without writing its world)."""
+  import importlib
+  import letor_world
+  from prerank_jax.config import validate_config
+  from prerank_jax.data import letor
+  from prerank_jax.data.simulator import simulate
+  exp = letor_world.letor_experiment(importlib.import_module(name).EXPERIMENT)
+  assert exp.name == f"{name}_letor" and exp.base == "letor"
+  for method in exp.methods(True):
+    config = harness.base_config(0, smoke=True, replicates=(0, 1), base=exp.base)
+    for path, value in method.overrides.items():
+      harness.set_path(config, path, value)
+    config.workdir = str(letor_workdir)
+    exp.configure(config, method)
+    validate_config(config)
+    assert config.dataset == "letor"
+    assert config.source.num_exposed == config.data.num_exposed
+    assert config.source.position_bias == config.data.position_bias
+    assert (config.source.logging_feature != 0) == (config.data.logging_popularity > 0)
+  folder = Path(config.source.manual_dir)
+  parsed = {s: letor.parse_file(folder / f) for s, f, _ in letor_world.SPLIT_FILES}
+  letor.check_disjoint_splits(parsed, {s: f for s, f, _ in letor_world.SPLIT_FILES})
+  world = simulate(letor_world.world_params(dict(config.data)), seed=0)
+  test, written = world["test"], parsed["test"]
+  assert len(written.qids) == test.valid.shape[0]
+  for r in (0, len(written.qids) - 1):
+    keep = np.asarray(test.valid[r])
+    np.testing.assert_array_equal(written.labels[r], np.asarray(test.true_relevance[r])[keep])
+    np.testing.assert_allclose(written.features[r][:, 1 + len(test.context[r])],
+                               np.asarray(test.items[r])[keep, 0], rtol=1e-5, atol=1e-6)
+  for method in exp.methods(False):
+    config = harness.base_config(0, smoke=False, replicates=(0,), base=exp.base)
+    for path, value in method.overrides.items():
+      harness.set_path(config, path, value)
+    validate_config(config)
