@@ -303,6 +303,19 @@ def has_relevant(labels: Array, *, where: Optional[Array] = None) -> Array:
   return jnp.any(valid & (_clean_labels(labels, valid) > 0), axis=-1)
 
 
+def _hits_at_k(scores: Array, relevant: Array, *, where: Optional[Array],
+               k: Hyper) -> tuple[Array, Array]:
+  """Relevant valid candidates within the top ``k`` per list, and the valid relevant mask."""
+  relevant = jnp.asarray(relevant)
+  if relevant.dtype != jnp.bool_:
+    raise TypeError(f"relevant must be a bool mask, got dtype {relevant.dtype}")
+  scores = jnp.asarray(scores)
+  valid = _valid_mask(where, scores.shape)
+  relevant = valid & jnp.broadcast_to(relevant, scores.shape)
+  hits = jnp.sum(relevant & top_m_mask(scores, where=valid, m=k), axis=-1)
+  return hits, relevant
+
+
 def recall_at_k(
     scores: Array,
     relevant: Array,
@@ -331,13 +344,7 @@ def recall_at_k(
   References:
     ``rax.recall_metric``.
   """
-  relevant = jnp.asarray(relevant)
-  if relevant.dtype != jnp.bool_:
-    raise TypeError(f"relevant must be a bool mask, got dtype {relevant.dtype}")
-  scores = jnp.asarray(scores)
-  valid = _valid_mask(where, scores.shape)
-  relevant = valid & jnp.broadcast_to(relevant, scores.shape)
-  hits = jnp.sum(relevant & top_m_mask(scores, where=valid, m=k), axis=-1)
+  hits, relevant = _hits_at_k(scores, relevant, where=where, k=k)
   num_relevant = jnp.sum(relevant, axis=-1)
   return jnp.where(num_relevant > 0, hits / jnp.maximum(num_relevant, 1), 0.0)
 
@@ -372,13 +379,7 @@ def precision_at_k(
     trec_eval ``P`` (``P_k``; relevant means ``rel >= relevance_level``);
     ``rax.precision_metric`` (which instead divides by min(k, n_valid)).
   """
-  relevant = jnp.asarray(relevant)
-  if relevant.dtype != jnp.bool_:
-    raise TypeError(f"relevant must be a bool mask, got dtype {relevant.dtype}")
-  scores = jnp.asarray(scores)
-  valid = _valid_mask(where, scores.shape)
-  relevant = valid & jnp.broadcast_to(relevant, scores.shape)
-  hits = jnp.sum(relevant & top_m_mask(scores, where=valid, m=k), axis=-1)
+  hits, _ = _hits_at_k(scores, relevant, where=where, k=k)
   cut = jnp.broadcast_to(jnp.asarray(k, jnp.float32), hits.shape)
   return jnp.where(cut > 0, hits / jnp.maximum(cut, 1.0), 0.0)
 
