@@ -11,6 +11,8 @@ from typing import Any
 
 import ml_collections
 
+from prerank_jax import checks
+from prerank_jax.checks import ConfigError
 from prerank_jax.data.simulator import validate_simulator_params
 from prerank_jax.losses.ensemble import ENSEMBLES
 from prerank_jax.metrics.ranking import EMPTY_MODES
@@ -25,38 +27,15 @@ DATASETS = tuple(_DATASETS)  # prerank_jax/data/registry.py
 ROLES = ("teacher", "student")
 
 
-class ConfigError(ValueError):
-  """A config value is invalid; the message names the field and the allowed range."""
-
-
 def _int(config: Any, field: str, low: int, high: float = float("inf")) -> int:
-  value = _get(config, field)
-  if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-    raise ConfigError(f"{field}: must be an int in [{low}, {high}], got {value!r}")
-  return value
+  return checks.int_in(_get(config, field), field, low, high)
 
 
 def _choice(config: Any, field: str, choices) -> str:
-  value = _get(config, field)
-  if value not in choices:
-    raise ConfigError(f"{field}: unknown name {value!r}; valid names are {sorted(choices)}")
-  return value
+  return checks.choice(_get(config, field), field, choices)
 
 
-def _get(config: Any, field: str) -> Any:
-  node = config
-  for part in field.split("."):
-    try:
-      node = node[part]
-    except (KeyError, AttributeError):
-      raise ConfigError(f"{field}: missing from the config") from None
-  return node
-
-
-def _ratio(value: Any, field: str) -> float:
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-    raise ConfigError(f"{field}: must be a keep ratio in (0, 1], got {value!r}")
-  return float(value)
+_get = checks.get
 
 
 def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -90,12 +69,8 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     _choice(config, f"{role}.loss.kd", {*KD_LOSSES, "none"})
     _choice(config, f"{role}.loss.gt", GT_LOSSES)
     _choice(config, f"{role}.loss.ensemble", ENSEMBLES)
-    ens_w = config[role].loss.get("ensemble_weights", ())
-    if (not isinstance(ens_w, (tuple, list))
-        or any(isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < 1e308
-               for w in ens_w) or (ens_w and not sum(ens_w) > 0)):
-      raise ConfigError(f"{role}.loss.ensemble_weights: must be () (uniform) or one weight "
-                        f">= 0 per teacher, not all 0, got {ens_w!r}")
+    checks.ensemble_weights(config[role].loss.get("ensemble_weights", ()),
+                            f"{role}.loss.ensemble_weights")
     try:
       check_gt_weighting(_get(config, f"{role}.loss.gt_weighting"),
                          _get(config, f"{role}.loss.gt"), f"{role}.loss")
@@ -110,8 +85,8 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
       except ValueError as e:
         raise ConfigError(str(e)) from None
     clip = _get(config, f"{role}.loss.ipw_clip")
-    if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not 0 < clip <= 1:
-      raise ConfigError(f"{role}.loss.ipw_clip: must be in (0, 1], got {clip!r}")
+    checks.require(checks.is_number(clip) and 0 < clip <= 1, f"{role}.loss.ipw_clip",
+                   "must be in (0, 1]", clip)
     epochs = _int(config, f"{role}.num_epochs", 1)
     chunk = _int(config, f"{role}.epochs_per_chunk", 1, epochs)
     if epochs % chunk:
@@ -127,10 +102,11 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
       isinstance(d, str) and d for d in others):
     raise ConfigError(f"teacher.ensemble_with: must be a tuple of run directories, got "
                       f"{others!r}")
-  ens_w = config.student.loss.get("ensemble_weights", ())
-  if ens_w and not others and len(ens_w) != config.teacher.num_teachers:
-    raise ConfigError(f"student.loss.ensemble_weights: must have one weight per teacher "
-                      f"(teacher.num_teachers={config.teacher.num_teachers}), got {ens_w!r}")
+  if not others:  # with ensemble_with, the runner counts the other runs' teachers too
+    n = config.teacher.num_teachers
+    checks.ensemble_weights(config.student.loss.get("ensemble_weights", ()),
+                            "student.loss.ensemble_weights", num_teachers=n,
+                            teachers=f"teacher.num_teachers={n}")
   _int(config, "checkpoint_every", 0)
   validate_distributed(config)
   _choice(config, "wandb.mode", ("offline", "online", "disabled"))
@@ -162,8 +138,7 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     raise ConfigError(str(e)) from None
   seeds = config.sweep.get("seeds", ())
   if (not isinstance(seeds, (tuple, list)) or len(set(seeds)) != len(seeds)
-      or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= 2**31 - 1
-             for s in seeds)):
+      or any(not checks.is_int(s) or not 0 <= s <= 2**31 - 1 for s in seeds)):
     raise ConfigError(f"sweep.seeds: must be a tuple of distinct int replicate seeds in "
                       f"[0, {2**31 - 1}] (() = one replicate, config.seed), got {seeds!r}")
   replicates = max(len(seeds), 1)
@@ -183,11 +158,11 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     raise ConfigError(f"eval.keep_ratios: must be a non-empty tuple of ratios in (0, 1], "
                       f"got {ratios!r}")
   for i, r in enumerate(ratios):
-    _ratio(r, f"eval.keep_ratios[{i}]")
-  _ratio(_get(config, "eval.monitor_keep_ratio"), "eval.monitor_keep_ratio")
+    checks.ratio(r, f"eval.keep_ratios[{i}]")
+  checks.ratio(_get(config, "eval.monitor_keep_ratio"), "eval.monitor_keep_ratio")
   grade = _get(config, "eval.relevant_grade")
-  if isinstance(grade, bool) or not isinstance(grade, (int, float)) or not grade > 0:
-    raise ConfigError(f"eval.relevant_grade: must be a number > 0, got {grade!r}")
+  checks.require(checks.is_number(grade) and grade > 0, "eval.relevant_grade",
+                 "must be a number > 0", grade)
   _choice(config, "eval.ndcg_empty", EMPTY_MODES)
   if "gain" in config.eval:  # absent in run dirs made before eval.gain: "exp2"
     from prerank_jax.evaluate import GAINS

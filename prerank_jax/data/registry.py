@@ -25,11 +25,11 @@ This module imports neither TFDS nor grain; loaders import them when called.
 
 from __future__ import annotations
 
-import numbers
 import shlex
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
+from prerank_jax import checks
 from prerank_jax.batch import Batch
 from prerank_jax.data import letor as _letor_names  # light: numpy only
 from prerank_jax.data.sources import CONFIG_SOURCES
@@ -184,41 +184,15 @@ def missing_message(config, *, what: str, licence: str, manual_dir: Path,
 
 # --- validation ---------------------------------------------------------------------------
 
-def _check(cond: bool, field: str, text: str, value: Any) -> None:
-  if not cond:
-    raise ValueError(f"{field}: {text}, got {value!r}")
+_check = checks.require
 
 
 def _int(s, key: str, low: int, high: float = float("inf")) -> int:
-  v = s[key]
-  _check(isinstance(v, numbers.Integral) and not isinstance(v, bool) and low <= v <= high,
-         f"source.{key}", f"must be an int in [{low}, {high}]", v)
-  return int(v)
+  return checks.int_in(s[key], f"source.{key}", low, high)
 
 
-def _float(s, key: str, low: float, high: float = float("inf"), *, open_low=False,
-           open_high=False) -> float:
-  v = s[key]
-  ok = isinstance(v, numbers.Real) and not isinstance(v, bool)
-  ok = ok and (low < v if open_low else low <= v) and (v < high if open_high else v <= high)
-  _check(ok, f"source.{key}", f"must be a number in {'(' if open_low else '['}{low}, "
-         f"{high}{')' if open_high else ']'}", v)
-  return float(v)
-
-
-def _names(s, key: str, *, non_empty: bool = False) -> None:
-  v = s[key]
-  _check(isinstance(v, (tuple, list)) and all(isinstance(x, str) and x for x in v)
-         and (len(v) > 0 or not non_empty), f"source.{key}",
-         "must be a " + ("non-empty " if non_empty else "") + "tuple of column names", v)
-
-
-def _ids(s, key: str) -> None:
-  v = s[key]
-  _check(isinstance(v, (tuple, list)) and all(
-      isinstance(x, numbers.Integral) and not isinstance(x, bool) and x >= 0 for x in v)
-         and len(set(v)) == len(v), f"source.{key}",
-         "must be a tuple of distinct feature ids >= 0 (() = all)", v)
+def _float(s, key: str, low: float, high: float = float("inf"), **open_ends) -> float:
+  return checks.number_in(s[key], f"source.{key}", low, high, **open_ends)
 
 
 def validate_data_config(config) -> None:
@@ -243,8 +217,7 @@ def validate_data_config(config) -> None:
     for key, low in (("worker_count", 0), ("num_threads", 1), ("prefetch", 1),
                      ("steps_per_call", 1)):
       v = st[key]
-      _check(isinstance(v, int) and not isinstance(v, bool) and v >= low,
-             f"streaming.{key}", f"must be an int >= {low}", v)
+      _check(checks.is_int(v) and v >= low, f"streaming.{key}", f"must be an int >= {low}", v)
     if st.read_from == "records" and pipeline == "grain":
       _check(kind != "simulator", "streaming.read_from",
              "'records' needs a TFDS dataset (e.g. simulator_tfds), not the in-memory "
@@ -276,8 +249,8 @@ def validate_data_config(config) -> None:
     _float(s, "logging_noise", 0.0)
     _float(s, "position_bias", 0.0)
     _int(s, "logging_feature", 0)
-    _ids(s, "student_features")
-    _ids(s, "teacher_features")
+    checks.index_tuple(s.student_features, "source.student_features", "feature ids")
+    checks.index_tuple(s.teacher_features, "source.teacher_features", "feature ids")
     from prerank_jax.data.letor import NORMALIZERS
 
     _check(s.normalize in NORMALIZERS, "source.normalize", f"must be one of {NORMALIZERS}",
@@ -294,6 +267,6 @@ def validate_data_config(config) -> None:
              "must name a column", s[key])
     for key in ("exposed_column", "truth_column", "propensity_column", "split_column"):
       _check(isinstance(s[key], str), f"source.{key}", "must be a column name or ''", s[key])
-    _names(s, "context_columns")
-    _names(s, "item_columns", non_empty=True)
-    _names(s, "cross_columns")
+    checks.names(s.context_columns, "source.context_columns")
+    checks.names(s.item_columns, "source.item_columns", non_empty=True)
+    checks.names(s.cross_columns, "source.cross_columns")

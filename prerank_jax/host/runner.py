@@ -18,8 +18,9 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
+from prerank_jax import checks
 from prerank_jax.batch import Batch, feature_sizes, validate_batch
-from prerank_jax.config import ConfigError, check_against_data, sweep_axes, validate_config
+from prerank_jax.config import check_against_data, sweep_axes, validate_config
 from prerank_jax.data.simulator import simulate
 from prerank_jax.evaluate import describe_excluded, evaluate_stacked, metric_names
 from prerank_jax.host import export, report
@@ -249,11 +250,10 @@ def ensemble_sources(config: ml_collections.ConfigDict
     if not (home / "checkpoints" / "teacher" / "identity.json").exists():
       raise FileNotFoundError(f"teacher.ensemble_with: {home} holds no finished teacher")
     sources.append((home, other))
-  ens_w = config.student.loss.get("ensemble_weights", ())
   total = config.teacher.num_teachers + sum(o.teacher.num_teachers for _, o in sources)
-  if ens_w and len(ens_w) != total:
-    raise ConfigError(f"student.loss.ensemble_weights: must have one weight per teacher "
-                      f"({total} with teacher.ensemble_with), got {ens_w!r}")
+  checks.ensemble_weights(config.student.loss.get("ensemble_weights", ()),
+                          "student.loss.ensemble_weights", num_teachers=total,
+                          teachers=f"{total} with teacher.ensemble_with")
   return sources
 
 

@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 import jax
 import jax.numpy as jnp
 
+from prerank_jax import checks
 from prerank_jax.metrics.ranking import ranks
 from prerank_jax.reduce import masked
 
@@ -24,18 +25,14 @@ def normalized_weights(weights: Optional[Sequence[float]], num_teachers: int, *,
                        field: str = "loss.ensemble_weights") -> jnp.ndarray:
   """Per-teacher weights ``[M]`` that sum to 1; ``None`` or ``()`` means uniform.
 
-  Checked at trace time (weights are static config values): the length must be M, every
-  weight finite and ≥ 0, and their sum > 0. The error names ``field``.
+  Checked at trace time (weights are static config values) by the one rule of
+  :func:`prerank_jax.checks.ensemble_weights`: the length must be M, every weight finite
+  and ≥ 0, and their sum > 0. The error names ``field``.
   """
   if weights is None or len(weights) == 0:
     return jnp.full((num_teachers,), 1.0 / num_teachers, jnp.float32)
-  values = [float(w) for w in weights]
-  if len(values) != num_teachers:
-    raise ValueError(f"{field}: must have one weight per teacher (M={num_teachers} in "
-                     f"batch.teacher_scores), got {len(values)} weights {tuple(values)}")
-  if any(not (w >= 0.0 and w < float("inf")) for w in values) or sum(values) <= 0.0:
-    raise ValueError(f"{field}: weights must be finite, >= 0 and not all 0, got "
-                     f"{tuple(values)}")
+  values = checks.ensemble_weights(tuple(weights), field, num_teachers=num_teachers,
+                                   teachers=f"M={num_teachers} in batch.teacher_scores")
   total = sum(values)
   return jnp.asarray([w / total for w in values], jnp.float32)
 

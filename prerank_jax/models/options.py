@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+from prerank_jax import checks
+
 # Feature groups whose columns a student may select, and the option naming the selection.
 COLUMN_OPTIONS = {"context_features": "context", "item_features": "items"}
 
@@ -34,27 +36,20 @@ class Option:
   allowed: str
 
   def check(self, value: Any, field: str) -> None:
-    """Raises ``ValueError("<field>: must be <allowed>, got <value>")`` if not allowed."""
-    if not self.validator(value):
-      raise ValueError(f"{field}: must be {self.allowed} ({self.doc}), got {value!r}")
-
-
-def _is_int(x: Any) -> bool:
-  return isinstance(x, int) and not isinstance(x, bool)
+    """Raises ``ConfigError("<field>: must be <allowed>, got <value>")`` if not allowed."""
+    checks.require(self.validator(value), field, f"must be {self.allowed} ({self.doc})", value)
 
 
 def _int_in(low: int, high: int) -> Callable[[Any], bool]:
-  return lambda v: _is_int(v) and low <= v <= high
+  return lambda v: checks.is_int(v) and low <= v <= high
 
 
 def _widths(min_len: int) -> Callable[[Any], bool]:
   return lambda v: (isinstance(v, (tuple, list)) and len(v) >= min_len
-                    and all(_is_int(w) and 1 <= w <= 1_000_000 for w in v))
+                    and all(checks.is_int(w) and 1 <= w <= 1_000_000 for w in v))
 
 
-def _columns(v: Any) -> bool:
-  return (isinstance(v, (tuple, list)) and all(_is_int(i) and i >= 0 for i in v)
-          and len(set(v)) == len(v))
+_columns = checks.is_index_tuple
 
 
 MODEL_OPTIONS: dict[str, Option] = {
@@ -97,12 +92,12 @@ def model_config(name: str, **overrides: Any) -> dict[str, Any]:
   """``{"name": name, **every option at its default, **overrides}`` for a config.
 
   Raises:
-    ValueError: an override that is not an option of :data:`MODEL_OPTIONS`.
+    ConfigError: (a ValueError) an override that is not an option of :data:`MODEL_OPTIONS`.
   """
   unknown = sorted(set(overrides) - set(MODEL_OPTIONS))
   if unknown:
-    raise ValueError(f"model_config: unknown model options {unknown}; valid options are "
-                     f"{sorted(MODEL_OPTIONS)}")
+    raise checks.ConfigError(f"model_config: unknown model options {unknown}; valid "
+                             f"options are {sorted(MODEL_OPTIONS)}")
   return {"name": name, **{k: o.default for k, o in MODEL_OPTIONS.items()}, **overrides}
 
 
@@ -110,8 +105,8 @@ def check_columns(columns: Sequence[int], size: int, field: str, group: str) -> 
   """Every selected column of ``group`` must exist in data with ``size`` columns."""
   bad = [i for i in columns if not 0 <= i < size]
   if bad:
-    raise ValueError(f"{field}: column indices must lie in [0, {size - 1}] (the data has "
-                     f"{size} {group} features), got {tuple(columns)!r}")
+    raise checks.ConfigError(f"{field}: column indices must lie in [0, {size - 1}] (the data "
+                             f"has {size} {group} features), got {tuple(columns)!r}")
 
 
 def resolve_options(declared: Sequence[str], values: Mapping[str, Any], *,
@@ -131,13 +126,13 @@ def resolve_options(declared: Sequence[str], values: Mapping[str, Any], *,
     ``{option: value}`` for the declared options, sequences as tuples.
 
   Raises:
-    ValueError: ``<field>.<option>: ...`` for an unknown option, a value out of range or a
+    ConfigError: (a ValueError) ``<field>.<option>: ...`` for an unknown option, a value out of range or a
       column index the data does not have.
   """
   unknown = sorted(set(values) - set(MODEL_OPTIONS) - {"name"})
   if unknown:
-    raise ValueError(f"{field}.{unknown[0]}: unknown model option; valid options are "
-                     f"{sorted(MODEL_OPTIONS)}")
+    raise checks.ConfigError(f"{field}.{unknown[0]}: unknown model option; valid options "
+                             f"are {sorted(MODEL_OPTIONS)}")
   out = {}
   for opt in declared:
     value = values.get(opt, MODEL_OPTIONS[opt].default)
