@@ -23,6 +23,7 @@ Recall is measured at keep ratios 10–90% of each full list.
   python experiments/e1_exposure.py            # full: 5 worlds × 2 replicates
   python experiments/e1_exposure.py --smoke    # tiny preset, 2 worlds, seconds
   python experiments/e1_exposure.py --from-results   # tables and figures from raw.csv
+  python experiments/e1_exposure.py --letor [--smoke]   # on LETOR files (letor_world.py)
 """
 
 from __future__ import annotations

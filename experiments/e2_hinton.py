@@ -17,6 +17,7 @@ one compiled program.
   python experiments/e2_hinton.py            # full: 5 worlds × 2 replicates
   python experiments/e2_hinton.py --smoke    # tiny preset, 2 worlds, seconds
   python experiments/e2_hinton.py --from-results   # tables and figures from raw.csv
+  python experiments/e2_hinton.py --letor [--smoke]   # on LETOR files (letor_world.py)
 
 Expected full runtime on this 2-core CPU: an estimate, see the README ("Reproducing the
 papers' claims"); the full results are not yet produced.

@@ -8,6 +8,7 @@ own ground-truth-only student. Nothing is tuned per method. Claims: each family 
 ground-truth-only student on true NDCG@10 (the papers each claim this for their loss).
 
   python experiments/e7_loss_families.py [--smoke] [--from-results]
+  python experiments/e7_loss_families.py --letor [--smoke]   # on LETOR files (letor_world.py)
 """
 
 from __future__ import annotations
