@@ -54,6 +54,7 @@ import dataclasses
 import functools
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -141,9 +142,215 @@ def _read_groups(path: Path) -> list[int] | None:
 
 
 def parse_file(path: Path) -> ParsedFile:
-  """Parses one LibSVM ranking file (see the module docstring for the accepted format)."""
+  """Parses one LibSVM ranking file (see the module docstring for the accepted format).
+
+  Well-formed files take a compiled path: files whose lines all hold the same number of
+  tokens and no comment (MSLR-WEB, Istella, ...) are read as columns by pyarrow's CSV
+  reader (:func:`_parse_columns`); other files by scikit-learn's ``load_svmlight_file``
+  (:func:`_parse_compiled`), both in chunks of ``_CHUNK_BYTES``. Anything they refuse or
+  that fails a check (a bad token,
+  a non-finite value, a label that is not a grade, a missing ``qid:``, a repeated or
+  unsorted feature id, a ``qid`` not written as a plain integer) is parsed again line by
+  line, which gives the same result for every file the compiled path accepts and names the
+  ``file:line`` of the first bad line otherwise.
+  """
   path = Path(path)
   groups = _read_groups(path)
+  for compiled in (_parse_columns, _parse_compiled):
+    fast = compiled(path, groups)
+    if fast is not None:
+      return fast
+  return _parse_lines(path, groups)
+
+
+# Compiled path: bytes per load_svmlight_file call. It must exceed the longest line (a
+# chunk that starts inside a line longer than itself would read the next line twice).
+_CHUNK_BYTES = 64 << 20
+_MAX_FEATURE_ID = (1 << 24) - 1  # compiled path: larger ids go to the line parser
+# A qid token not written as a plain integer (0, 7, -3): the compiled paths read query ids
+# as integers, which would rename it ("007" -> "7"); such files go to the line parser.
+_NON_CANONICAL_QID = re.compile(rb"qid:(?!(?:0|-?[1-9][0-9]*)(?:[ \t\r\n]|$))")
+
+
+def _parse_compiled(path: Path, groups: list[int] | None) -> ParsedFile | None:
+  """The compiled path of :func:`parse_file`; ``None`` when the file needs the line parser.
+
+  ``load_svmlight_file(zero_based=True, query_id=True)`` keeps column = feature id, parses
+  numbers with ``strtod`` (correctly rounded, like Python's ``float``) and drops ``#``
+  comments and blank lines, as the line parser does. It returns query ids as integers, so
+  files whose ids are not plain integers (``qid:abc``, ``qid:007``) go to the line parser,
+  which keeps them as written.
+  """
+  from sklearn.datasets import load_svmlight_file  # compiled; imported when needed
+
+  size = path.stat().st_size
+  if size == 0:
+    return None
+  labels, qids, blocks, max_id, min_id = [], [], [], 0, 1
+  try:
+    for offset in range(0, size, _CHUNK_BYTES):
+      x, y, q = load_svmlight_file(str(path), n_features=_MAX_FEATURE_ID + 1,
+                                   dtype=np.float64, zero_based=True, query_id=True,
+                                   offset=offset, length=_CHUNK_BYTES)
+      if y.size == 0:
+        continue
+      if groups is None and q.size != y.size:
+        return None  # a line without qid: the line parser names it
+      x.sort_indices()
+      values = x.data
+      if not np.all(np.isfinite(values)) or np.any(np.abs(values) > np.finfo(np.float32).max):
+        return None
+      if x.nnz:
+        max_id = max(max_id, int(x.indices.max()))
+        min_id = min(min_id, int(x.indices.min()))
+      labels.append(y)
+      qids.append(q)
+      blocks.append(x.astype(np.float32))
+  except (ValueError, RuntimeError, OverflowError, UnicodeDecodeError):
+    return None
+  if not labels:
+    return None
+  raw = np.concatenate(labels)
+  if np.any(~np.isfinite(raw) | (raw < 0) | (raw != np.round(raw))):
+    return None
+  if groups is None and not _canonical_qids(path):
+    return None
+  width = max_id + 1
+  dense = np.zeros((raw.size, width), np.float32)
+  row = 0
+  for block in blocks:
+    dense[row:row + block.shape[0]] = block[:, :width].toarray()
+    row += block.shape[0]
+  qid = np.concatenate(qids) if groups is None else None
+  return _grouped(path, raw, dense, qid, groups, min_id, max_id)
+
+
+def _canonical_qids(path: Path) -> bool:
+  with open(path, "rb") as f:
+    tail = b""  # the end of the previous chunk, so a token across a boundary is seen
+    for chunk in iter(lambda: f.read(_CHUNK_BYTES), b""):
+      if _NON_CANONICAL_QID.search(tail + chunk):
+        return False
+      tail = chunk[-32:]
+  return True
+
+
+def _line_chunks(path: Path):
+  """The file in pieces of about ``_CHUNK_BYTES`` that end at a newline."""
+  with open(path, "rb") as f:
+    rest = b""
+    for chunk in iter(lambda: f.read(_CHUNK_BYTES), b""):
+      chunk = rest + chunk
+      cut = chunk.rfind(b"\n") + 1
+      if cut == 0:
+        rest = chunk
+        continue
+      rest = chunk[cut:]
+      yield chunk[:cut]
+    if rest:
+      yield rest + b"\n"
+
+
+def _parse_columns(path: Path, groups: list[int] | None) -> ParsedFile | None:
+  """Compiled path for files whose data lines all hold the same tokens and no comment.
+
+  ``label qid:q i:v i:v ...`` becomes ``label q i v i v ...`` (``qid:`` and ``:`` replaced
+  by spaces) and pyarrow's CSV reader parses the columns: ids as integers, values as
+  float64 (correctly rounded, like Python's ``float``). A file with comments, ragged lines,
+  extra spaces or ids out of increasing order is left to the other parsers (``None``).
+  """
+  import pyarrow as pa
+  import pyarrow.csv as pa_csv
+
+  labels, qids, blocks = [], [], []
+  num_tokens = None
+  try:
+    for chunk in _line_chunks(path):
+      if b"#" in chunk or b"\r" in chunk or b"\t" in chunk:
+        return None
+      has_qid = groups is None
+      if has_qid:
+        chunk = chunk.replace(b" qid:", b" ")
+      chunk = chunk.replace(b":", b" ")
+      head = chunk[:chunk.find(b"\n")].split(b" ")
+      tokens = len(head)
+      lead = 2 if has_qid else 1
+      if num_tokens not in (None, tokens) or (tokens - lead) % 2:
+        return None
+      num_tokens = tokens
+      names = [f"c{i}" for i in range(tokens)]
+      types = {n: (pa.int64() if i == 1 and has_qid or (i >= lead and (i - lead) % 2 == 0)
+                   else pa.float64()) for i, n in enumerate(names)}
+      table = pa_csv.read_csv(
+          pa.py_buffer(chunk),
+          read_options=pa_csv.ReadOptions(column_names=names, block_size=1 << 24),
+          parse_options=pa_csv.ParseOptions(delimiter=" ", quote_char=False,
+                                            double_quote=False, escape_char=False),
+          convert_options=pa_csv.ConvertOptions(column_types=types, strings_can_be_null=False,
+                                                quoted_strings_can_be_null=False))
+      if any(col.null_count for col in table.columns):
+        return None
+      cols = [col.combine_chunks().to_numpy(zero_copy_only=False) for col in table.columns]
+      labels.append(cols[0])
+      if has_qid:
+        qids.append(cols[1])
+      ids = np.stack(cols[lead::2], axis=1) if tokens > lead else np.zeros((len(cols[0]), 0),
+                                                                          np.int64)
+      values = np.stack(cols[lead + 1::2], axis=1) if tokens > lead else np.zeros(ids.shape)
+      blocks.append((ids, values))
+  except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError):
+    return None
+  if not labels:
+    return None
+  raw = np.concatenate(labels)
+  if np.any(~np.isfinite(raw) | (raw < 0) | (raw != np.round(raw))):
+    return None
+  max_id, min_id = 0, 1
+  for ids, values in blocks:
+    if ids.size:
+      if ids.min() < 0 or ids.max() > _MAX_FEATURE_ID or np.any(np.diff(ids, axis=1) <= 0):
+        return None
+      if not np.all(np.isfinite(values)) or np.any(np.abs(values) > np.finfo(np.float32).max):
+        return None
+      max_id, min_id = max(max_id, int(ids.max())), min(min_id, int(ids.min()))
+  if groups is None and not _canonical_qids(path):
+    return None
+  dense = np.zeros((raw.size, max_id + 1), np.float32)
+  row = 0
+  for ids, values in blocks:
+    rows = np.arange(row, row + ids.shape[0])[:, None]
+    dense[rows, ids] = values.astype(np.float32)
+    row += ids.shape[0]
+  qid = np.concatenate(qids) if groups is None else None
+  return _grouped(path, raw, dense, qid, groups, min_id, max_id)
+
+
+def _grouped(path: Path, raw: np.ndarray, dense: np.ndarray, qid: np.ndarray | None,
+             groups: list[int] | None, min_id: int, max_id: int) -> ParsedFile | None:
+  """Splits parsed lines into queries as the line parser does (``None``: defer to it)."""
+  label = raw.astype(np.float32)
+  if groups is not None:
+    if sum(groups) != raw.size:
+      return None
+    bounds = np.cumsum([0, *groups])
+    members = [np.arange(bounds[i], bounds[i + 1]) for i in range(len(groups))]
+    names = [str(i) for i in range(len(groups))]
+  else:
+    unique, first, inverse = np.unique(qid, return_index=True, return_inverse=True)
+    by_first = np.argsort(first, kind="stable")           # queries in order of first line
+    rank = np.empty_like(by_first)
+    rank[by_first] = np.arange(by_first.size)
+    query_of_line = rank[inverse.reshape(-1)]
+    lines = np.argsort(query_of_line, kind="stable")      # file order within each query
+    counts = np.bincount(query_of_line, minlength=unique.size)
+    members = np.split(lines, np.cumsum(counts)[:-1])
+    names = [str(int(v)) for v in unique[by_first]]
+  return ParsedFile(names, [label[m] for m in members], [dense[m] for m in members],
+                    list(range(min_id, max_id + 1)), qids_in_file=groups is None)
+
+
+def _parse_lines(path: Path, groups: list[int] | None) -> ParsedFile:
+  """The line-by-line parser: the reference, and the one that names a bad line."""
   labels, qids, rows, cols, vals, line_numbers = [], [], [], [], [], []
   max_id, min_id, line_count = 0, 1, 0
   with open(path, encoding="utf-8", errors="replace") as f:
@@ -496,7 +703,7 @@ def make_builder(config) -> tuple[Any, str | None]:
   ``config.source``. ``missing`` holds the instructions when the dataset is neither prepared
   nor on disk as raw files (``builder`` is then ``None``). Without preparing, this parses
   the raw files (to learn the feature ids); a prepared dataset needs no raw files."""
-  from prerank_jax.data import registry
+  from prerank_jax.data import messages
 
   dataset = config.dataset
   check_student_features(dataset, config.source.student_features)
@@ -525,8 +732,8 @@ def make_builder(config) -> tuple[Any, str | None]:
                        f"into {prepared}; delete that directory to prepare them again")
     return make(meta["items_feature_ids"], meta["cross_feature_ids"]), None
   if absent:
-    return None, registry.missing_message(
-        config, what=entry.download, licence=entry.licence, manual_dir=manual,
+    return None, messages.missing_message(
+        config, kind="letor", what=entry.download, licence=entry.licence, manual_dir=manual,
         where=[(f, "missing" if f in absent else "found") for f in files.values() if f]
     ) + (generic_route_hint(dataset) if dataset in CATALOG else "")
   parsed = parse_files(files)
