@@ -40,6 +40,7 @@ import numpy as np
 from prerank_jax.batch import feature_sizes
 from prerank_jax.config_files import repo_config
 from prerank_jax.data import simulator_tfds, streaming, tfds_base
+from prerank_jax.train.host_fed import GrainFeed
 from prerank_jax.host.runner import student_points
 from prerank_jax.train.loop import make_train
 from prerank_jax.train.sweep import stack_points
@@ -144,12 +145,12 @@ def main() -> None:
       hparams, rngs = stack_points(pts)
       state = jax.jit(jax.vmap(trainer.init))(hparams, rngs)
       for name, source in sources.items():
-        feed = streaming.GrainFeed(config, "student", trainer, train, source=source)
+        feed = GrainFeed(config, "student", trainer, train, source=source)
         feed.start(state)
         result = measure(feed, state, hparams, steps=steps, rounds=args.rounds)
         sample = source.gather(feed.order.step_indices(0))
         # Input alone: the same pipeline read without training.
-        feed2 = streaming.GrainFeed(config, "student", trainer, train, source=source)
+        feed2 = GrainFeed(config, "student", trainer, train, source=source)
         feed2.start(state)
         for timed in (False, True):  # epoch 0 warms up; epoch 1 is timed
           done, t = 0, time.perf_counter()

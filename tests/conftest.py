@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
-import pytest
+# JAX's persistent compilation cache, fresh for each test process (an xdist worker or a
+# plain run) and inherited by the CLI subprocesses and notebook kernels it starts: many
+# end-to-end tests compile the same smoke programs, and only the first pays. Set before
+# jax is imported; the cache never outlives the session.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _XLA_CACHE = tempfile.mkdtemp(prefix="prerank-jax-tests-xla-")
+  atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+import pytest  # noqa: E402
 
 from prerank_jax.config_files import repo_config
 

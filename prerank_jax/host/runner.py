@@ -148,7 +148,7 @@ def train_phase(config: ml_collections.ConfigDict, role: str, points: list[Sweep
   hparams, rngs = shard_sweep(stack_points(padded), mesh)
   feed = None
   if config.get("input_pipeline", "device") == "grain":  # stream train steps (issue 6)
-    from prerank_jax.data.streaming import GrainFeed
+    from prerank_jax.train.host_fed import GrainFeed
     feed = GrainFeed(config, role, trainer, data.train, mesh)
     data = data._replace(train=data.train.take(slice(0, 1)))  # only valid goes on device
   data = replicate(data, mesh)

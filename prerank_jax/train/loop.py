@@ -52,6 +52,15 @@ class Trainer(NamedTuple):
   - ``run_chunk(state, hparams, data) -> (state, metrics)``: ``epochs_per_chunk`` epochs;
     the host calls it between progress updates, logging and checkpoints.
   - ``train(hparams, rng, data) -> (state, metrics)``: a whole run, all epochs.
+  - ``begin_epoch(state) -> (state, perm_rng)``: splits the key that draws an epoch's
+    order of requests; every epoch loop starts with it.
+  - ``epoch_stats(params, losses [steps], valid) -> metrics``: an epoch's mean loss and
+    validation monitor (:func:`monitor`); every epoch loop ends with it.
+
+  Both epoch loops are built from ``step``, ``begin_epoch`` and ``epoch_stats``: the
+  device-resident one here (``lax.scan`` over the epoch) and the host-fed one in
+  :mod:`prerank_jax.train.host_fed` (batches from a :mod:`prerank_jax.data.streaming`
+  input).
 
   ``metrics`` are per-epoch arrays ``[epochs, ...]``: ``loss``, ``valid_ndcg_exposed`` and,
   when the data has them, ``valid_ndcg_true`` and ``valid_recall_teacher``.
@@ -64,9 +73,11 @@ class Trainer(NamedTuple):
   train_epoch: Callable[..., tuple[TrainState, jax.Array]]
   run_chunk: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
   train: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
+  begin_epoch: Callable[..., tuple[TrainState, jax.Array]]
+  epoch_stats: Callable[..., dict[str, jax.Array]]
 
 
-def _monitor(scores: jax.Array, batch: Batch, *, k: int, keep_ratio: float) -> dict:
+def monitor(scores: jax.Array, batch: Batch, *, k: int, keep_ratio: float) -> dict:
   """Cheap per-epoch validation metrics, each averaged over the lists where defined."""
   observed = batch.valid & batch.exposed
   out = {"valid_ndcg_exposed": metrics.mean_over_lists(
@@ -160,22 +171,28 @@ def make_train(config: Any, *, role: str = "student", feature_sizes: Mapping[str
         diverged=state.diverged | ~finite)
     return new_state, jnp.where(finite, loss, jnp.nan)
 
-  def train_epoch(state: TrainState, hparams: HParams, data: SweepData):
+  def begin_epoch(state: TrainState) -> tuple[TrainState, jax.Array]:
     rng, perm_rng = jax.random.split(state.rng)
+    return state._replace(rng=rng), perm_rng
+
+  def epoch_stats(params: Any, losses: jax.Array, valid: Batch) -> dict[str, jax.Array]:
+    stats = {"loss": jnp.mean(losses)}
+    stats.update(monitor(model.apply(params, valid), valid, k=k, keep_ratio=keep_ratio))
+    return stats
+
+  def train_epoch(state: TrainState, hparams: HParams, data: SweepData):
+    state, perm_rng = begin_epoch(state)
     order = jax.random.permutation(perm_rng, num_train_requests)
     order = order[: steps_per_epoch * batch_size].reshape(steps_per_epoch, batch_size)
 
     def body(state, index):
       return train_step(state, data.train.take(index), hparams)
 
-    return jax.lax.scan(body, state._replace(rng=rng), order)
+    return jax.lax.scan(body, state, order)
 
   def epoch(state: TrainState, hparams: HParams, data: SweepData):
     state, losses = train_epoch(state, hparams, data)
-    stats = {"loss": jnp.mean(losses)}
-    stats.update(_monitor(model.apply(state.params, data.valid), data.valid,
-                          k=k, keep_ratio=keep_ratio))
-    return state, stats
+    return state, epoch_stats(state.params, losses, data.valid)
 
   def run_epochs(state, hparams, data, num_epochs):
     return jax.lax.scan(lambda s, _: epoch(s, hparams, data), state, None, length=num_epochs)
@@ -186,4 +203,5 @@ def make_train(config: Any, *, role: str = "student", feature_sizes: Mapping[str
   def train(hparams: HParams, rng: jax.Array, data: SweepData):
     return run_epochs(init(hparams, rng), hparams, data, num_chunks * epochs_per_chunk)
 
-  return Trainer(model, steps_per_epoch, init, train_step, train_epoch, run_chunk, train)
+  return Trainer(model, steps_per_epoch, init, train_step, train_epoch, run_chunk, train,
+                 begin_epoch, epoch_stats)

@@ -11,6 +11,7 @@ import pytest
 
 from prerank_jax.batch import feature_sizes
 from prerank_jax.data import streaming
+from prerank_jax.train.host_fed import GrainFeed
 from prerank_jax.host.runner import student_points
 from prerank_jax.train.loop import SweepData, make_train
 from prerank_jax.train.sweep import compile_sweep, stack_points
@@ -81,7 +82,7 @@ def test_streaming_equals_device_resident(setup, distinct_seeds):
   for _ in range(2):
     device, stats = compiled.run_chunk(device, hparams, data)
     device_stats.append(stats)
-  feed = streaming.GrainFeed(config, "student", trainer, data.train)
+  feed = GrainFeed(config, "student", trainer, data.train)
   feed.start(state0)
   assert feed.broadcast is not distinct_seeds
   streamed, streamed_stats = state0, []
@@ -120,18 +121,18 @@ def test_resumed_iterator_continues_identically(setup):
       np.testing.assert_array_equal(a[k], b[k])
 
   # A sweep phase resumed from a chunk boundary gives the uninterrupted parameters.
-  feed = streaming.GrainFeed(config, "student", trainer, data.train)
+  feed = GrainFeed(config, "student", trainer, data.train)
   feed.start(state0)
   state, _ = feed.run_chunk(state0, hparams, data)
   meta = json.loads(json.dumps(feed.get_state()))
   straight, _ = feed.run_chunk(state, hparams, data)
-  feed2 = streaming.GrainFeed(config, "student", trainer, data.train)
+  feed2 = GrainFeed(config, "student", trainer, data.train)
   feed2.start(state0)                                  # a fresh init, as on restart
   feed2.resume(meta, step=config.student.epochs_per_chunk * trainer.steps_per_epoch)
   again, _ = feed2.run_chunk(state, hparams, data)
   assert _max_diff(straight.params, again.params) == 0.0
   # A wrong position is caught by the key check rather than training on another order.
-  feed3 = streaming.GrainFeed(config, "student", trainer, data.train)
+  feed3 = GrainFeed(config, "student", trainer, data.train)
   feed3.start(state0)
   with pytest.raises(RuntimeError, match="does not match the state's keys"):
     feed3.run_chunk(state, hparams, data)
@@ -141,7 +142,7 @@ def test_shared_order_is_a_new_permutation_per_epoch(setup):
   config, data, trainer, _, hparams, state0 = setup
   config = config.copy_and_resolve_references()
   config.streaming.order = "shared"
-  feed = streaming.GrainFeed(config, "student", trainer, data.train)
+  feed = GrainFeed(config, "student", trainer, data.train)
   feed.start(state0)
   b, steps = config.student.batch_size, trainer.steps_per_epoch
   epochs = [np.concatenate([feed.order.step_indices(e * steps + s) for s in range(steps)])
