@@ -34,6 +34,9 @@ def _role(model: dict, *, num_epochs: int, batch_size: int, kd: str) -> dict:
       num_epochs=num_epochs,
       batch_size=batch_size,
       epochs_per_chunk=1,
+      # The forward pass's dtype: "float32", or "bfloat16" (matmuls in bf16 on TPUs and
+      # recent GPUs; parameters, optimizer state and loss stay float32).
+      compute_dtype="float32",
   )
 
 
@@ -109,8 +112,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # 0: vmap all points at once (accelerators). g > 0: vmap g points at a time and scan
   # over the groups in the same program (bounds memory; on a 2-core CPU g=4 is ~1.3×
   # faster at 16 points, see benchmarks/). g is rounded up to a multiple of the devices
-  # on the sweep axis, and the points are padded to a multiple of it.
-  config.sweep.group_size = 0
+  # on the sweep axis, and the points are padded to a multiple of it. -1 (auto): 0 on
+  # GPU/TPU, 4 on CPU (prerank_jax/train/sweep.py::resolve_group_size).
+  config.sweep.group_size = -1
   config.eval = dict(k=10, keep_ratios=(0.1, 0.25, 0.5, 0.75), relevant_grade=2.0,
                      monitor_keep_ratio=0.25,
                      # NDCG of a list without a relevant candidate: "exclude" it from the

@@ -93,6 +93,12 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
       raise ConfigError(f"{role}.epochs_per_chunk: must divide {role}.num_epochs={epochs}, "
                         f"got {chunk}")
     _int(config, f"{role}.batch_size", 1)
+    if "compute_dtype" in config[role]:  # absent in run dirs made before mixed precision
+      from prerank_jax.models.precision import check_compute_dtype
+      try:
+        check_compute_dtype(config[role].compute_dtype, f"{role}.compute_dtype")
+      except ValueError as e:
+        raise ConfigError(str(e)) from None
   if config.student.loss.kd == "none":
     raise ConfigError(f"student.loss.kd: a student needs a distillation loss; valid names "
                       f"are {sorted(KD_LOSSES)}")
@@ -146,8 +152,8 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     raise ConfigError(f"sweep: {len(points)} points × {replicates} sweep.seeds replicates "
                       f"in one program; must be at most 4096")
   if "group_size" in config.sweep:
-    group_size = _int(config, "sweep.group_size", 0, 4096)
-    if group_size and config.get("input_pipeline", "device") != "device":
+    group_size = _int(config, "sweep.group_size", -1, 4096)  # -1: auto (by backend)
+    if group_size > 0 and config.get("input_pipeline", "device") != "device":
       raise ConfigError("sweep.group_size: groups of points run with the device-resident "
                         "pipeline only; set it to 0 with input_pipeline="
                         f"{config.input_pipeline!r}")

@@ -46,7 +46,7 @@ def test_every_config_file_documents_its_launch_and_has_a_smoke_form(name):
     ("student.epochs_per_chunk", 3, r"student.epochs_per_chunk: must divide"),
     ("data.num_exposed", 50, r"data.num_exposed"),
     ("name", "../escape", r"name: must be a non-empty run name"),
-    ("sweep.group_size", -1, r"sweep.group_size: must be an int in \[0, 4096\]"),
+    ("sweep.group_size", -2, r"sweep.group_size: must be an int in \[-1, 4096\]"),
     ("sweep.group_size", True, r"sweep.group_size: must be an int"),
 ])
 def test_bad_values_name_the_field(path, value, match):

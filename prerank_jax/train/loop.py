@@ -20,6 +20,7 @@ from prerank_jax import metrics
 from prerank_jax.batch import Batch
 from prerank_jax.losses.registry import make_objective
 from prerank_jax.models import PureModel, build_model
+from prerank_jax.models.precision import with_compute_dtype
 
 HParams = Mapping[str, jax.Array]  # {"temperature", "alpha", "learning_rate"} scalars
 
@@ -103,7 +104,8 @@ def make_train(config: Any, *, role: str = "student", feature_sizes: Mapping[str
   Args:
     config: a run config (see ``configs/quickstart.py``). It is read, never mutated. Of it
       this uses ``config[role]`` (``model``, ``loss``, ``num_epochs``, ``batch_size``,
-      ``epochs_per_chunk``) and ``config.eval`` (``k``, ``monitor_keep_ratio``).
+      ``epochs_per_chunk``, ``compute_dtype`` if present) and ``config.eval`` (``k``,
+      ``monitor_keep_ratio``).
     role: ``"student"`` or ``"teacher"``.
     feature_sizes: ``{"context": Fc, "items": Fi, "cross": Fx}`` of the data.
     num_train_requests: R of the train split (fixes the steps per epoch).
@@ -118,6 +120,9 @@ def make_train(config: Any, *, role: str = "student", feature_sizes: Mapping[str
   model_kwargs = {k: v for k, v in role_cfg.model.items() if k != "name"}
   model = build_model(role_cfg.model.name, feature_sizes=dict(feature_sizes),
                       field=f"{role}.model", **model_kwargs)
+  # bfloat16 forward pass; params, optimizer state and the loss stay float32.
+  model = with_compute_dtype(model, role_cfg.get("compute_dtype", "float32"),
+                             field=f"{role}.compute_dtype")
   loss_cfg = role_cfg.loss
   objective = make_objective(
       kd=loss_cfg.kd, gt=loss_cfg.gt, ensemble=loss_cfg.ensemble,
