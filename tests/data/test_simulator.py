@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -42,7 +43,6 @@ def test_every_preset_validates(name):
 
 
 def test_configdict_params_accepted():
-  ml_collections = pytest.importorskip("ml_collections")
   out = simulate(ml_collections.ConfigDict(PRESETS["tiny"]), seed=0)
   expected = simulate(PRESETS["tiny"], seed=0)["train"].label
   np.testing.assert_array_equal(out["train"].label, expected)

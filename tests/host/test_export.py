@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import pytrec_eval
 
 from prerank_jax.host import export
 
@@ -68,7 +69,6 @@ def test_tie_free_scores_keep_our_order_and_the_values():
 
 
 def test_run_file_reproduces_our_ndcg_in_pytrec_eval_despite_ties():
-  pytrec_eval = pytest.importorskip("pytrec_eval")
   import jax.numpy as jnp
   from prerank_jax.metrics import ndcg_at_k
 
@@ -128,7 +128,6 @@ def test_combined_teacher_uses_the_configured_ensemble(smoke_config):
 
 @pytest.mark.slow
 def test_smoke_run_numbers_equal_pytrec_eval_on_the_exports(smoke_config):
-  pytrec_eval = pytest.importorskip("pytrec_eval")
   import pyarrow.parquet as pq
   from prerank_jax.host.runner import run
 

@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import stats
+from sklearn import metrics as sklearn_metrics
 
 from prerank_jax.metrics import auc
 from prerank_jax.metrics import gauc
@@ -213,28 +215,25 @@ def test_vmap_and_batched_equal_python_loop():
 
 @pytest.mark.parametrize("seed, levels", [(0, 3), (1, 10), (2, 1000)])
 def test_auc_matches_sklearn_pooled_with_ties(seed, levels):
-  metrics = pytest.importorskip("sklearn.metrics")
   scores, _, positive, where = _random_lists(seed, batch=40, size=30, levels=levels)
   s, p, w = map(np.asarray, (scores, positive, where))
-  expected = metrics.roc_auc_score(p[w], s[w])
+  expected = sklearn_metrics.roc_auc_score(p[w], s[w])
   _close(auc(scores, positive, where=where), expected, tol=1e-6)
 
 
 def test_auc_matches_sklearn_on_a_large_pool():
-  metrics = pytest.importorskip("sklearn.metrics")
   rng = np.random.default_rng(7)
   shape = (500, 100)  # the quickstart's test split
   positive = rng.random(shape) < 0.1
   scores = (rng.normal(size=shape) + positive).astype(np.float32)
   scores = np.round(scores, 2)  # many ties
   where = rng.random(shape) < 0.9
-  expected = metrics.roc_auc_score(positive[where], scores[where])
+  expected = sklearn_metrics.roc_auc_score(positive[where], scores[where])
   _close(auc(jnp.asarray(scores), jnp.asarray(positive), where=jnp.asarray(where)),
          expected, tol=1e-5)
 
 
 def test_gauc_matches_weighted_sklearn_loop():
-  metrics = pytest.importorskip("sklearn.metrics")
   scores, _, positive, where = _random_lists(3, batch=60, size=15, levels=4)
   positive = positive.at[0].set(False).at[1].set(True)  # one-class lists
   s, p, w = map(np.asarray, (scores, positive, where))
@@ -244,7 +243,7 @@ def test_gauc_matches_weighted_sklearn_loop():
     if labels.all() or not labels.any():
       skipped += 1
       continue
-    num += w[i].sum() * metrics.roc_auc_score(labels, s[i][w[i]])
+    num += w[i].sum() * sklearn_metrics.roc_auc_score(labels, s[i][w[i]])
     den += w[i].sum()
   assert skipped >= 2
   _close(gauc(scores, positive, where=where), num / den, tol=1e-6)
@@ -253,7 +252,6 @@ def test_gauc_matches_weighted_sklearn_loop():
 
 @pytest.mark.parametrize("seed, levels", [(0, 3), (1, 6), (2, 10_000)])
 def test_kendall_tau_b_matches_scipy_with_ties(seed, levels):
-  stats = pytest.importorskip("scipy.stats")
   rng = np.random.default_rng(seed)
   batch, size = 30, 20
   x = rng.integers(0, levels, (batch, size)).astype(np.float32)
@@ -277,7 +275,6 @@ def test_kendall_tau_b_matches_scipy_with_ties(seed, levels):
 
 def test_kendall_tau_b_long_lists_match_scipy():
   """N = 1000: O(N²) time, O(N) memory per list (no [N, N] temporary)."""
-  stats = pytest.importorskip("scipy.stats")
   rng = np.random.default_rng(5)
   x = rng.normal(size=(2, 1000)).astype(np.float32)
   y = (x + rng.normal(size=(2, 1000))).astype(np.float32)

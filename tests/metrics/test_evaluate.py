@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from prerank_jax import evaluate, metrics
 from prerank_jax.config import ConfigError, validate_config
@@ -70,13 +71,19 @@ def test_stacked_equals_loop_and_references(test_split):
   assert oracle_row["ndcg@5"] == pytest.approx(1.0) and oracle_row["mrr"] == pytest.approx(1.0)
   for name in ("auc_logs", "gauc_logs", "kendall_tau"):
     assert -1.0 <= teacher_row[name] <= 1.0
-  # Direct definitions of the logs columns on the same data.
+  # The logs columns against scikit-learn (not the functions evaluate itself calls): AUC
+  # over every observed (valid and exposed) candidate pooled; GAUC the mean of per-list
+  # AUCs weighted by the list's observed count, over lists with both classes.
   observed = batch.valid & batch.exposed
   positive = observed & (batch.label > 0)
-  np.testing.assert_allclose(values["auc_logs"][2],
-                             metrics.auc(models[2], positive, where=observed), rtol=1e-6)
+  s, p, o = (np.asarray(x) for x in (models[2], positive, observed))
+  np.testing.assert_allclose(values["auc_logs"][2], roc_auc_score(p[o], s[o]), rtol=1e-6)
+  both = [i for i in range(len(s)) if 0 < p[i][o[i]].sum() < o[i].sum()]
+  assert 0 < len(both) < len(s)  # some lists are left out, and some count
+  per_list = [roc_auc_score(p[i][o[i]], s[i][o[i]]) for i in both]
   np.testing.assert_allclose(values["gauc_logs"][2],
-                             metrics.gauc(models[2], positive, where=observed), rtol=1e-6)
+                             np.average(per_list, weights=[o[i].sum() for i in both]),
+                             rtol=1e-6)
   # Counts: data-only counts are equal for every model; τ depends on the scores.
   for key, counts in excluded.items():
     assert counts.shape == (4,) and counts.dtype == jnp.int32, key

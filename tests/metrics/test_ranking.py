@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import pytrec_eval
+import rax
 
 from prerank_jax.metrics import dcg_at_k
 from prerank_jax.metrics import has_relevant
@@ -418,7 +420,6 @@ def test_jit_traced_k_and_m_do_not_recompile():
 
 
 def test_ndcg_linear_matches_pytrec_eval():
-  pytrec_eval = pytest.importorskip("pytrec_eval")
   rng = np.random.default_rng(42)
   cutoffs = (1, 3, 5, 10)
   num_lists, max_size = 30, 15
@@ -445,7 +446,6 @@ def test_ndcg_linear_matches_pytrec_eval():
 
 
 def test_pytrec_eval_example_fact():
-  pytrec_eval = pytest.importorskip("pytrec_eval")
   trec = pytrec_eval.RelevanceEvaluator({"q": {"d1": 2, "d2": 0, "d3": 1}}, {"ndcg_cut.10"})
   value = trec.evaluate({"q": {"d1": 0.1, "d2": 0.9, "d3": 0.5}})["q"]["ndcg_cut_10"]
   _close(value, 0.6199, tol=1e-4)
@@ -465,7 +465,6 @@ def _rax_batch(seed):
 
 @pytest.mark.parametrize("k", [1, 3, 9])
 def test_ndcg_exp2_matches_rax(k):
-  rax = pytest.importorskip("rax")
   scores, labels, where = _rax_batch(k)
   expected = rax.ndcg_metric(scores, labels, where=where, topn=k, reduce_fn=None)
   _close(ndcg_at_k(scores, labels, where=where, k=k), expected, tol=1e-5)
@@ -479,7 +478,6 @@ def test_ndcg_exp2_matches_rax(k):
 
 @pytest.mark.parametrize("k", [1, 3, 9])
 def test_recall_matches_rax_for_binary_labels(k):
-  rax = pytest.importorskip("rax")
   scores, labels, where = _rax_batch(10 + k)
   relevant = labels >= 2
   expected = rax.recall_metric(scores, relevant.astype(jnp.float32), where=where, topn=k,
@@ -492,7 +490,6 @@ def test_recall_matches_rax_for_binary_labels(k):
 
 def test_neg_inf_scores_differ_from_rax_on_purpose():
   """rax treats a valid -inf score as not retrieved; here only ``where`` removes items."""
-  rax = pytest.importorskip("rax")
   scores = jnp.array([2.0, -jnp.inf, 1.0])
   labels = jnp.array([0.0, 1.0, 1.0])
   # Ours: d2 is ranked 3rd and retrieved at k=3.
@@ -509,7 +506,6 @@ def test_neg_inf_scores_differ_from_rax_on_purpose():
 
 def test_graded_threshold_differs_from_rax_on_purpose():
   """has_relevant uses label > 0; rax.recall_metric binarises at label >= 1."""
-  rax = pytest.importorskip("rax")
   scores = jnp.array([2.0, 1.0])
   labels = jnp.array([0.0, 0.5])
   assert bool(has_relevant(labels))
@@ -541,7 +537,6 @@ def _trec_lists(seed, num_lists=30, max_size=15, num_empty=5):
 
 def test_mrr_matches_pytrec_eval_recip_rank():
   """trec_eval relevance is ``label >= 1``; a query with no relevant document scores 0."""
-  pytrec_eval = pytest.importorskip("pytrec_eval")
   scores, labels, where, qrels, run = _trec_lists(3)
   trec = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(run)
   expected = np.array([trec[f"q{q}"]["recip_rank"] for q in range(scores.shape[0])])
@@ -559,7 +554,6 @@ def test_mrr_matches_pytrec_eval_recip_rank():
 def test_ndcg_empty_lists_vs_pytrec_eval_on_purpose():
   """trec_eval ndcg_cut gives an empty query 0 (our ``empty="zero"``) with linear gain;
   the default here excludes it, and the default gain is exp2 (so values differ)."""
-  pytrec_eval = pytest.importorskip("pytrec_eval")
   scores, labels, where, qrels, run = _trec_lists(4)
   trec = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"}).evaluate(run)
   expected = np.array([trec[f"q{q}"]["ndcg_cut_10"] for q in range(scores.shape[0])])

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import pytrec_eval
 
 from prerank_jax.metrics import (cascade_ndcg_at_k, cascade_recall_at_k, cascade_top_k,
                                  ndcg_at_k, precision_at_k, recall_at_k)
@@ -67,7 +68,6 @@ def test_precision_closed_form_and_short_list_denominator():
 
 
 def test_precision_matches_pytrec_eval_P_on_short_lists():
-  pytrec_eval = pytest.importorskip("pytrec_eval")
   rng = np.random.default_rng(0)
   Q, N = 12, 8
   lengths = rng.integers(1, N + 1, Q)  # many lists shorter than k = 5 and 10
