@@ -15,6 +15,10 @@ integer step names), so that retraining can save that step again (Orbax's
 existing one). A restore error of a step whose manifest matches (a structure mismatch, a
 bug) is not damage and propagates. A step without a manifest (killed between Orbax's commit
 and the manifest, or written by an older version) is damaged if it cannot be restored.
+
+Paths are ``etils.epath`` paths, as Orbax's own: a checkpoint directory may be local or any
+URI Orbax writes to (``gs://bucket/runs/x/checkpoints/student``); every file operation here
+(manifests, moving a damaged step aside, removing a partial one) goes through ``epath``.
 """
 
 from __future__ import annotations
@@ -24,13 +28,12 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import threading
-from pathlib import Path
 from typing import Any, Optional
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from prerank_jax.train.loop import TrainState
 
@@ -44,13 +47,30 @@ class CheckpointError(RuntimeError):
   """A checkpoint could not be written, or no checkpoint of a phase can be read."""
 
 
-def _digests(step_dir: Path) -> dict[str, str]:
+def checkpoint_path(directory: Any) -> epath.Path:
+  """``directory`` as an ``epath.Path``: a local path made absolute (as Orbax wants it), a
+  URI such as ``gs://bucket/x`` kept as it is (``resolve`` would treat it as relative)."""
+  path = epath.Path(directory)
+  return path if "://" in os.fspath(directory) else path.resolve()
+
+
+def _files(directory: epath.Path):
+  """Every file under ``directory``, recursively (epath has no ``rglob``: on a bucket it
+  would be one listing per pattern match)."""
+  for p in directory.iterdir():
+    if p.is_dir():
+      yield from _files(p)
+    else:
+      yield p
+
+
+def _digests(step_dir: epath.Path) -> dict[str, str]:
   """``{relative path: sha256}`` of every file under ``step_dir`` except the manifest."""
   out = {}
-  for f in sorted(step_dir.rglob("*")):
-    if f.is_file() and f.name != MANIFEST:
+  for f in sorted(_files(step_dir)):
+    if f.name != MANIFEST:
       digest = hashlib.sha256()
-      with open(f, "rb") as fh:
+      with f.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
           digest.update(block)
       out[str(f.relative_to(step_dir))] = digest.hexdigest()
@@ -80,13 +100,14 @@ class SweepCheckpointer:
   """Saves and restores one training phase (``teacher`` or ``students``) of a run.
 
   Args:
-    directory: where the phase's checkpoints live, e.g. ``runs/x/checkpoints/students``.
+    directory: where the phase's checkpoints live, e.g. ``runs/x/checkpoints/students``
+      (a local path or a URI Orbax supports, e.g. ``gs://bucket/runs/x/...``).
     max_to_keep: how many recent checkpoints to keep (≥ 2, so a damaged latest one can
       fall back to the previous).
   """
 
-  def __init__(self, directory: Path, *, max_to_keep: int = 3):
-    self.directory = Path(directory).resolve()
+  def __init__(self, directory: Any, *, max_to_keep: int = 3):
+    self.directory = checkpoint_path(directory)
     self.max_to_keep = max(2, max_to_keep)
     self._open()
 
@@ -135,7 +156,7 @@ class SweepCheckpointer:
     tmp = step_dir / f".{MANIFEST}.tmp-{os.getpid()}"
     try:
       tmp.write_text(json.dumps(_digests(step_dir), indent=0, sort_keys=True))
-      os.replace(tmp, final)
+      tmp.replace(final)
     finally:
       tmp.unlink(missing_ok=True)
 
@@ -155,7 +176,10 @@ class SweepCheckpointer:
       for p in self.directory.iterdir():
         if p.name.startswith(f"{step}.orbax-checkpoint-tmp") or (
             p.name == str(step) and not (p / MANIFEST).exists()):
-          shutil.rmtree(p, ignore_errors=True)
+          try:
+            p.rmtree()
+          except OSError:  # best effort, as before: the save error was already reported
+            log.debug("could not remove %s", p, exc_info=True)
     self._open()
 
   def _verified(self, step: int) -> Optional[bool]:
@@ -170,7 +194,7 @@ class SweepCheckpointer:
       return False
     return _digests(self.directory / str(step)) == expected
 
-  def _move_aside(self, steps: list[int]) -> list[Path]:
+  def _move_aside(self, steps: list[int]) -> list[epath.Path]:
     moved = []
     if _is_main():
       for step in steps:
@@ -178,7 +202,7 @@ class SweepCheckpointer:
         n = 1
         while target.exists():
           target, n = self.directory / f"damaged-{step}-{n}", n + 1
-        os.replace(self.directory / str(step), target)
+        (self.directory / str(step)).rename(target)
         moved.append(target)
     _sync(f"checkpoint_move_aside_{self.directory}")
     self.manager.reload()
