@@ -21,7 +21,8 @@ from prerank_jax.losses.registry import (GT_LOSSES, HPARAMS, KD_LOSSES, STATIC_O
 from prerank_jax.models import MODELS, validate_model_options
 from prerank_jax.train.sweep import grid_points
 
-from prerank_jax.data.registry import DATASETS as _DATASETS, validate_data_config
+from prerank_jax.data.registry import DATASETS as _DATASETS
+from prerank_jax.data.validation import validate_data_config
 
 DATASETS = tuple(_DATASETS)  # prerank_jax/data/registry.py
 ROLES = ("teacher", "student")

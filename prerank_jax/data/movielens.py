@@ -292,7 +292,7 @@ def params_of(config) -> dict[str, Any]:
 
 def make_builder(config) -> tuple[Any, str | None]:
   """``(builder, missing)``; see :func:`prerank_jax.data.letor.make_builder`."""
-  from prerank_jax.data import registry
+  from prerank_jax.data import messages
 
   data_dir = tfds_base.default_data_dir(config.source.data_dir)
   manual = (Path(config.source.manual_dir).expanduser() if config.source.manual_dir
@@ -311,8 +311,8 @@ def make_builder(config) -> tuple[Any, str | None]:
       return builder, None
   spec = VARIANTS[candidates[0]]
   where = [(str(manual / spec["folder"] / f), "missing") for f in spec["files"]]
-  return None, registry.missing_message(
-      config, what=(f"ml-{candidates[0]}.zip from {spec['url']} (or "
+  return None, messages.missing_message(
+      config, kind="movielens", what=(f"ml-{candidates[0]}.zip from {spec['url']} (or "
                     + " / ".join(VARIANTS[v]["url"] for v in VARIANTS if v != candidates[0])
                     + ")"), licence=LICENCE, manual_dir=manual, where=where)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-# Every field any loader reads (checked by prerank_jax.data.registry.validate_data_config).
+# Every field any loader reads (checked by prerank_jax.data.validation.validate_data_config).
 SOURCE_DEFAULTS: Mapping[str, Any] = dict(
     data_dir="",            # prepared datasets; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
     manual_dir="",          # raw files; "" = <data_dir>/downloads/manual/<dataset>
@@ -65,6 +65,16 @@ TABULAR_SOURCE: Mapping[str, Any] = dict(
     list_size=100,
     min_list_size=10,
 )
+
+# dataset kind (prerank_jax.data.registry.DatasetSpec.kind) -> the configs/ file that sets
+# it up, named in a missing dataset's prepare command.
+CONFIG_FILES: Mapping[str, str] = {
+    "simulator": "configs/quickstart.py",
+    "simulator_tfds": "configs/quickstart.py",
+    "letor": "configs/letor.py",
+    "movielens": "configs/movielens.py",
+    "tabular": "configs/tabular.py",
+}
 
 # config file -> its config.source (without flags such as :smoke).
 CONFIG_SOURCES: Mapping[str, Mapping[str, Any]] = {

@@ -339,7 +339,7 @@ def params_of(config) -> dict[str, Any]:
 
 def make_builder(config) -> tuple[Any, str | None]:
   """``(builder, missing)``; see :func:`prerank_jax.data.letor.make_builder`."""
-  from prerank_jax.data import registry
+  from prerank_jax.data import messages
 
   s = config.source
   data_dir = tfds_base.default_data_dir(s.data_dir)
@@ -367,8 +367,9 @@ def make_builder(config) -> tuple[Any, str | None]:
                        "prepare it again")
     return builder, None
   if absent:
-    return None, registry.missing_message(
-        config, what="your own Parquet/CSV table, one row per (request, candidate)",
+    return None, messages.missing_message(
+        config, kind="tabular",
+        what="your own Parquet/CSV table, one row per (request, candidate)",
         licence=LICENCE, manual_dir=manual,
         where=[(f, "missing" if f in absent else "found") for f in files.values() if f])
   return builder, None
