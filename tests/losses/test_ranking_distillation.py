@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
+from scipy.stats import binom
 
 from prerank_jax import metrics
 from prerank_jax.batch import Batch, feature_sizes
@@ -165,17 +166,34 @@ def test_sampled_ranks_follow_the_reference_formula():
       assert got[l, i] == 1 + math.floor(sizes[l] * higher / n)
 
 
-def test_sampled_ranks_are_nearly_unbiased_and_deterministic():
+def _sampled_rank_moments(higher: int, pool: int, n: int) -> tuple[float, float]:
+  """Exact mean and variance of r̂ = 1 + floor(pool·c/n), c ~ Binomial(n, higher/pool)."""
+  c = np.arange(n + 1)
+  pmf = binom.pmf(c, n, higher / pool)
+  values = 1.0 + (pool * c) // n
+  mean = float(np.sum(pmf * values))
+  return mean, float(np.sum(pmf * (values - mean) ** 2))
+
+
+def test_sampled_ranks_mean_within_its_standard_error_and_deterministic():
+  """Each estimate's mean over K draws is within 5 standard errors of its exact mean (from
+  the binomial law of the count, scipy.stats.binom), and that exact mean is the exact rank
+  minus the floor's bias in (-1, 0]."""
   rng = np.random.default_rng(2)
-  s = jnp.asarray(rng.normal(size=(2, 15)), jnp.float32)
+  s = jnp.asarray(rng.normal(size=(2, 15)), jnp.float32)   # no ties
   where = jnp.asarray(np.arange(15) < np.array([[15], [9]]))
-  exact = metrics.ranks(s, where=where)
-  keys = jax.random.split(jax.random.key(0), 400)
-  est = jax.vmap(lambda k: sampled_ranks(s, where=where, rng=k, num_samples=10))(keys)
-  mean = np.asarray(jnp.mean(est, 0))
-  # The floor biases the mean down by up to 1 (plus Monte-Carlo noise).
-  err = mean[where] - np.asarray(exact)[where]
-  assert np.all(err <= 0.4) and np.all(err >= -1.4)
+  exact = np.asarray(metrics.ranks(s, where=where))
+  num_draws, n = 400, 10
+  keys = jax.random.split(jax.random.key(0), num_draws)
+  est = np.asarray(jax.vmap(lambda k: sampled_ranks(s, where=where, rng=k, num_samples=n))(keys))
+  pools = np.asarray(where).sum(-1)
+  for l, i in zip(*np.nonzero(np.asarray(where))):
+    higher = int(exact[l, i]) - 1
+    mean, var = _sampled_rank_moments(higher, int(pools[l]), n)
+    assert -1.0 < mean - exact[l, i] <= 0.0, (l, i)
+    # 5 standard errors: a false alarm has probability ~6e-7 per candidate.
+    tol = 5.0 * math.sqrt(var / num_draws)
+    assert abs(est[:, l, i].mean() - mean) <= tol, (l, i, est[:, l, i].mean(), mean, tol)
   again = sampled_ranks(s, where=where, rng=keys[3], num_samples=10)
   np.testing.assert_array_equal(again, est[3])
   one = sampled_ranks(s, where=where.at[1].set(jnp.arange(15) == 4), rng=keys[0],
