@@ -41,7 +41,7 @@ from prerank_jax.batch import feature_sizes
 from prerank_jax.config_files import repo_config
 from prerank_jax.data import simulator_tfds, streaming, tfds_base
 from prerank_jax.train.host_fed import GrainFeed
-from prerank_jax.host.runner import student_points
+from prerank_jax.host.plan import student_points
 from prerank_jax.train.loop import make_train
 from prerank_jax.train.sweep import stack_points
 

@@ -201,7 +201,8 @@ def run_methods(experiment: str, methods: Sequence[Method], world_seeds: Sequenc
   Returns:
     The path of ``raw.csv``.
   """
-  from prerank_jax.host.runner import run, teacher_identity
+  from prerank_jax.host.identity import teacher_identity
+  from prerank_jax.host.runner import run
   names = [m.name for m in methods]
   if len(set(names)) != len(names):
     raise ValueError(f"methods: names must be distinct, got {names}")

@@ -36,6 +36,8 @@ from typing import Any
 
 import ml_collections
 
+from prerank_jax.config import validate_config
+
 # Fields that change how a run is watched, not what it computes.
 _NOT_IDENTITY = ("overwrite", "resume", "progress", "wandb", "workdir", "distributed")
 
@@ -278,3 +280,17 @@ def _make(config: ml_collections.ConfigDict, directory: Path) -> None:
   except RunDirError:
     shutil.rmtree(directory, ignore_errors=True)  # no half-made run directory
     raise
+
+
+def load_run_config(run_dir: Path) -> ml_collections.ConfigDict:
+  """The locked config a run directory was made with (its ``config.json``)."""
+  path = Path(run_dir) / "config.json"
+  if not path.exists():
+    raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
+  tuples = lambda x: (tuple(tuples(v) for v in x) if isinstance(x, list) else
+                      {k: tuples(v) for k, v in x.items()} if isinstance(x, dict) else x)
+  config = ml_collections.ConfigDict(tuples(json.loads(path.read_text())))
+  config.workdir, config.name = str(Path(run_dir).parent), Path(run_dir).name
+  config.progress, config.wandb.mode = False, "disabled"
+  config.lock()
+  return validate_config(config)

@@ -12,7 +12,7 @@ import pytest
 from prerank_jax.batch import feature_sizes
 from prerank_jax.data import streaming
 from prerank_jax.train.host_fed import GrainFeed
-from prerank_jax.host.runner import student_points
+from prerank_jax.host.plan import student_points
 from prerank_jax.train.loop import SweepData, make_train
 from prerank_jax.train.sweep import compile_sweep, stack_points
 from tests.conftest import load_config

@@ -102,7 +102,7 @@ def test_qrels_need_integer_grades_and_tags_are_safe():
 def test_combined_teacher_uses_the_configured_ensemble(smoke_config):
   import jax.numpy as jnp
   from prerank_jax.batch import Batch
-  from prerank_jax.host.runner import combined_teacher
+  from prerank_jax.host.teachers import combined_teacher
 
   rng = np.random.default_rng(2)
   R, N, M = 4, 6, 2
