@@ -54,18 +54,43 @@ def test_chunked_run_equals_whole_train(setup):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+LOWERING = "/jax/core/compile/jaxpr_to_mlir_module_duration"  # once per compilation
+
+
+def count_compilations(compiled, data, grids) -> list[int]:
+  """Compilations (lowerings to MLIR, whether or not the persistent cache then serves the
+  binary) during ``compiled.run_chunk`` for each ``(temperatures, alphas, lr)`` grid."""
+  lowerings = []
+
+  def listen(event, duration, **kwargs):
+    if event == LOWERING:
+      lowerings.append(duration)
+
+  counts = []
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    for temps, alphas, lr in grids:
+      hp, rngs = stack_points(grid_points({"temperature": temps, "alpha": alphas,
+                                           "learning_rate": (lr,)}, seed=3))
+      state = jax.block_until_ready(compiled.init(hp, rngs))
+      before = len(lowerings)
+      jax.block_until_ready(compiled.run_chunk(state, hp, data))
+      counts.append(len(lowerings) - before)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
+  return counts
+
+
 def test_changing_traced_hyperparameters_does_not_recompile(setup):
+  """The program the runner runs (``compile_sweep(...).run_chunk``) compiles once; other
+  values of T, α and the learning rate reuse it."""
   _, trainer, data = setup
   compiled = compile_sweep(trainer)
-  traces = []
-  counted = jax.jit(jax.vmap(lambda h, r, d: (traces.append(1), trainer.train(h, r, d))[1],
-                             in_axes=(0, 0, None)))
-  for temps, alphas, lr in [((1.0, 2.0), (0.1,), 1e-3), ((7.0, 0.3), (0.9,), 5e-2)]:
-    hp, rngs = stack_points(grid_points({"temperature": temps, "alpha": alphas,
-                                         "learning_rate": (lr,)}, seed=3))
-    jax.block_until_ready(counted(hp, rngs, data))
-    compiled.run_chunk(compiled.init(hp, rngs), hp, data)
-  assert len(traces) == 1  # one trace (hence one compilation) for both grids
+  grids = [((1.0, 2.0), (0.1,), 1e-3), ((7.0, 0.3), (0.9,), 5e-2), ((0.5, 3.0), (0.5,), 3e-4)]
+  counts = count_compilations(compiled, data, grids)
+  assert counts[0] >= 1, counts  # the first grid compiles: the counter sees compilations
+  assert counts[1:] == [0, 0], counts
+  assert compiled.run_chunk._cache_size() == 1
 
 
 def test_a_diverging_point_is_frozen_and_the_others_are_unaffected(setup):
