@@ -65,6 +65,7 @@ from prerank_jax.data import tfds_base
 from prerank_jax.data.exposure import exposure_probability, seeded_rng
 # configs/letor.py's default student feature set (20 cheap MSLR-WEB feature ids).
 from prerank_jax.data.sources import MSLR_STUDENT_FEATURES
+from prerank_jax.fingerprint import fingerprint
 
 VERSION = "1.2.0"
 SPLITS = ("train", "valid", "test")
@@ -514,7 +515,7 @@ def make_request(label: np.ndarray, features: np.ndarray, *, rng: np.random.Gene
     label, features = label[keep], features[keep]
   k = len(label)
   valid = np.arange(n) < k
-  pad = lambda x: np.concatenate([x, np.zeros((n - k, *x.shape[1:]), x.dtype)])
+  pad = functools.partial(tfds_base.pad_rows, length=n)
   signal = label if logging_feature == 0 else features[:, logging_feature]
   log_score = signal + logging_noise * rng.standard_normal(k).astype(np.float32)
   e = min(num_exposed, k)
@@ -713,7 +714,7 @@ def make_builder(config) -> tuple[Any, str | None]:
   identity = {"source": dataset, "params": params,
               "files": None if dataset in CATALOG else files}
   name = (f"{dataset.replace('/', '-')}-n{params['list_size']}-e{params['num_exposed']}-"
-          f"{tfds_base.short_hash(identity)}")
+          f"{fingerprint(identity, length=10)}")
   data_dir = tfds_base.default_data_dir(config.source.data_dir)
   prepared = data_dir / "prerank_letor" / name / VERSION
   present = [f for f in files.values() if f and Path(f).is_file()]

@@ -39,6 +39,7 @@ import numpy as np
 
 from prerank_jax.batch import Batch
 from prerank_jax.data import tfds_base
+from prerank_jax.fingerprint import fingerprint
 
 VERSION = "1.0.0"
 SPLITS = ("train", "valid", "test")
@@ -205,7 +206,7 @@ def build_requests(data: Ratings, params: dict, genre_names) -> dict[str, list[d
     num_g = np.maximum(1.0, g.sum(1))
     cross = np.concatenate([per_item, (per_item.sum(1) / num_g)[:, None],
                             ((g * share).sum(1) / num_g)[:, None]], axis=1)
-    pad = lambda x: np.concatenate([x, np.zeros((n - k, *x.shape[1:]), x.dtype)])
+    pad = functools.partial(tfds_base.pad_rows, length=n)
     exposed = label > 0
     out[SPLITS[split_of[u]]].append({
         "context": data.users[uid],
@@ -302,7 +303,7 @@ def make_builder(config) -> tuple[Any, str | None]:
   candidates = [wanted] if wanted else list(VARIANTS)
   cls, config_cls = builder_classes()
   for variant in candidates:
-    name = f"{variant}-n{params['list_size']}-{tfds_base.short_hash([variant, params])}"
+    name = f"{variant}-n{params['list_size']}-{fingerprint([variant, params], length=10)}"
     folder = find_folder(manual, variant)
     builder_config = config_cls(name=name, variant=variant, params=params,
                                 folder=str(folder or ""), description=f"ml-{variant}")

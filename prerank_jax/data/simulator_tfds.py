@@ -20,6 +20,7 @@ import numpy as np
 
 from prerank_jax.data import simulator as sim
 from prerank_jax.data import tfds_base
+from prerank_jax.fingerprint import fingerprint
 
 VERSION = "1.1.0"
 
@@ -39,7 +40,7 @@ def config_name(params: Mapping[str, Any], seed: int) -> str:
   for name, preset in PRESETS.items():
     if sim.validate_simulator_params(preset) == params:
       return name if seed == 0 else f"{name}-seed{seed}"
-  return f"custom-{tfds_base.short_hash({'params': params, 'seed': seed})}"
+  return f"custom-{fingerprint({'params': params, 'seed': seed}, length=10)}"
 
 
 def _chunks(rng: np.random.Generator, world: dict, p: dict, r: int):

@@ -41,6 +41,7 @@ import numpy as np
 
 from prerank_jax.batch import Batch
 from prerank_jax.data import tfds_base
+from prerank_jax.fingerprint import fingerprint
 
 VERSION = "1.0.0"
 SPLITS = ("train", "valid", "test")
@@ -175,7 +176,7 @@ def make_request(rows: np.ndarray, table: Mapping[str, np.ndarray], s: Mapping[s
     keep = np.sort(np.concatenate([shown, fill]))
     rows, label, exposed_all = rows[keep], label[keep], exposed_all[keep]
   k = len(rows)
-  pad = lambda x: np.concatenate([x, np.zeros((n - k, *x.shape[1:]), x.dtype)])
+  pad = functools.partial(tfds_base.pad_rows, length=n)
   feats = lambda cols: (np.nan_to_num(np.stack([_floats(table[c], c)[rows] for c in cols], 1))
                         if cols else np.zeros((k, 0))).astype(np.float32)
   context = []
@@ -351,7 +352,7 @@ def make_builder(config) -> tuple[Any, str | None]:
     raise ValueError("source.train_file: the table (Parquet or CSV) is required")
   params = params_of(config)
   stem = Path(files["train"]).name.split(".")[0] or "table"
-  name = f"{stem}-n{params['list_size']}-{tfds_base.short_hash([files, params])}"
+  name = f"{stem}-n{params['list_size']}-{fingerprint([files, params], length=10)}"
   cls, config_cls = builder_classes()
   builder = cls(config=config_cls(name=name, files=files, params=params,
                                   description=f"table {files['train']}"),

@@ -27,8 +27,6 @@ reused by every later run with the same config.
 from __future__ import annotations
 
 import glob
-import hashlib
-import json
 import logging
 import os
 import threading
@@ -55,10 +53,10 @@ def default_data_dir(data_dir: str = "") -> Path:
   return Path(chosen).expanduser().resolve()
 
 
-def short_hash(payload: Any, length: int = 10) -> str:
-  """A stable short hash of a JSON-able payload (for builder config names)."""
-  text = json.dumps(payload, sort_keys=True, default=str)
-  return hashlib.sha256(text.encode()).hexdigest()[:length]
+def pad_rows(x: np.ndarray, length: int) -> np.ndarray:
+  """``x`` with zero rows appended along axis 0 up to ``length`` rows: one candidate list
+  padded to the list size N (the record's ``valid`` mask marks the real candidates)."""
+  return np.concatenate([x, np.zeros((length - x.shape[0], *x.shape[1:]), x.dtype)])
 
 
 def file_signature(paths: Iterable[Path]) -> list[tuple[str, int]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from prerank_jax.host.rundir import fingerprint
+from prerank_jax.fingerprint import fingerprint
 
 
 def data_identity(config: ml_collections.ConfigDict) -> str:

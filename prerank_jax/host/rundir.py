@@ -24,7 +24,6 @@ finished directory replaces the old one (two renames; the old one is then delete
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import secrets
@@ -37,6 +36,7 @@ from typing import Any
 import ml_collections
 
 from prerank_jax.config import validate_config
+from prerank_jax.fingerprint import fingerprint
 
 # Fields that change how a run is watched, not what it computes.
 _NOT_IDENTITY = ("overwrite", "resume", "progress", "wandb", "workdir", "distributed")
@@ -46,12 +46,6 @@ def config_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The config as a dict, minus the fields that don't change the results."""
   data = json.loads(config.to_json_best_effort(sort_keys=True))
   return {k: v for k, v in data.items() if k not in _NOT_IDENTITY}
-
-
-def fingerprint(obj: Any) -> str:
-  """A short stable hash of a JSON-serialisable object."""
-  text = json.dumps(obj, sort_keys=True, default=str)
-  return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class RunDirLocked(FileExistsError):
