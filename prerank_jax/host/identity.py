@@ -18,6 +18,7 @@ def data_identity(config: ml_collections.ConfigDict) -> str:
     identity["source"] = config.source.to_dict()
   return fingerprint(identity)
 
+
 def teacher_identity(config: ml_collections.ConfigDict) -> str:
   """Fingerprint of the teacher: the data plus every teacher field."""
   fields = {k: v for k, v in config.teacher.to_dict().items()

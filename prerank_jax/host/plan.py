@@ -24,6 +24,7 @@ def student_points(config: ml_collections.ConfigDict) -> list[SweepPoint]:
                                       "learning_rate": lr}, config.seed))
   return replicate_points(points, config.sweep.get("seeds", ()))
 
+
 def teacher_points(config: ml_collections.ConfigDict) -> list[SweepPoint]:
   """One point per ensemble member: same hyperparameters, different seeds."""
   hparams = grid_points({"alpha": (0.0,), "learning_rate": (config.teacher.learning_rate,)},
@@ -31,11 +32,13 @@ def teacher_points(config: ml_collections.ConfigDict) -> list[SweepPoint]:
   return [SweepPoint(f"teacher {i}", hparams, config.seed + 1000 + i)
           for i in range(config.teacher.num_teachers)]
 
+
 def student_programs(config: ml_collections.ConfigDict
                      ) -> list[tuple[str, ml_collections.ConfigDict]]:
   """``(label, config)`` per structural program of ``sweep.programs`` (one if empty)."""
   return [(program_label(o), apply_overrides(config, o) if o else config)
           for o in parse_programs(config.sweep.programs)]
+
 
 def describe_plan(config: ml_collections.ConfigDict,
                   programs: list[tuple[str, ml_collections.ConfigDict]]) -> str:

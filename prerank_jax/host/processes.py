@@ -10,6 +10,7 @@ def is_main() -> bool:
   """Only process 0 writes files, logs to W&B and shows progress."""
   return jax.process_index() == 0
 
+
 def barrier(name: str) -> None:
   """Waits for every process (a no-op in a single-process run)."""
   if jax.process_count() > 1:

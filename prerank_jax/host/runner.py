@@ -51,6 +51,7 @@ def load_data(config: ml_collections.ConfigDict) -> tuple[dict[str, Batch], Any]
     validate_batch(batch, name=name)
   return loaded.splits, loaded.builder
 
+
 def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None) -> RunResult:
   """Runs the whole pipeline into ``<workdir>/<name>/``.
 
@@ -70,6 +71,7 @@ def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None)
   finally:
     if is_main():
       release_lock(target)
+
 
 def _run(config: ml_collections.ConfigDict, *, show_progress: bool | None) -> RunResult:
   t_start = time.perf_counter()
@@ -143,6 +145,7 @@ def _run(config: ml_collections.ConfigDict, *, show_progress: bool | None) -> Ru
   barrier("committed")
   return result._replace(run_dir=Path(config.workdir) / config.name)
 
+
 def evaluate_run(run_dir: Path) -> RunResult:
   """Re-evaluates a finished run from its final checkpoints and rewrites its results.
 
@@ -156,6 +159,7 @@ def evaluate_run(run_dir: Path) -> RunResult:
     return _evaluate_run(run_dir)
   finally:
     release_lock(run_dir)
+
 
 def _evaluate_run(run_dir: Path) -> RunResult:
   t_start = time.perf_counter()

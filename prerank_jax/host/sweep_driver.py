@@ -35,6 +35,7 @@ class Phase(NamedTuple):
   state: TrainState            # stacked over the real points (padding dropped)
   history: dict[str, np.ndarray]   # {metric: [P, epochs]}
 
+
 def train_phase(config: ml_collections.ConfigDict, role: str, points: list[SweepPoint],
                 data: SweepData, *, run_dir: Path, show: bool,
                 tag: str = "") -> tuple[Phase, Tracker]:
@@ -78,8 +79,8 @@ def train_phase(config: ml_collections.ConfigDict, role: str, points: list[Sweep
         feed.resume(meta.get("input"), step=meta["chunk"] * steps_per_chunk)
       start, history = meta["chunk"], [
           {k: np.asarray(v) for k, v in h.items()} for h in meta["history"]]
-  tracker = Tracker(config.wandb.mode if is_main() else "disabled", project=config.wandb.project, group=config.name,
-                    job_type=role, run_dir=run_dir,
+  tracker = Tracker(config.wandb.mode if is_main() else "disabled",
+                    project=config.wandb.project, group=config.name, job_type=role, run_dir=run_dir,
                     config=json.loads(config.to_json_best_effort()),
                     points=[(p.name, p.hparams) for p in points],
                     phase=f"{role}{tag}", run_id=run_id(run_dir))
@@ -107,6 +108,7 @@ def train_phase(config: ml_collections.ConfigDict, role: str, points: list[Sweep
   final = jax.tree.map(lambda x: x[:len(points)], to_host(state))
   return Phase(points, trainer, compiled, final, merged), tracker
 
+
 def restore_phase(config: ml_collections.ConfigDict, role: str, points: list[SweepPoint],
                   data: SweepData, source: Path, *, tag: str = "") -> Phase:
   """Restores a *finished* training phase from ``<source>/checkpoints/<role><tag>``."""
@@ -125,6 +127,7 @@ def restore_phase(config: ml_collections.ConfigDict, role: str, points: list[Swe
   history = {k: np.concatenate([np.asarray(h[k]) for h in meta["history"]], axis=1)
              for k in meta["history"][0]}
   return Phase(points, trainer, compiled, to_host(state), history)
+
 
 def restore_teacher(config: ml_collections.ConfigDict, data: SweepData,
                     source: Path) -> Phase:

@@ -38,6 +38,7 @@ class RunResult(NamedTuple):
   history: dict[str, Any]
   timings: dict[str, float]
 
+
 def evaluate_rows(config: ml_collections.ConfigDict, students: Phase,
                   test: Batch, *, scores_out: list | None = None
                   ) -> tuple[list[dict[str, Any]], list[str], str]:
@@ -84,6 +85,7 @@ def evaluate_rows(config: ml_collections.ConfigDict, students: Phase,
                            **ek)
   return rows, ["model", *(_COLUMN.get(n, n) for n in swept),
                 *(["replicate_seed"] if seeded else []), *columns_m, "status"], note
+
 
 def finish_run(config: ml_collections.ConfigDict, run_dir: Path, members: list[Phase],
                students: list[tuple[str, ml_collections.ConfigDict, Phase]],

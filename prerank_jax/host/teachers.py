@@ -50,6 +50,7 @@ def score_splits(members: list[Phase], splits: dict[str, Batch], builder: Any = 
                                name=name, require_teacher=True)
           for name, batch in scored.items()}, how
 
+
 def ensemble_sources(config: ml_collections.ConfigDict
                      ) -> list[tuple[Path, ml_collections.ConfigDict]]:
   """``(teacher checkpoint run dir, its config)`` per run of ``teacher.ensemble_with``.
@@ -77,10 +78,12 @@ def ensemble_sources(config: ml_collections.ConfigDict
                           teachers=f"{total} with teacher.ensemble_with")
   return sources
 
+
 def ensemble_members(teachers: Phase, data: SweepData,
                      sources: list[tuple[Path, ml_collections.ConfigDict]]) -> list[Phase]:
   """This run's teacher phase followed by the restored teachers of ``ensemble_with``."""
   return [teachers] + [restore_teacher(other, data, home) for home, other in sources]
+
 
 def combined_teacher(config: ml_collections.ConfigDict, batch: Batch) -> jax.Array:
   """The teacher the students were distilled from: ``batch.teacher_scores [R, N, M]``
