@@ -80,7 +80,8 @@ def train_phase(config: ml_collections.ConfigDict, role: str, points: list[Sweep
       start, history = meta["chunk"], [
           {k: np.asarray(v) for k, v in h.items()} for h in meta["history"]]
   tracker = Tracker(config.wandb.mode if is_main() else "disabled",
-                    project=config.wandb.project, group=config.name, job_type=role, run_dir=run_dir,
+                    project=config.wandb.project, group=config.name, job_type=role,
+                    run_dir=run_dir,
                     config=json.loads(config.to_json_best_effort()),
                     points=[(p.name, p.hparams) for p in points],
                     phase=f"{role}{tag}", run_id=run_id(run_dir))
