@@ -11,7 +11,8 @@ def test_shipped_configs_validate():
   validate_config(load_config(arg="smoke"))
 
 
-@pytest.mark.parametrize("name", ["quickstart", "letor", "movielens", "tabular"])
+@pytest.mark.parametrize("name", ["quickstart", "letor", "movielens", "tabular",
+                                  "large_lists"])
 def test_every_config_file_documents_its_launch_and_has_a_smoke_form(name):
   from pathlib import Path
 

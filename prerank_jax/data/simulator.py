@@ -106,6 +106,17 @@ PRESETS: dict[str, dict[str, Any]] = {
                     min_list_size=120, num_exposed=20, num_users=10000, num_items=50000,
                     latent_dim=16, context_features=16, item_features=16,
                     cross_features=16, retrieval_pool=4, **_COMMON),
+    # Long lists, for the streaming input pipeline (input_pipeline="grain") and
+    # accelerators; configs/large_lists.py trains on them. Both hold 20M candidates in
+    # train (about 3 GB of float32 features and masks).
+    "large": dict(num_requests=20_000, num_eval_requests=1_000, list_size=1_000,
+                  min_list_size=600, num_exposed=20, num_users=20_000, num_items=200_000,
+                  latent_dim=16, context_features=16, item_features=16, cross_features=16,
+                  retrieval_pool=4, **_COMMON),
+    "xlarge": dict(num_requests=4_000, num_eval_requests=500, list_size=5_000,
+                   min_list_size=3_000, num_exposed=50, num_users=20_000,
+                   num_items=1_000_000, latent_dim=16, context_features=16,
+                   item_features=16, cross_features=16, retrieval_pool=4, **_COMMON),
 }
 
 

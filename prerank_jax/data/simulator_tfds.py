@@ -1,13 +1,15 @@
-"""The cascade simulator as a TFDS dataset: ``prerank_simulator/{tiny,small,default,large}``.
+"""The cascade simulator as a TFDS dataset: ``prerank_simulator/{tiny,...,xlarge}``.
 
 The records are exactly what :func:`prerank_jax.data.simulator.simulate` returns for the
-same knobs and seed (tested), written once to ``<data_dir>/prerank_simulator/<config>/1.1.0``
-and reused. Use it when the data should be a versioned artefact on disk: streaming with
-grain, a teacher-score cache next to it, or a ``large`` preset bigger than device memory
-(simulated and written in chunks, never held whole).
+same knobs and seed (tested), written once to
+``<data_dir>/prerank_simulator/<config>/<VERSION>`` and reused. Use it when the data
+should be a versioned artefact on disk: streaming with grain, a teacher-score cache next
+to it, or a ``large``/``xlarge`` preset (lists of 1,000 and 5,000) bigger than device
+memory (simulated and written in chunks, never held whole).
 
-Config names: a preset name (``tiny``, ``small``, ``default``, ``large``) for seed 0; other
-seeds are ``<preset>-seed<k>``; any other knob set is ``custom-<hash of knobs and seed>``.
+Config names: a preset name (``tiny``, ``small``, ``default``, ``large``, ``xlarge``) for
+seed 0; other seeds are ``<preset>-seed<k>``; any other knob set is
+``custom-<hash of knobs and seed>``.
 """
 
 from __future__ import annotations
@@ -22,15 +24,9 @@ from prerank_jax.data import simulator as sim
 from prerank_jax.data import tfds_base
 from prerank_jax.fingerprint import fingerprint
 
-VERSION = "1.1.0"
+VERSION = "1.2.0"
 
-# Larger than the others: 100k requests of 300 candidates (about 4 GB of float32 features
-# for train), meant for the streaming input pipeline.
-LARGE = dict(num_requests=100_000, num_eval_requests=5_000, list_size=300,
-             min_list_size=200, num_exposed=20, num_users=50_000, num_items=200_000,
-             latent_dim=16, context_features=16, item_features=16, cross_features=16,
-             retrieval_pool=4, **sim._COMMON)
-PRESETS: dict[str, dict[str, Any]] = {**sim.PRESETS, "large": LARGE}
+PRESETS: dict[str, dict[str, Any]] = dict(sim.PRESETS)  # the simulator's, one definition
 SPLITS = ("train", "valid", "test")
 
 
@@ -69,7 +65,8 @@ def _builder_class():
 
     VERSION = tfds.core.Version(VERSION)
     RELEASE_NOTES = {"1.0.0": "Initial release: the batch schema, one request a record.",
-                     "1.1.0": "exposure_propensity: Monte-Carlo exposure probabilities."}
+                     "1.1.0": "exposure_propensity: Monte-Carlo exposure probabilities.",
+                     "1.2.0": "large: lists of 1,000 (was 300); xlarge: lists of 5,000."}
     BUILDER_CONFIGS = [SimulatorConfig(name=name, params=dict(p), seed=0,
                                        description=f"the {name!r} simulator preset, seed 0")
                        for name, p in PRESETS.items()]

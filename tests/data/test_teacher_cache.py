@@ -41,7 +41,7 @@ def test_scores_computed_once_then_read_from_the_cache(prepared):
     np.testing.assert_array_equal(again[name].teacher_scores, first[name].teacher_scores)
   directory = builder.data_path / "teacher_scores" / params_fingerprint(params)[:16]
   key = json.loads((directory / "key.json").read_text())
-  assert key["dataset"] == "prerank_simulator/tiny/1.1.0"
+  assert key["dataset"] == "prerank_simulator/tiny/1.2.0"
   assert key["teacher"] == params_fingerprint(params)
   assert key["splits"]["train"] == [64, 20, 2]
   assert (directory / "train.array_record").exists()

@@ -329,8 +329,9 @@ def test_simulator_builder_equals_simulate_and_is_reused(tmp_path, tiny_splits):
 
   splits, builder = simulator_tfds.load(simulator_tfds.PRESETS["tiny"], seed=0,
                                         data_dir=str(tmp_path))
-  assert builder.info.full_name == "prerank_simulator/tiny/1.1.0"
-  assert [c.name for c in builder.BUILDER_CONFIGS] == ["tiny", "small", "default", "large"]
+  assert builder.info.full_name == "prerank_simulator/tiny/1.2.0"
+  assert [c.name for c in builder.BUILDER_CONFIGS] == ["tiny", "small", "default", "large",
+                                                       "xlarge"]
   for name, batch in tiny_splits.items():
     for field, value in batch._asdict().items():
       if value is None:
