@@ -1,8 +1,11 @@
 """Run in a subprocess with 8 simulated CPU devices (see test_data_parallel.py).
 
-Trains a small grid three ways and prints a JSON report: unsharded; sharded over a mesh
-chosen by ``sweep_mesh`` (points on "sweep", the spare devices splitting each batch on
-"data"); and it reports the mesh shapes and whether the compiled step communicates.
+For each number of points, trains a small grid: unsharded on one device (twice, to check
+that the same seed gives the same bits); sharded over the 8 devices with the mesh chosen
+by ``sweep_mesh`` (points on "sweep", spare devices splitting each batch on "data"), also
+twice; and, as a negative control of the tolerance, unsharded with the learning rate
+changed by 0.1%. Prints a JSON report: the mesh, whether the compiled step communicates
+(an all-reduce in its HLO), and max |Δparam| between these runs.
 """
 
 import json
@@ -18,6 +21,20 @@ from prerank_jax.train.sweep import (batch_sharding, compile_sweep, grid_points,
                                      replicate, shard_sweep, stack_points, sweep_mesh)
 from tests.conftest import load_config
 
+LEARNING_RATE = 3e-3
+
+
+def _params(state, num_points: int) -> list[np.ndarray]:
+  return [np.asarray(x)[:num_points] for x in jax.tree.leaves(state.params)]
+
+
+def _max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+  return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
+
+
+def _bits_equal(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+  return all(x.tobytes() == y.tobytes() for x, y in zip(a, b))
+
 
 def main(num_points: int) -> dict:
   config = load_config()
@@ -27,24 +44,31 @@ def main(num_points: int) -> dict:
                           .astype(np.float32)) for k, b in splits.items()}
   data = SweepData(splits["train"], splits["valid"])
   sizes, requests = feature_sizes(data.train), data.train.num_requests
-  points = grid_points({"temperature": tuple(1.0 + i for i in range(num_points)),
-                        "alpha": (0.5,), "learning_rate": (3e-3,)}, seed=0)
+  grid = lambda lr: grid_points({"temperature": tuple(1.0 + i for i in range(num_points)),
+                                 "alpha": (0.5,), "learning_rate": (lr,)}, seed=0)
+  points = grid(LEARNING_RATE)
 
   plain = compile_sweep(make_train(config, feature_sizes=sizes, num_train_requests=requests))
-  ref, _ = plain.train(*stack_points(points), data)
+  ref = _params(plain.train(*stack_points(points), data)[0], num_points)
+  ref_again = _params(plain.train(*stack_points(points), data)[0], num_points)
+  nudged = _params(plain.train(*stack_points(grid(LEARNING_RATE * 1.001)), data)[0],
+                   num_points)
 
   mesh = sweep_mesh(len(points), batch_size=config.student.batch_size)
   sharded = compile_sweep(make_train(config, feature_sizes=sizes, num_train_requests=requests,
                                      shard_batch=batch_sharding(mesh)))
   hparams, rngs = shard_sweep(stack_points(pad_points(points, mesh.shape["sweep"])), mesh)
   placed = replicate(data, mesh)
-  state, _ = sharded.train(hparams, rngs, placed)
+  got = _params(sharded.train(hparams, rngs, placed)[0], num_points)
+  got_again = _params(sharded.train(hparams, rngs, placed)[0], num_points)
   hlo = sharded.train.lower(hparams, rngs, placed).compile().as_text()
-  diff = max(float(np.max(np.abs(np.asarray(a)[:len(points)] - np.asarray(b))))
-             for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref.params)))
-  scale = max(float(np.max(np.abs(np.asarray(b)))) for b in jax.tree.leaves(ref.params))
-  return {"mesh": dict(mesh.shape), "max_abs_diff": diff, "param_scale": scale,
-          "all_reduce": "all-reduce" in hlo, "devices": jax.device_count()}
+  return {"mesh": dict(mesh.shape), "devices": jax.device_count(),
+          "all_reduce": "all-reduce" in hlo,
+          "max_abs_diff": _max_diff(got, ref),                 # 8 devices vs 1
+          "param_scale": max(float(np.max(np.abs(x))) for x in ref),
+          "lr_nudge_diff": _max_diff(nudged, ref),             # negative control
+          "one_device_repeat_bit_identical": _bits_equal(ref, ref_again),
+          "eight_devices_repeat_bit_identical": _bits_equal(got, got_again)}
 
 
 if __name__ == "__main__":
