@@ -11,7 +11,7 @@ too, so this is everything), the size of the simulated splits and the students' 
 Run:
 
   python benchmarks/large_lists.py [--presets large xlarge] [--requests large=1000:200 ...]
-      [--out benchmarks/results/large_lists.json]
+      [--override=--config.teacher.batch_size=8 ...] [--out benchmarks/results/large_lists.json]
 
 Expected runtime on a shared 2-core CPU: about 5–10 minutes per preset at the default
 request counts.
@@ -46,13 +46,15 @@ def split_bytes(requests: int, preset: dict) -> int:
   return 4 * requests * per_request
 
 
-def run_preset(name: str, train: int, evaluate: int, workdir: Path) -> dict:
-  """Runs one preset through the CLI; returns its measurements."""
+def run_preset(name: str, train: int, evaluate: int, workdir: Path,
+               overrides: tuple[str, ...] = ()) -> dict:
+  """Runs one preset through the CLI (plus ``overrides``, e.g.
+  ``--config.teacher.batch_size=8``); returns its measurements."""
   cmd = [sys.executable, "-m", "prerank_jax.cli", "sweep",
          f"--config={ROOT / 'configs' / 'large_lists.py'}:{name}",
          f"--config.data.num_requests={train}", f"--config.data.num_eval_requests={evaluate}",
          f"--config.workdir={workdir}", f"--config.name=lists_{name}",
-         "--config.wandb.mode=disabled", "--config.progress=False"]
+         "--config.wandb.mode=disabled", "--config.progress=False", *overrides]
   print("+", " ".join(cmd), flush=True)
   start = time.perf_counter()
   child = subprocess.Popen(cmd, cwd=ROOT)
@@ -76,6 +78,8 @@ def main(argv=None) -> None:
   parser.add_argument("--requests", nargs="*", default=[],
                       help="per preset 'name=train:eval' request counts")
   parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "large_lists.json"))
+  parser.add_argument("--override", action="append", default=[],
+                      help="a --config.<field>=<value> passed to every run (repeatable)")
   args = parser.parse_args(argv)
   import jax
 
@@ -95,7 +99,7 @@ def main(argv=None) -> None:
     for name in args.presets:
       train, evaluate = requests[name]
       preset = PRESETS[name]
-      run = run_preset(name, train, evaluate, Path(tmp))
+      run = run_preset(name, train, evaluate, Path(tmp), tuple(args.override))
       run["list_size"] = preset["list_size"]
       run["preset_requests"] = [preset["num_requests"], preset["num_eval_requests"]]
       run["simulated_MiB"] = round(
