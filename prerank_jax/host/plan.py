@@ -8,8 +8,8 @@ import ml_collections
 
 from prerank_jax.config import sweep_axes
 from prerank_jax.train.programs import apply_overrides, parse_programs, program_label
-from prerank_jax.train.sweep import (SweepPoint, grid_points, group_layout,
-                                     replicate_points, sweep_mesh)
+from prerank_jax.train.sweep import (SweepPoint, config_group_size, grid_points,
+                                     group_layout, replicate_points, sweep_mesh)
 
 
 def student_points(config: ml_collections.ConfigDict) -> list[SweepPoint]:
@@ -44,7 +44,7 @@ def describe_plan(config: ml_collections.ConfigDict,
                   programs: list[tuple[str, ml_collections.ConfigDict]]) -> str:
   """What will be compiled and run, printed before any work starts."""
   devices = jax.device_count()
-  group_size = int(config.sweep.get("group_size", 0))
+  group_size = config_group_size(config)  # -1 (auto) resolved for this backend
 
   def layout(n: int, batch_size: int) -> str:
     mesh = sweep_mesh(n, batch_size=batch_size)

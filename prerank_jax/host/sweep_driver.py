@@ -22,7 +22,8 @@ from prerank_jax.host.rundir import run_id
 from prerank_jax.host.tracking import Tracker
 from prerank_jax.train.loop import SweepData, Trainer, TrainState, make_train
 from prerank_jax.train.sweep import (CompiledSweep, SweepPoint, batch_sharding,
-                                     compile_sweep, group_layout, pad_points, replicate,
+                                     compile_sweep, config_group_size, group_layout,
+                                     pad_points, replicate,
                                      shard_sweep, stack_points, sweep_mesh, to_host)
 
 
@@ -52,7 +53,7 @@ def train_phase(config: ml_collections.ConfigDict, role: str, points: list[Sweep
                        num_train_requests=data.train.num_requests,
                        shard_batch=batch_sharding(mesh))
   multiple, group = group_layout(len(points), devices=mesh.shape["sweep"],
-                                 group_size=int(config.sweep.get("group_size", 0)))
+                                 group_size=config_group_size(config))
   compiled = compile_sweep(trainer, group_size=group)
   padded = pad_points(points, multiple)
   hparams, rngs = shard_sweep(stack_points(padded), mesh)

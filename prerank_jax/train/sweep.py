@@ -203,10 +203,18 @@ def resolve_group_size(group_size: int, *, backend: str | None = None,
 
 
 def config_group_size(config: Any) -> int:
-  """The group size a run config asks for on this backend (``sweep.group_size``, auto
-  resolved; ``0`` for configs made before the field existed)."""
-  return resolve_group_size(int(config.sweep.get("group_size", 0)),
-                            input_pipeline=config.get("input_pipeline", "device"))
+  """A run config's ``sweep.group_size`` for :func:`group_layout` on this backend.
+
+  Auto (``-1``) becomes ``0`` where it means one vmap (GPU/TPU, or a streamed input) and
+  stays ``-1`` where it means groups, so that :func:`group_layout` splits the points into
+  even groups; an explicit value is returned as it is, and a config made before the field
+  existed gives ``0``.
+  """
+  group_size = int(config.sweep.get("group_size", 0))
+  if group_size == AUTO_GROUP_SIZE and not resolve_group_size(
+      group_size, input_pipeline=config.get("input_pipeline", "device")):
+    return 0
+  return group_size
 
 
 def group_layout(num_points: int, *, devices: int, group_size: int) -> tuple[int, int]:

@@ -137,9 +137,16 @@ def test_config_group_size_reads_the_config():
   from tests.conftest import load_config
   config = load_config()
   assert config.sweep.group_size == AUTO_GROUP_SIZE  # the shipped default is auto
-  assert config_group_size(config) == resolve_group_size(AUTO_GROUP_SIZE)
-  config.sweep.group_size = 0
-  assert config_group_size(config) == 0
+  from unittest import mock
+  with mock.patch("jax.default_backend", return_value="cpu"):
+    assert config_group_size(config) == AUTO_GROUP_SIZE  # group_layout splits evenly
+    config.input_pipeline = "grain"
+    assert config_group_size(config) == 0                # a streamed input: one vmap
+    config.input_pipeline = "device"
+  with mock.patch("jax.default_backend", return_value="gpu"):
+    assert config_group_size(config) == 0
+  config.sweep.group_size = 3
+  assert config_group_size(config) == 3
 
 
 def test_unknown_compute_dtype_names_the_field():
