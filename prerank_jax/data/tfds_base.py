@@ -26,7 +26,6 @@ reused by every later run with the same config.
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import threading
@@ -48,8 +47,14 @@ class DatasetMissingError(FileNotFoundError):
 
 
 def default_data_dir(data_dir: str = "") -> Path:
-  """``data_dir``, else ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets`` (TFDS's default)."""
+  """``data_dir``, else ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets`` (TFDS's default).
+
+  A local directory comes back absolute; a URI TFDS reads (``gs://bucket/tfds``) comes back
+  as an ``etils.epath`` path, unchanged (``resolve`` would make it a local directory)."""
   chosen = data_dir or os.environ.get("TFDS_DATA_DIR", "") or "~/tensorflow_datasets"
+  if "://" in chosen:
+    from etils import epath
+    return epath.Path(chosen)
   return Path(chosen).expanduser().resolve()
 
 
@@ -163,7 +168,8 @@ def download_config(manual_dir: Path | None = None):
 
 
 def is_prepared(builder) -> bool:
-  return (Path(str(builder.data_path)) / "dataset_info.json").exists()
+  from etils import epath  # builder.data_path may be a gs:// path
+  return (epath.Path(builder.data_path) / "dataset_info.json").exists()
 
 
 def prepare(builder, *, missing: str | None, show: bool = False):
@@ -191,8 +197,11 @@ def prepare(builder, *, missing: str | None, show: bool = False):
 
 def split_files(builder, split: str) -> list[str]:
   """The ArrayRecord shard files of a prepared split, in record order."""
-  pattern = str(Path(str(builder.data_path)) / f"{builder.name}-{split}.array_record-*")
-  files = sorted(glob.glob(pattern))
+  from etils import epath  # builder.data_path may be a gs:// path (epath globs it)
+  directory = epath.Path(builder.data_path)
+  pattern = f"{builder.name}-{split}.array_record-*"
+  files = sorted(os.fspath(f) for f in directory.glob(pattern))
+  pattern = os.fspath(directory / pattern)
   if not files:
     raise FileNotFoundError(f"{builder.info.full_name}: no ArrayRecord files for split "
                             f"{split!r} ({pattern})")

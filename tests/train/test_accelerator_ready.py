@@ -184,3 +184,12 @@ def test_checkpoints_take_epath_and_uri_paths(tmp_path):
   np.testing.assert_array_equal(restored.params["w"], np.arange(4.0))
   np.testing.assert_array_equal(jax.random.key_data(restored.rng),
                                 jax.random.key_data(state.rng))
+
+
+def test_data_dir_keeps_uris(tmp_path, monkeypatch):
+  from prerank_jax.data.tfds_base import default_data_dir
+  assert str(default_data_dir("gs://bucket/tensorflow_datasets")) == (
+      "gs://bucket/tensorflow_datasets")
+  monkeypatch.setenv("TFDS_DATA_DIR", "gs://bucket/from_env")
+  assert str(default_data_dir("")) == "gs://bucket/from_env"
+  assert default_data_dir(str(tmp_path / "a" / ".." / "d")) == tmp_path / "d"  # local: absolute
