@@ -2,9 +2,10 @@
 
 Writes ``--lines`` lines (default 1,000,000) shaped like MSLR-WEB's ``train.txt``: graded
 labels 0-4, ``qid:`` (about 120 documents a query, queries contiguous), all 136 features
-written as ``id:value`` (integers and decimals of up to 6 digits, as MSLR writes them; about
-650 bytes a line), then times :func:`prerank_jax.data.letor.parse_file` (the compiled path:
-scikit-learn's ``load_svmlight_file`` in chunks, checks, grouping by query) on it, and the
+written as ``id:value`` (half integers, half decimals of 6 significant digits: about
+1.3 KB a line), then times :func:`prerank_jax.data.letor.parse_file` (a uniform file
+like this takes the column path: pyarrow's CSV reader in chunks, checks, grouping by
+query; the timed call fails if it falls back to the line parser) on it, and the
 line-by-line reference parser (``_parse_lines``, the fallback that names a bad line) on the
 first ``--reference-lines`` lines, with the peak resident memory of the process. The two
 parsers' results are compared on the reference slice.
@@ -14,7 +15,7 @@ Run:
   python benchmarks/letor_parse.py [--lines 1000000] [--reference-lines 50000]
       [--out benchmarks/results]
 
-Expected runtime on a 2-core CPU: about 1-2 minutes (writing the 650 MB file included);
+Expected runtime on a 2-core CPU: about 1-2 minutes (writing the 1.2 GB file included);
 the file is deleted afterwards unless ``--keep``.
 """
 

@@ -34,7 +34,8 @@ Run:
   python benchmarks/list_scaling.py [--sizes 100 500 1000 5000] [--batch 16]
       [--families ...] [--out benchmarks/results]
 
-Expected runtime on a 2-core CPU: about 5 minutes (compilation dominates).
+Expected runtime on a 2-core CPU: about 10 minutes on a quiet machine (compilation
+dominates); 30 minutes were not enough under a load average of 10.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import statistics
 import sys
@@ -174,7 +176,22 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--budget-gib", type=float, default=4.0)
   parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+  parser.add_argument("--from-results", metavar="FILE", nargs="+",
+                      help="print the report of results files and exit (runs nothing): a "
+                           "JSON written by this script (its meta is used), and optionally "
+                           "rows printed by other runs (.jsonl, one row a line)")
   args = parser.parse_args()
+  if args.from_results:
+    meta, rows = None, []
+    for name in args.from_results:
+      text = Path(name).read_text()
+      if name.endswith(".jsonl"):
+        rows += [json.loads(line) for line in text.splitlines() if line.strip()]
+      else:
+        results = json.loads(text)
+        meta, rows = results["meta"], rows + results["rows"]
+    print(report(meta, rows), end="")
+    return
   budget = int(args.budget_gib * 2**30)
   meta = {
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
@@ -182,7 +199,8 @@ def main() -> None:
                  f"{jax.device_count()} × {jax.devices()[0].device_kind} "
                  f"({jax.default_backend()})",
       "jax": jax.__version__, "batch": args.batch, "sizes": args.sizes,
-      "budget_GiB": args.budget_gib, "pairwise_top": PAIR_TOP,
+      "budget_GiB": args.budget_gib, "pairwise_top": PAIR_TOP, "repeats": args.repeats,
+      "load_average_at_start": list(os.getloadavg()),
       "model": "mlp_student 64-32, 16 input features, Adam",
   }
   batches = {n: make_batch(args.batch, n) for n in args.sizes}
@@ -203,28 +221,39 @@ def main() -> None:
                                        and largest["step_s"] is not None)
     print(json.dumps(row), flush=True)
     rows.append(row)
+    # Written after every family, so a run stopped part-way keeps what it measured.
+    meta["load_average_at_end"] = list(os.getloadavg())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "list_scaling.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
 
+  text = report(meta, rows)
+  print(text)
+  (Path(args.out) / "list_scaling.md").write_text(text)
+
+
+def report(meta: dict, rows: list[dict]) -> str:
+  """The README's text and table, from a results JSON's ``meta`` and ``rows``."""
   f = lambda x, fmt: "—" if x is None else format(x, fmt)
-  head = " | ".join(f"N={n}: MiB / ms" for n in args.sizes)
+  load = lambda key: ", ".join(f"{x:.1f}" for x in meta[key])
+  head = " | ".join(f"N={n}: MiB / ms" for n in meta['sizes'])
   lines = [f"Machine: {meta['machine']}; jax {meta['jax']}; {meta['date']}. One training "
            f"step (forward, loss, backward, Adam) of the quickstart student on a batch of "
-           f"{args.batch} lists; memory = XLA's compiled arguments + outputs + temporaries; "
-           f"time = median of {args.repeats} steps after a warm-up. Exponents: slope of "
-           "log(value) on log(N) (temporaries for memory).", "",
-           f"| family | {head} | memory exp. | time exp. | ≤ {args.budget_gib:g} GiB at "
-           f"N={max(args.sizes)} |", "|" + "---|" * (len(args.sizes) + 4)]
+           f"{meta['batch']} lists; memory = XLA's compiled arguments + outputs + temporaries; "
+           f"time = median of {meta['repeats']} steps after a warm-up. Exponents: slope of "
+           "log(value) on log(N) (temporaries for memory). The evaluation row is every "
+           "full-list metric of evaluate_stacked on the same lists. Load average (1, 5, 15 "
+           f"min): {load('load_average_at_start')} at the start, "
+           f"{load('load_average_at_end')} at the end.", "",
+           f"| family | {head} | memory exp. | time exp. | ≤ {meta['budget_GiB']:g} GiB at "
+           f"N={max(meta['sizes'])} |", "|" + "---|" * (len(meta['sizes']) + 4)]
   for r in rows:
     cells = " | ".join(f"{p['peak_MiB']:.0f} / {f(p['step_s'] and 1e3 * p['step_s'], '.0f')}"
                        for p in r["points"].values())
     lines.append(f"| {r['family']} | {cells} | {f(r['temp_exponent'], '.2f')} "
                  f"| {f(r['time_exponent'], '.2f')} "
                  f"| {'yes' if r['fits_budget_at_largest_N'] else 'no'} |")
-  text = "\n".join(lines) + "\n"
-  print(text)
-  out = Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
-  (out / "list_scaling.md").write_text(text)
-  (out / "list_scaling.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+  return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

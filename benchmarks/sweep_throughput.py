@@ -30,8 +30,8 @@ The teacher scores are a fixed noisy copy of the true relevance: training a teac
 what is measured. PyTorch is optional (``pip install -e '.[bench]'``); without it the
 PyTorch columns are empty. Run:
 
-  python benchmarks/sweep_throughput.py [--shapes quickstart realistic] [--ks 1 16]
-      [--epochs 3] [--group-sizes 2 4 8] [--out benchmarks/results]
+  python benchmarks/sweep_throughput.py [--shapes quickstart realistic] [--ks 16]
+      [--epochs 3] [--group-sizes 4] [--torch-threads 1 2] [--out benchmarks/results]
 
 Expected runtime on a 2-core CPU: about 8 minutes with PyTorch, both shapes, default Ks.
 On a GPU (``benchmarks/accelerator.sh``) JAX and PyTorch both run on the chip.
@@ -65,11 +65,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 SHAPES: dict[str, dict[str, Any]] = {
     "quickstart": dict(data=dict(PRESETS["small"]), batch_size=32, hidden=(64, 32),
-                       ks=(1, 16)),
+                       ks=(16,)),
     "realistic": dict(data=dict(PRESETS["small"], num_requests=512, num_eval_requests=128,
                                 list_size=400, min_list_size=400, num_exposed=20,
                                 num_items=20000),
-                      batch_size=64, hidden=(256, 128), ks=(1, 8)),
+                      batch_size=64, hidden=(256, 128), ks=(8,)),
 }
 
 
@@ -391,14 +391,20 @@ def main() -> None:
   parser.add_argument("--ks", type=int, nargs="+", default=None,
                       help="sweep sizes for every shape (default: each shape's own)")
   parser.add_argument("--epochs", type=int, default=3, help="timed epochs (median)")
-  parser.add_argument("--group-sizes", type=int, nargs="+", default=[2, 4, 8],
+  parser.add_argument("--group-sizes", type=int, nargs="+", default=[4],
                       help="sweep.group_size layouts tried besides one vmap")
   parser.add_argument("--no-torch", action="store_true")
   parser.add_argument("--torch-threads", type=int, nargs="+", default=None,
                       help="PyTorch intra-op thread counts tried (default: 1 and all cores; "
                            "on a GPU only the default)")
   parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+  parser.add_argument("--from-results", metavar="JSON",
+                      help="print the report of a results file and exit (runs nothing)")
   args = parser.parse_args()
+  if args.from_results:
+    results = json.loads(Path(args.from_results).read_text())
+    print(report(results["meta"], results["rows"]), end="")
+    return
 
   peak = matmul_peak()
   device = jax.devices()[0]
@@ -413,28 +419,40 @@ def main() -> None:
                  f"{jax.device_count()} × {device.device_kind} ({jax.default_backend()})",
       "jax": jax.__version__, "torch": torch_version,
       "matmul_peak_gflops": peak / 1e9, "epochs_timed": args.epochs,
+      "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
   }
   torch_threads = args.torch_threads or sorted({1, _cpu_count()})
   meta["torch_threads_tried"] = torch_threads
   meta["load_average_at_start"] = list(os.getloadavg())
   print(json.dumps(meta), flush=True)
   rows = []
-  for name in args.shapes:
-    rows += run_shape(name, args.ks or list(SHAPES[name]["ks"]), args.epochs,
-                      args.group_sizes, peak, args.no_torch, torch_threads)
-  meta["load_average_at_end"] = list(os.getloadavg())
-  text = (f"Machine: {meta['machine']}; jax {meta['jax']}, torch {torch_version}; "
-          f"{meta['date']}. Dense f32 matmul (1024²) measured in the same run: "
-          f"{peak / 1e9:.0f} GFLOP/s. Seconds per epoch, the median of {args.epochs} timed "
-          "epochs after a warm-up epoch, every side. GFLOP/s and % of peak are for the "
-          "fastest prerank-jax layout.\n\n" + table(rows))
-  print(text)
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   tag = jax.default_backend()
-  (out / f"sweep_throughput_{tag}.md").write_text(text)
-  (out / f"sweep_throughput_{tag}.json").write_text(
-      json.dumps({"meta": meta, "rows": rows}, indent=1))
+  for name in args.shapes:
+    rows += run_shape(name, args.ks or list(SHAPES[name]["ks"]), args.epochs,
+                      args.group_sizes, peak, args.no_torch, torch_threads)
+    # Written after every shape, so a run stopped part-way keeps what it measured.
+    meta["load_average_at_end"] = list(os.getloadavg())
+    text = report(meta, rows)
+    (out / f"sweep_throughput_{tag}.md").write_text(text)
+    (out / f"sweep_throughput_{tag}.json").write_text(
+        json.dumps({"meta": meta, "rows": rows}, indent=1))
+  print(text)
+
+
+def report(meta: dict, rows: list[dict]) -> str:
+  """The README's text and table, from a results JSON's ``meta`` and ``rows``."""
+  load = lambda key: ", ".join(f"{x:.1f}" for x in meta[key])
+  return (f"Machine: {meta['machine']}; jax {meta['jax']}, torch {meta['torch']}; "
+          f"{meta['date']}; load average (1, 5, 15 min) {load('load_average_at_start')} "
+          f"at the start, {load('load_average_at_end')} at the end. Dense f32 matmul "
+          f"(1024²) measured in the same run: {meta['matmul_peak_gflops']:.0f} GFLOP/s. "
+          f"Seconds per epoch, the median of {meta['epochs_timed']} timed epochs after a "
+          "warm-up epoch, every side; PyTorch at the faster of "
+          f"{meta['torch_threads_tried']} intra-op threads; XLA_FLAGS="
+          f"`{meta.get('XLA_FLAGS') or '(unset)'}`. GFLOP/s and % of peak are for "
+          "the fastest prerank-jax layout.\n\n" + table(rows))
 
 
 if __name__ == "__main__":

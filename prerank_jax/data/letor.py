@@ -54,6 +54,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -252,77 +253,128 @@ def _line_chunks(path: Path):
       yield rest + b"\n"
 
 
-def _parse_columns(path: Path, groups: list[int] | None) -> ParsedFile | None:
-  """Compiled path for files whose data lines all hold the same tokens and no comment.
-
-  ``label qid:q i:v i:v ...`` becomes ``label q i v i v ...`` (``qid:`` and ``:`` replaced
-  by spaces) and pyarrow's CSV reader parses the columns: ids as integers, values as
-  float64 (correctly rounded, like Python's ``float``). A file with comments, ragged lines,
-  extra spaces or ids out of increasing order is left to the other parsers (``None``).
-  """
+def _column_chunk(chunk: bytes, has_qid: bool):
+  """One chunk of :func:`_parse_columns`: ``(tokens a line, labels, qids, ids, values)``,
+  or ``None`` when the chunk is not in the layout it reads."""
   import pyarrow as pa
-  import pyarrow.csv as pa_csv
+  import pyarrow.compute as pc
 
-  labels, qids, blocks = [], [], []
-  num_tokens = None
-  try:
-    for chunk in _line_chunks(path):
-      if b"#" in chunk or b"\r" in chunk or b"\t" in chunk:
-        return None
-      has_qid = groups is None
-      if has_qid:
-        chunk = chunk.replace(b" qid:", b" ")
-      chunk = chunk.replace(b":", b" ")
-      head = chunk[:chunk.find(b"\n")].split(b" ")
-      tokens = len(head)
-      lead = 2 if has_qid else 1
-      if num_tokens not in (None, tokens) or (tokens - lead) % 2:
-        return None
-      num_tokens = tokens
-      names = [f"c{i}" for i in range(tokens)]
-      types = {n: (pa.int64() if i == 1 and has_qid or (i >= lead and (i - lead) % 2 == 0)
-                   else pa.float64()) for i, n in enumerate(names)}
-      table = pa_csv.read_csv(
-          pa.py_buffer(chunk),
-          read_options=pa_csv.ReadOptions(column_names=names, block_size=1 << 24),
-          parse_options=pa_csv.ParseOptions(delimiter=" ", quote_char=False,
-                                            double_quote=False, escape_char=False),
-          convert_options=pa_csv.ConvertOptions(column_types=types, strings_can_be_null=False,
-                                                quoted_strings_can_be_null=False))
-      if any(col.null_count for col in table.columns):
-        return None
-      cols = [col.combine_chunks().to_numpy(zero_copy_only=False) for col in table.columns]
-      labels.append(cols[0])
-      if has_qid:
-        qids.append(cols[1])
-      ids = np.stack(cols[lead::2], axis=1) if tokens > lead else np.zeros((len(cols[0]), 0),
-                                                                          np.int64)
-      values = np.stack(cols[lead + 1::2], axis=1) if tokens > lead else np.zeros(ids.shape)
-      blocks.append((ids, values))
-  except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError):
+  if b"#" in chunk or b"\r" in chunk or b"\t" in chunk:
     return None
+  if has_qid:  # "label qid:q ..." -> "label q ..."; every line must have had one
+    with_qid = chunk.count(b" qid:")
+    chunk = chunk.replace(b" qid:", b" ")
+  u8 = np.frombuffer(chunk, np.uint8)
+  ends = np.flatnonzero(_SEPARATOR[u8])                               # token ends
+  if ends.size == 0:
+    return None
+  starts = np.concatenate([[0], ends[:-1] + 1])
+  length = ends - starts
+  if np.any(length <= 0):
+    return None                                                       # an empty token
+  seps = u8[ends]
+  newlines = np.flatnonzero(seps == 10)
+  tokens = int(newlines[0]) + 1
+  lines = newlines.size
+  if tokens * lines != ends.size or np.any(np.diff(newlines) != tokens) or (
+      has_qid and with_qid != lines):
+    return None                                                       # ragged lines
+  lead = 2 if has_qid else 1                                          # label [q]
+  num = (tokens - lead) // 2
+  if num < 1 or tokens != lead + 2 * num:
+    return None
+  pattern = np.array([32] * lead + [58, 32] * (num - 1) + [58, 10], np.uint8)
+  if np.any(seps.reshape(lines, tokens) != pattern):
+    return None
+  try:  # each token keeps the separator after it: strip it, then cast
+    offsets = np.concatenate([[0], ends + 1]).astype(np.int64)
+    text = pa.LargeStringArray.from_buffers(ends.size, pa.py_buffer(offsets),
+                                           pa.py_buffer(chunk))
+    numbers = pc.cast(pc.utf8_rtrim(text, characters=" :\n"), pa.float64())
+  except (pa.ArrowInvalid, pa.ArrowTypeError):
+    return None
+  numbers = numbers.to_numpy(zero_copy_only=False).reshape(lines, tokens)
+  length = length.reshape(lines, tokens)
+  ints = [(numbers[:, lead::2], length[:, lead::2], _MAX_FEATURE_ID)]
+  if has_qid:
+    ints.append((numbers[:, 1], length[:, 1], 2.0**53))
+  for v, n, high in ints:  # plain integers: as many characters as digits
+    if np.any((v < 0) | (v > high) | (v != np.round(v))):
+      return None
+    if np.any(np.floor(np.log10(np.maximum(v, 1.0))).astype(np.int64) + 1 != n):
+      return None
+  ids, values = numbers[:, lead::2], numbers[:, lead + 1::2]
+  if np.any(np.diff(ids, axis=1) <= 0):
+    return None                       # ids out of increasing order: the line parser's rules
+  if not np.all(np.isfinite(values)) or np.any(np.abs(values) > np.finfo(np.float32).max):
+    return None                       # the line parser names the value and its line
+  qid = numbers[:, 1].astype(np.int64) if has_qid else None
+  # Copies, so that the chunk's float64 token array is freed.
+  return tokens, numbers[:, 0].copy(), qid, ids.astype(np.int32), values.astype(np.float32)
+
+
+_SEPARATOR = np.zeros(256, bool)
+_SEPARATOR[[ord(" "), ord("\n"), ord(":")]] = True
+
+
+def _parse_columns(path: Path, groups: list[int] | None) -> ParsedFile | None:
+  """Compiled path for files whose lines all read ``label qid:q i:v ... i:v`` with the
+  same number of features, single spaces and no comment (MSLR-WEB, Istella, Yahoo).
+
+  Tokens are cut at the separators with numpy and parsed by Arrow's string-to-number cast
+  (correctly rounded, like Python's ``float``). The layout is checked exactly: every line
+  has the same separators in the same places, no token is empty, ids and qids are written
+  as plain integers (no sign, no leading zero, no decimal point), ids increase along a
+  line. Anything else is left to the other parsers (``None``).
+  """
+  import concurrent.futures
+
+  has_qid = groups is None
+  labels, qids, blocks, layouts = [], [], [], set()
+  workers = max(1, min(4, os.cpu_count() or 1))
+  # Chunks are independent: numpy and Arrow release the GIL, so threads use every core;
+  # at most `workers` chunks are in flight, which bounds the memory.
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    pending: list = []
+    chunks = _line_chunks(path)
+    while True:
+      while len(pending) < workers:
+        chunk = next(chunks, None)
+        if chunk is None:
+          break
+        pending.append(pool.submit(_column_chunk, chunk, has_qid))
+      if not pending:
+        break
+      part = pending.pop(0).result()
+      if part is None:
+        for f in pending:
+          f.cancel()
+        return None
+      layout, label, qid, ids, values = part
+      layouts.add(layout)
+      labels.append(label)
+      qids.append(qid)
+      blocks.append((ids, values))
+  if len(layouts) > 1:
+    return None  # chunks with different numbers of features
   if not labels:
     return None
   raw = np.concatenate(labels)
   if np.any(~np.isfinite(raw) | (raw < 0) | (raw != np.round(raw))):
     return None
   max_id, min_id = 0, 1
-  for ids, values in blocks:
-    if ids.size:
-      if ids.min() < 0 or ids.max() > _MAX_FEATURE_ID or np.any(np.diff(ids, axis=1) <= 0):
-        return None
-      if not np.all(np.isfinite(values)) or np.any(np.abs(values) > np.finfo(np.float32).max):
-        return None
-      max_id, min_id = max(max_id, int(ids.max())), min(min_id, int(ids.min()))
-  if groups is None and not _canonical_qids(path):
-    return None
+  for ids, _ in blocks:
+    max_id, min_id = max(max_id, int(ids.max())), min(min_id, int(ids.min()))
   dense = np.zeros((raw.size, max_id + 1), np.float32)
   row = 0
-  for ids, values in blocks:
-    rows = np.arange(row, row + ids.shape[0])[:, None]
-    dense[rows, ids] = values.astype(np.float32)
+  while blocks:
+    ids, values = blocks.pop(0)
+    if np.all(ids == ids[:1]):  # the same ids on every line (dense files): column copies
+      dense[row:row + ids.shape[0], ids[0]] = values
+    else:
+      dense[np.arange(row, row + ids.shape[0])[:, None], ids] = values
     row += ids.shape[0]
-  qid = np.concatenate(qids) if groups is None else None
+  qid = np.concatenate(qids) if has_qid else None
   return _grouped(path, raw, dense, qid, groups, min_id, max_id)
 
 
@@ -346,6 +398,9 @@ def _grouped(path: Path, raw: np.ndarray, dense: np.ndarray, qid: np.ndarray | N
     counts = np.bincount(query_of_line, minlength=unique.size)
     members = np.split(lines, np.cumsum(counts)[:-1])
     names = [str(int(v)) for v in unique[by_first]]
+  # A query on consecutive lines (the usual layout) is a view, not a copy.
+  members = [slice(int(m[0]), int(m[-1]) + 1) if m.size and m[-1] - m[0] + 1 == m.size
+             else m for m in members]
   return ParsedFile(names, [label[m] for m in members], [dense[m] for m in members],
                     list(range(min_id, max_id + 1)), qids_in_file=groups is None)
 
