@@ -42,6 +42,11 @@ def setup():
   return config, data, trainer, compiled, hparams, state0
 
 
+def _fresh(state):
+  """A copy of the shared initial state: ``run_chunk`` donates (deletes) what it is given."""
+  return jax.tree.map(lambda x: x.copy(), state)
+
+
 def _max_diff(a, b):
   return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
@@ -78,14 +83,14 @@ def test_streaming_equals_device_resident(setup, distinct_seeds):
     points = [p._replace(seed=i) for i, p in enumerate(student_points(config))]
     hparams, rngs = stack_points(points)
     state0 = compiled.init(hparams, rngs)
-  device, device_stats = state0, []
+  device, device_stats = _fresh(state0), []
   for _ in range(2):
     device, stats = compiled.run_chunk(device, hparams, data)
     device_stats.append(stats)
   feed = GrainFeed(config, "student", trainer, data.train)
   feed.start(state0)
   assert feed.broadcast is not distinct_seeds
-  streamed, streamed_stats = state0, []
+  streamed, streamed_stats = _fresh(state0), []
   for _ in range(2):
     streamed, stats = feed.run_chunk(streamed, hparams, data)
     streamed_stats.append(stats)
@@ -123,7 +128,7 @@ def test_resumed_iterator_continues_identically(setup):
   # A sweep phase resumed from a chunk boundary gives the uninterrupted parameters.
   feed = GrainFeed(config, "student", trainer, data.train)
   feed.start(state0)
-  state, _ = feed.run_chunk(state0, hparams, data)
+  state, _ = feed.run_chunk(_fresh(state0), hparams, data)
   meta = json.loads(json.dumps(feed.get_state()))
   straight, _ = feed.run_chunk(state, hparams, data)
   feed2 = GrainFeed(config, "student", trainer, data.train)
@@ -152,7 +157,7 @@ def test_shared_order_is_a_new_permutation_per_epoch(setup):
   assert not np.array_equal(epochs[0], epochs[1])       # reshuffled every epoch
   assert feed.broadcast                                  # one batch for every point
   assert feed.source.gather(feed.order.step_indices(0))["items"].shape[0] == b
-  state, stats = feed.run_chunk(state0, hparams, data)
+  state, stats = feed.run_chunk(_fresh(state0), hparams, data)
   assert np.isfinite(np.asarray(stats["loss"])).all()
 
 
