@@ -33,7 +33,8 @@ PyTorch columns are empty. Run:
   python benchmarks/sweep_throughput.py [--shapes quickstart realistic] [--ks 16]
       [--epochs 3] [--group-sizes 4] [--torch-threads 1 2] [--out benchmarks/results]
 
-Expected runtime on a 2-core CPU: about 8 minutes with PyTorch, both shapes, default Ks.
+Expected runtime on a 2-core CPU: 26 minutes with PyTorch, both shapes, default Ks, under a
+load average of 10-15 (the recorded run); a quiet machine should need a fraction of that.
 On a GPU (``benchmarks/accelerator.sh``) JAX and PyTorch both run on the chip.
 """
 
