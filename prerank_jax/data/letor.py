@@ -147,8 +147,8 @@ def parse_file(path: Path) -> ParsedFile:
   """Parses one LibSVM ranking file (see the module docstring for the accepted format).
 
   Well-formed files take a compiled path: files whose lines all hold the same number of
-  tokens and no comment (MSLR-WEB, Istella, ...) are read as columns by pyarrow's CSV
-  reader (:func:`_parse_columns`); other files by scikit-learn's ``load_svmlight_file``
+  tokens and no comment (dense files such as MSLR-WEB) are cut into tokens with numpy and
+  parsed by Arrow's string-to-number cast (:func:`_parse_columns`); other files by scikit-learn's ``load_svmlight_file``
   (:func:`_parse_compiled`), both in chunks of ``_CHUNK_BYTES``. Anything they refuse or
   that fails a check (a bad token,
   a non-finite value, a label that is not a grade, a missing ``qid:``, a repeated or
@@ -319,7 +319,7 @@ _SEPARATOR[[ord(" "), ord("\n"), ord(":")]] = True
 
 def _parse_columns(path: Path, groups: list[int] | None) -> ParsedFile | None:
   """Compiled path for files whose lines all read ``label qid:q i:v ... i:v`` with the
-  same number of features, single spaces and no comment (MSLR-WEB, Istella, Yahoo).
+  same number of features, single spaces and no comment (dense files such as MSLR-WEB).
 
   Tokens are cut at the separators with numpy and parsed by Arrow's string-to-number cast
   (correctly rounded, like Python's ``float``). The layout is checked exactly: every line
