@@ -257,7 +257,7 @@ def test_letor_variants_write_the_world_and_validate(name, letor_workdir):
   from prerank_jax.data.simulator import simulate
   exp = letor_world.letor_experiment(importlib.import_module(name).EXPERIMENT)
   assert exp.name == f"{name}_letor" and exp.base == "letor"
-  assert len(exp.world_seeds) >= 3 and tuple(exp.replicates) == (0,)  # CIs need ≥ 2 worlds
+  assert len(exp.world_seeds) >= 5 and tuple(exp.replicates) == (0,)  # ≥ 5 world seeds
   for method in exp.methods(True):
     config = harness.base_config(0, smoke=True, replicates=(0, 1), base=exp.base)
     for path, value in method.overrides.items():
