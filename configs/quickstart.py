@@ -5,8 +5,9 @@ Launch:
   prerank-jax quickstart --config=configs/quickstart.py:smoke   # seconds, for tests
   prerank-jax quickstart --config.sweep.temperature="(1.,4.)" --config.name=t_grid
 
-Expected runtime on a 2-core CPU: about 2–3 minutes (``smoke``: about 15 s, mostly
-compilation). Expected result: every distilled student beats the random reference and
+Measured runtime (``python benchmarks/quickstart_run.py``, kept in
+``benchmarks/results/quickstart/``): 732 s wall on the shared 2-core CPU at load 12–16;
+an idle machine is several times faster (``smoke``: seconds, mostly compilation). Expected result: every distilled student beats the random reference and
 tracks the teacher (R@(10,25%) well above the keep ratio); see the README for a table.
 
 The sweep runs every (T, α) point plus a ground-truth-only student (α = 0) as one vmapped
@@ -110,8 +111,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # seeded by config.seed. The world (data, teacher) is config.seed: separate runs.
   config.sweep.seeds = ()
   # 0: vmap all points at once (accelerators). g > 0: vmap g points at a time and scan
-  # over the groups in the same program (bounds memory; on a 2-core CPU g=4 is ~1.3×
-  # faster at 16 points, see benchmarks/). g is rounded up to a multiple of the devices
+  # over the groups in the same program (bounds memory; on a 2-core CPU g=4 was 1.6×
+  # faster than one vmap at 16 points, benchmarks/results/sweep_throughput_cpu.md). g is rounded up to a multiple of the devices
   # on the sweep axis, and the points are padded to a multiple of it. -1 (auto): 0 on
   # GPU/TPU, 4 on CPU (prerank_jax/train/sweep.py::resolve_group_size).
   config.sweep.group_size = -1

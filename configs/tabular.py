@@ -7,7 +7,9 @@ columns named below (see prerank_jax/data/tabular.py for every field and rule).
       --config.source.train_file=logs.parquet
 
 Expected runtime on a 2-core CPU, on the README's example table (300 requests × 40
-candidates): `:smoke` 14 s including preparation, the full config 14 s once prepared.
+candidates), measured by ``python benchmarks/tabular_example.py`` on the shared 2-core CPU
+(load 16–18; benchmarks/results/tabular_example.json): `:smoke` 68 CPU-s including
+preparation, the full config 75 CPU-s once prepared (199 s and 224 s wall at that load).
 Training time grows with the number of requests (the quickstart's 2,000: about 35 s).
 """
 

@@ -187,7 +187,8 @@ def resolve_group_size(group_size: int, *, backend: str | None = None,
 
   Auto is ``0`` (all points in one vmap) on GPU and TPU, where one wide program fills the
   chip, and :data:`CPU_GROUP_SIZE` on CPU, where a few points at a time keep the
-  activations in cache (1.3× faster at 16 points on 2 cores). Groups need the
+  activations in cache (1.6× faster at 16 points on 2 cores,
+  benchmarks/results/sweep_throughput_cpu.md). Groups need the
   device-resident pipeline, so auto is ``0`` with any other ``input_pipeline``. Any other
   value is the config's explicit choice and is returned unchanged.
 
