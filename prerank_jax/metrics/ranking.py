@@ -303,15 +303,21 @@ def has_relevant(labels: Array, *, where: Optional[Array] = None) -> Array:
   return jnp.any(valid & (_clean_labels(labels, valid) > 0), axis=-1)
 
 
-def _hits_at_k(scores: Array, relevant: Array, *, where: Optional[Array],
-               k: Hyper) -> tuple[Array, Array]:
-  """Relevant valid candidates within the top ``k`` per list, and the valid relevant mask."""
+def _relevant_valid(scores: Array, relevant: Array, where: Optional[Array]
+                    ) -> tuple[Array, Array, Array]:
+  """``(scores, valid, relevant & valid)`` with ``relevant`` checked to be a bool mask."""
   relevant = jnp.asarray(relevant)
   if relevant.dtype != jnp.bool_:
     raise TypeError(f"relevant must be a bool mask, got dtype {relevant.dtype}")
   scores = jnp.asarray(scores)
   valid = _valid_mask(where, scores.shape)
-  relevant = valid & jnp.broadcast_to(relevant, scores.shape)
+  return scores, valid, valid & jnp.broadcast_to(relevant, scores.shape)
+
+
+def _hits_at_k(scores: Array, relevant: Array, *, where: Optional[Array],
+               k: Hyper) -> tuple[Array, Array]:
+  """Relevant valid candidates within the top ``k`` per list, and the valid relevant mask."""
+  scores, valid, relevant = _relevant_valid(scores, relevant, where)
   hits = jnp.sum(relevant & top_m_mask(scores, where=valid, m=k), axis=-1)
   return hits, relevant
 
@@ -504,12 +510,7 @@ def cascade_recall_at_k(
   References:
     :func:`recall_at_k` applied to the cascade's output.
   """
-  relevant = jnp.asarray(relevant)
-  if relevant.dtype != jnp.bool_:
-    raise TypeError(f"relevant must be a bool mask, got dtype {relevant.dtype}")
-  student_scores = jnp.asarray(student_scores)
-  valid = _valid_mask(where, student_scores.shape)
-  relevant = valid & jnp.broadcast_to(relevant, student_scores.shape)
+  student_scores, valid, relevant = _relevant_valid(student_scores, relevant, where)
   final = cascade_top_k(student_scores, teacher_scores, where=valid, m=m, k=k)
   hits = jnp.sum(relevant & final, axis=-1)
   num_relevant = jnp.sum(relevant, axis=-1)
