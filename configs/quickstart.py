@@ -8,7 +8,8 @@ Launch:
 Expected runtime, as measured (``python benchmarks/quickstart_run.py``, kept in
 ``benchmarks/results/quickstart/``): 732 s wall on the shared 2-core CPU at load 12–16;
 an idle machine is several times faster (``smoke``: seconds, mostly compilation).
-Expected result: every distilled student beats the random reference and tracks the teacher (R@(10,25%) well above the keep ratio); see the README for a table.
+Expected result: every distilled student beats the random reference and tracks the teacher
+(R@(10,25%) well above the keep ratio); see the README for a table.
 
 The sweep runs every (T, α) point plus a ground-truth-only student (α = 0) as one vmapped
 program; the teacher is trained once and its scores are reused by every point.
