@@ -114,10 +114,7 @@ def keep_ratio_figure(frame: pd.DataFrame, table: pd.DataFrame, out_dir: Path) -
     ax.set_title(setting, fontsize=10)
     ax.grid(alpha=0.3)
   axes[0][0].legend(fontsize=7)
-  path = out_dir / "e1_keep_ratio.png"
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  path = harness.save_figure(fig, out_dir / "e1_keep_ratio.png")
   diff = out_dir / "e1_diff.png"
   harness.diff_bars(table, "ndcg@10", diff, title="E1: Δ NDCG@10 vs the gt-only student of "
                     "the same program", label=lambda r: f"{r['method']} {r['program']} "

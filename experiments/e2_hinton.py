@@ -90,10 +90,7 @@ def heatmaps(frame: pd.DataFrame, table: pd.DataFrame, out_dir: Path,
     ax.set_ylabel("T")
     ax.set_title(method, fontsize=10)
   fig.colorbar(image, ax=axes[0].tolist(), label=f"Δ {metric} vs gt-only (95% CI in cells)")
-  path = out_dir / "e2_heatmap.png"
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return [path]
+  return [harness.save_figure(fig, out_dir / "e2_heatmap.png", tight=False)]
 
 
 def notes(frame: pd.DataFrame) -> str:

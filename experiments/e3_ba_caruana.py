@@ -134,11 +134,7 @@ def figures(frame: pd.DataFrame, table: pd.DataFrame, out_dir: Path) -> list[Pat
   ax2.set_ylabel("test NDCG@10 (95% CI over worlds)")
   ax2.legend()
   ax2.set_title("students (α = 1)", fontsize=10)
-  fig.tight_layout()
-  path = out_dir / "e3_gradient_cosine.png"
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return [path]
+  return [harness.save_figure(fig, out_dir / "e3_gradient_cosine.png")]
 
 
 def experiment(high_t: float = TEMPERATURES[-1]) -> Experiment:

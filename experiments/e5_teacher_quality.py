@@ -78,11 +78,7 @@ def figures(frame: pd.DataFrame, table: pd.DataFrame, out_dir: Path) -> list[Pat
   ax2.invert_yaxis()
   ax2.set_xlabel("student Δ NDCG@10 vs gt-only (95% CI)")
   ax2.legend()
-  fig.tight_layout()
-  path = out_dir / "e5_teacher_quality.png"
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return [path]
+  return [harness.save_figure(fig, out_dir / "e5_teacher_quality.png")]
 
 
 EXPERIMENT = Experiment(name="e5_teacher_quality",

@@ -77,11 +77,7 @@ def figures(frame: pd.DataFrame, table: pd.DataFrame, out_dir: Path) -> list[Pat
   ax.set_xlabel("teachers in the ensemble")
   ax.set_ylabel("student Δ NDCG@10 vs gt-only (95% CI)")
   ax.legend()
-  fig.tight_layout()
-  path = out_dir / "e6_ensembles.png"
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return [path]
+  return [harness.save_figure(fig, out_dir / "e6_ensembles.png")]
 
 
 def experiment(smoke: bool = False) -> Experiment:

@@ -78,11 +78,7 @@ def figures(frame: pd.DataFrame, table: pd.DataFrame, out_dir: Path) -> list[Pat
   ax.set_xlabel("student FLOPs per candidate")
   ax.set_ylabel(f"test {METRIC} (95% CI over worlds)")
   ax.legend(fontsize=8)
-  fig.tight_layout()
-  path = out_dir / "e8_pareto.png"
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return [path]
+  return [harness.save_figure(fig, out_dir / "e8_pareto.png")]
 
 
 def experiment(smoke: bool = False) -> Experiment:

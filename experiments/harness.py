@@ -417,6 +417,15 @@ def pyplot():
   return plt
 
 
+def save_figure(fig: Any, path: Path, *, tight: bool = True) -> Path:
+  """Lays out (``tight``), writes at 110 dpi and closes ``fig``; returns ``path``."""
+  if tight:
+    fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  pyplot().close(fig)
+  return path
+
+
 def diff_bars(table: pd.DataFrame, metric: str, path: Path, *, title: str,
               label: Callable[[pd.Series], str] | None = None) -> Path:
   """Horizontal bars: each student point's paired Δ ``metric`` vs gt-only with its CI."""
@@ -434,10 +443,7 @@ def diff_bars(table: pd.DataFrame, metric: str, path: Path, *, title: str,
   ax.invert_yaxis()
   ax.set_xlabel(f"Δ {metric} vs gt-only student (95% CI over world seeds)")
   ax.set_title(title, fontsize=10)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path)
 
 
 # ------------------------------------------------------------------------------- main

@@ -109,11 +109,7 @@ def figures(frame: pd.DataFrame, table: pd.DataFrame, out_dir: Path) -> list[Pat
   ax.invert_yaxis()
   ax.set_xlabel("NDCG@10 on the truth (95% CI over world seeds)")
   ax.set_title("Simulator soundness: what each model recovers", fontsize=10)
-  fig.tight_layout()
-  path = out_dir / "soundness_ndcg.png"
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return [path]
+  return [harness.save_figure(fig, out_dir / "soundness_ndcg.png")]
 
 
 EXPERIMENT = Experiment(
