@@ -11,7 +11,10 @@ epochs three ways, in one process:
     ``prerank_simulator/small`` is prepared into a temporary directory first).
 
 Each streaming variant runs with the grid's shared order (one seed: B requests a step,
-broadcast to the points) and with per-point orders (distinct seeds: P × B requests a step).
+broadcast to the points), with per-point orders (distinct seeds: P × B requests a step,
+``streaming.order="device"``) and with per-point orders drawn inside a shared block of
+``steps_per_call`` steps (``streaming.order="block"``: B records decoded a step, P × B
+requests handed to the step).
 Compute-only and streamed epochs alternate (this CPU's speed drifts by tens of percent).
 Reported per variant, as medians over the rounds: wall time per step, the host time blocked
 waiting for the next batch, the pipeline's time per step read alone, and the *input wait
@@ -139,9 +142,11 @@ def main() -> None:
                "records": streaming.RecordSource(reader, {"teacher_scores":
                                                           train.teacher_scores})}
     rows = []
-    for orders, pts in (("shared (one seed)", points),
-                        ("per point (P seeds)", [p._replace(seed=i)
-                                                 for i, p in enumerate(points)])):
+    distinct = [p._replace(seed=i) for i, p in enumerate(points)]
+    for orders, pts, kind in (("shared (one seed)", points, "device"),
+                              ("per point (P seeds)", distinct, "device"),
+                              ("per point in blocks", distinct, "block")):
+      config.streaming.order = kind
       hparams, rngs = stack_points(pts)
       state = jax.jit(jax.vmap(trainer.init))(hparams, rngs)
       for name, source in sources.items():
@@ -164,11 +169,11 @@ def main() -> None:
         f"batch {config.student.batch_size}, {args.rounds} rounds of {steps} steps; grain threads={args.threads} "
         f"prefetch={args.prefetch} workers={args.workers} steps/call={args.steps_per_call}; {platform.processor() or platform.machine()}, "
         f"{jax.device_count()} {jax.default_backend()} device(s)\n")
-  header = (f"{'order':<20} {'source':<8} {'req/step':>8} {'compute':>9} {'stream':>9} "
+  header = (f"{'order':<22} {'source':<8} {'req/step':>8} {'compute':>9} {'stream':>9} "
             f"{'input':>9} {'blocked':>9} {'wait share':>10}")
   print(header + "\n" + "-" * len(header))
   for r in rows:
-    print(f"{r['order']:<20} {r['source']:<8} {r['requests_per_step']:>8} "
+    print(f"{r['order']:<22} {r['source']:<8} {r['requests_per_step']:>8} "
           f"{r['compute_ms_per_step']:>7.2f}ms {r['stream_ms_per_step']:>7.2f}ms "
           f"{r['input_only_ms_per_step']:>7.2f}ms {r['blocked_ms_per_step']:>7.2f}ms "
           f"{100 * r['input_wait_share']:>9.1f}%")

@@ -68,7 +68,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.source = dict(SOURCE_DEFAULTS)  # every field, documented in prerank_jax/data/sources.py
   # Input pipeline: "device" keeps the train split on device (lax.scan); "grain" streams
   # batches from the host (prerank_jax/data/streaming.py). order="device" feeds every sweep
-  # point its device-resident order exactly; "shared" one grain-shuffled order to all.
+  # point its device-resident order exactly; "shared" one grain-shuffled order to all;
+  # "block" per-point orders inside a shared block of steps_per_call steps (each record
+  # read once a call, for per-point orders from files).
   # read_from="records" reads a TFDS dataset's ArrayRecord files instead of host memory.
   # steps_per_call steps are read as one grain element and run as one compiled call.
   config.input_pipeline = "device"

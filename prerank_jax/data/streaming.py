@@ -22,6 +22,11 @@ the runner's ``run_chunk`` contract, ``config.input_pipeline="grain"``). Two ord
   (:class:`SharedOrder`); each step reads ``B`` requests, broadcast to every point
   (``in_axes=None``). P times less input than per-point orders, but not the
   device-resident order.
+* ``order="block"``: per-point orders drawn inside a shared block of ``steps_per_call``
+  steps (:class:`BlockOrder`): every point gets batches of its own and sees each request
+  once per epoch, but a call decodes only its block's ``steps_per_call × B`` records,
+  not ``P × B`` a step (per-point orders streamed from ArrayRecord files at the shared
+  order's input cost).
 
 Grain does the rest: ``MapDataset.range(calls).map(GatherCall)`` reads ``steps_per_call``
 steps per element (one compiled call runs them as a ``lax.scan``), ``to_iter_dataset``
@@ -43,7 +48,7 @@ import numpy as np
 from prerank_jax.batch import Batch
 from prerank_jax.data.tfds_base import RecordReader
 
-ORDERS = ("device", "shared")
+ORDERS = ("device", "shared", "block")
 
 
 # --- sources ------------------------------------------------------------------------------
@@ -195,6 +200,76 @@ class SharedOrder:
   def step_indices(self, step: int) -> np.ndarray:
     epoch, s = divmod(int(step), self.steps_per_epoch)
     return self.epoch_order(epoch)[s]
+
+
+class BlockOrder:
+  """Per-point orders drawn inside a shared, decoded block (``order="block"``).
+
+  Each epoch is cut into blocks of ``steps_per_call`` steps by one seeded permutation
+  shared by every point (the :class:`SharedOrder` of ``seed``), so a call decodes its
+  block's ``steps_per_call × B`` records once. Inside the block every point draws its own
+  permutation (numpy Philox keyed by the point's key data, the epoch and the block) and
+  cuts it into its ``steps_per_call`` batches. Each point still sees every kept request
+  exactly once per epoch, in batches of its own; what the points share is which requests
+  fall in each block of steps. A stream reads ``B`` records a step instead of ``P × B``
+  (:meth:`RecordSource.gather` decodes each distinct record once).
+
+  Points whose key data are equal (a hyperparameter grid with one seed) get the same
+  batches, broadcast (``[B]`` a step), as with :class:`DeviceOrder`.
+
+  Args:
+    run_rngs: ``state.rng`` of every (padded) sweep point right after ``init`` (typed keys
+      ``[P]`` or their raw key data): what makes the points' in-block orders differ.
+    seed: the seed of the shared block order.
+    num_requests, batch_size: R of the train split and B.
+    steps_per_call: steps per block (the :class:`Calls` grouping of the stream).
+  """
+
+  def __init__(self, run_rngs: Any, seed: int, num_requests: int, batch_size: int,
+               steps_per_call: int):
+    rngs = jax.device_get(run_rngs)
+    if jax.dtypes.issubdtype(rngs.dtype, jax.dtypes.prng_key):
+      rngs = jax.random.key_data(rngs)
+    data = np.asarray(rngs).reshape(np.asarray(rngs).shape[0], -1)
+    self.point_seeds = [[int(v) for v in row] for row in data.astype(np.uint64)]
+    self.num_points = len(self.point_seeds)
+    self.shared = bool((data == data[:1]).all())
+    self.blocks = SharedOrder(seed, num_requests, batch_size)
+    self.num_requests, self.batch_size = int(num_requests), int(batch_size)
+    self.steps_per_epoch = self.blocks.steps_per_epoch
+    self.calls = Calls(self.steps_per_epoch, steps_per_call)
+    self._lock = threading.Lock()
+    self._cache: tuple[tuple[int, int], np.ndarray] | None = None
+
+  def __getstate__(self):
+    return {**self.__dict__, "_lock": None, "_cache": None}
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._lock = threading.Lock()
+
+  def block_order(self, epoch: int, block: int) -> np.ndarray:
+    """``[P, k, B]`` request indices of one block of ``k`` steps (``[1, k, B]`` shared)."""
+    with self._lock:
+      if self._cache is not None and self._cache[0] == (epoch, block):
+        return self._cache[1]
+    first = block * self.calls.steps_per_call
+    last = min(first + self.calls.steps_per_call, self.steps_per_epoch)
+    members = self.blocks.epoch_order(epoch)[first:last].reshape(-1)
+    seeds = self.point_seeds[:1] if self.shared else self.point_seeds
+    order = np.stack([members[np.random.default_rng([*s, int(epoch), int(block)])
+                              .permutation(members.size)] for s in seeds])
+    order = order.reshape(len(seeds), last - first, self.batch_size)
+    with self._lock:
+      self._cache = ((epoch, block), order)
+    return order
+
+  def step_indices(self, step: int) -> np.ndarray:
+    """``[P, B]`` request indices of a global step (``[B]`` when the points share them)."""
+    epoch, s = divmod(int(step), self.steps_per_epoch)
+    block, j = divmod(s, self.calls.steps_per_call)
+    order = self.block_order(epoch, block)[:, j]
+    return order[0] if self.shared else order
 
 
 # --- the grain pipeline -------------------------------------------------------------------

@@ -11,7 +11,7 @@ from prerank_jax.data.registry import DATASETS
 __all__ = ["INPUT_PIPELINES", "STREAM_ORDERS", "STREAM_READS", "validate_data_config"]
 
 INPUT_PIPELINES = ("device", "grain")
-STREAM_ORDERS = ("device", "shared")
+STREAM_ORDERS = ("device", "shared", "block")
 STREAM_READS = ("memory", "records")
 
 _check = checks.require

@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from prerank_jax.batch import Batch
-from prerank_jax.data.streaming import DeviceOrder, SharedOrder, StreamingInput, make_source
+from prerank_jax.data.streaming import (BlockOrder, DeviceOrder, SharedOrder, StreamingInput,
+                                        make_source)
 from prerank_jax.data.tfds_base import BATCH_FIELDS
 from prerank_jax.train.sweep import _put, to_host
 
@@ -76,13 +77,16 @@ class GrainFeed:
   def start(self, state) -> None:
     """Builds the pipeline from a fresh ``init`` state (its keys start the device order)."""
     num_requests = len(self.source)
+    st = self.config.streaming
+    seed = self.config.seed + (1000 if self.role == "teacher" else 0)
     if self.order_kind == "device":
       self.order = DeviceOrder(to_host(state.rng), num_requests, self.batch_size)
-      self.broadcast = self.order.shared
+    elif self.order_kind == "block":
+      self.order = BlockOrder(to_host(state.rng), seed, num_requests, self.batch_size,
+                              st.steps_per_call)
     else:
-      self.order = SharedOrder(self.config.seed + (1000 if self.role == "teacher" else 0),
-                               num_requests, self.batch_size)
-    st = self.config.streaming
+      self.order = SharedOrder(seed, num_requests, self.batch_size)
+    self.broadcast = getattr(self.order, "shared", True)  # SharedOrder: always broadcast
     self.input = StreamingInput(self.source, self.order,
                                 num_steps=self.num_epochs * self.steps_per_epoch,
                                 steps_per_call=st.steps_per_call,
