@@ -444,7 +444,9 @@ def main() -> None:
 
 def report(meta: dict, rows: list[dict]) -> str:
   """The README's text and table, from a results JSON's ``meta`` and ``rows``."""
-  load = lambda key: ", ".join(f"{x:.1f}" for x in meta[key])
+  # A run whose table was rebuilt from its log has no end-of-run load: "not recorded".
+  load = lambda key: (", ".join(f"{x:.1f}" for x in meta[key]) if key in meta
+                      else "not recorded")
   return (f"Machine: {meta['machine']}; jax {meta['jax']}, torch {meta['torch']}; "
           f"{meta['date']}; load average (1, 5, 15 min) {load('load_average_at_start')} "
           f"at the start, {load('load_average_at_end')} at the end. Dense f32 matmul "

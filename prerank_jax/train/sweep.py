@@ -178,7 +178,7 @@ def in_groups(vmapped: Callable, group_size: int) -> Callable:
 
 
 AUTO_GROUP_SIZE = -1  # sweep.group_size: choose by backend (resolve_group_size)
-CPU_GROUP_SIZE = 4    # the fastest group on a 2-core CPU (benchmarks/sweep_throughput.py)
+CPU_GROUP_SIZE = 1    # the fastest group on a 2-core CPU (benchmarks/sweep_throughput.py)
 
 
 def resolve_group_size(group_size: int, *, backend: str | None = None,
@@ -186,9 +186,11 @@ def resolve_group_size(group_size: int, *, backend: str | None = None,
   """``sweep.group_size`` with ``-1`` ("auto") resolved for a backend.
 
   Auto is ``0`` (all points in one vmap) on GPU and TPU, where one wide program fills the
-  chip, and :data:`CPU_GROUP_SIZE` on CPU, where a few points at a time keep the
-  activations in cache (1.6× faster at 16 points on 2 cores,
-  benchmarks/results/sweep_throughput_cpu.md). Groups need the
+  chip, and :data:`CPU_GROUP_SIZE` on CPU, where one point at a time (a ``lax.scan`` over
+  the points, still one program) keeps the activations in cache and the matmuls unbatched:
+  on 2 cores 1.5× (16 quickstart points) and 1.26× (8 points of MLP 256-128 over lists of
+  400) faster than one vmap, and faster than groups of 4
+  (benchmarks/results/sweep_throughput_cpu.md). Groups need the
   device-resident pipeline, so auto is ``0`` with any other ``input_pipeline``. Any other
   value is the config's explicit choice and is returned unchanged.
 

@@ -125,6 +125,11 @@ def test_auto_layout_is_one_vmap_on_accelerators_and_groups_on_cpu(backend, expe
 def test_auto_groups_split_the_points_evenly():
   from unittest import mock
   with mock.patch("jax.default_backend", return_value="cpu"):
+    assert CPU_GROUP_SIZE == 1                      # shipped: one point at a time on CPU
+    assert group_layout(10, devices=1, group_size=AUTO_GROUP_SIZE) == (1, 1)
+    assert group_layout(10, devices=8, group_size=AUTO_GROUP_SIZE) == (8, 8)
+  with mock.patch("jax.default_backend", return_value="cpu"), \
+       mock.patch("prerank_jax.train.sweep.CPU_GROUP_SIZE", 4):
     assert group_layout(10, devices=1, group_size=AUTO_GROUP_SIZE) == (5, 5)  # no padding
     assert group_layout(16, devices=1, group_size=AUTO_GROUP_SIZE) == (4, 4)
     assert group_layout(3, devices=1, group_size=AUTO_GROUP_SIZE) == (1, 0)   # one vmap
