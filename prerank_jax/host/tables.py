@@ -26,6 +26,7 @@ from prerank_jax.host.teachers import combined_teacher
 from prerank_jax.losses.registry import HPARAMS
 from prerank_jax.models import feature_columns, feature_importance, param_count
 from prerank_jax.models.cost import flops_per_candidate
+from prerank_jax.train.sweep import apply_in_chunks
 
 _COLUMN = {"temperature": "T", "learning_rate": "lr"}
 
@@ -51,7 +52,8 @@ def evaluate_rows(config: ml_collections.ConfigDict, students: Phase,
       "oracle (truth)": test.true_relevance,
       "random": jax.random.normal(jax.random.key(config.seed), test.valid.shape),
   }
-  student_scores = students.compiled.apply(students.state.params, test)  # [P, R, N]
+  student_scores = apply_in_chunks(students.compiled.apply, students.state.params,
+                                   test)  # [P, R, N], bounded activations
   all_scores = jnp.concatenate([student_scores, jnp.stack(list(references.values()))])
   ek = dict(k=config.eval.k, relevant_grade=config.eval.relevant_grade,
             ndcg_empty=config.eval.ndcg_empty, gain=config.eval.get("gain", "exp2"))

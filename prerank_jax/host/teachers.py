@@ -19,6 +19,7 @@ from prerank_jax.host.rundir import load_run_config
 from prerank_jax.host.sweep_driver import Phase, restore_teacher
 from prerank_jax.losses.ensemble import ENSEMBLES
 from prerank_jax.train.loop import SweepData
+from prerank_jax.train.sweep import apply_in_chunks
 
 
 def score_splits(members: list[Phase], splits: dict[str, Batch], builder: Any = None
@@ -36,7 +37,7 @@ def score_splits(members: list[Phase], splits: dict[str, Batch], builder: Any = 
 
   def compute(todo):
     return {name: batch._replace(teacher_scores=jnp.concatenate(
-        [jnp.moveaxis(m.compiled.apply(m.state.params, batch), 0, -1)  # [M_i, R, N] -> [R, N, M_i]
+        [jnp.moveaxis(apply_in_chunks(m.compiled.apply, m.state.params, batch), 0, -1)
          for m in members], axis=-1))
             for name, batch in todo.items()}
 

@@ -96,6 +96,31 @@ def monitor(scores: jax.Array, batch: Batch, *, k: int, keep_ratio: float) -> di
   return out
 
 
+# Scoring budget: points × candidates scored in one call (the per-epoch monitor here,
+# ``sweep.apply_in_chunks`` on the host). 2^20 keeps a 256-wide hidden layer's activations
+# near 1 GiB (float32) however long the lists or large the split.
+SCORE_BUDGET = 1 << 20
+
+
+def score_in_chunks(apply: Callable[[Batch], jax.Array], batch: Batch, *,
+                    budget: int = SCORE_BUDGET) -> jax.Array:
+  """``apply(batch)`` (scores ``[R, N]``, traceable) ``budget // N`` requests at a time.
+
+  Inside a compiled program: a split within the budget is one call, exactly
+  ``apply(batch)``; a larger one is padded to whole chunks (by repeating its last request,
+  dropped afterwards) and scored by a ``lax.map`` over them, so only one chunk's
+  activations are live at a time.
+  """
+  num_requests, list_size = batch.valid.shape
+  chunk = max(1, int(budget) // max(1, list_size))
+  if num_requests <= chunk:
+    return apply(batch)
+  count = -(-num_requests // chunk)
+  index = jnp.minimum(jnp.arange(count * chunk), num_requests - 1).reshape(count, chunk)
+  scores = jax.lax.map(lambda i: apply(batch.take(i)), index)     # [count, chunk, N]
+  return scores.reshape(count * chunk, list_size)[:num_requests]
+
+
 def make_train(config: Any, *, role: str = "student", feature_sizes: Mapping[str, int],
                num_train_requests: int,
                shard_batch: Callable[[Batch], Batch] | None = None) -> Trainer:
@@ -182,7 +207,8 @@ def make_train(config: Any, *, role: str = "student", feature_sizes: Mapping[str
 
   def epoch_stats(params: Any, losses: jax.Array, valid: Batch) -> dict[str, jax.Array]:
     stats = {"loss": jnp.mean(losses)}
-    stats.update(monitor(model.apply(params, valid), valid, k=k, keep_ratio=keep_ratio))
+    scores = score_in_chunks(lambda b: model.apply(params, b), valid)
+    stats.update(monitor(scores, valid, k=k, keep_ratio=keep_ratio))
     return stats
 
   def train_epoch(state: TrainState, hparams: HParams, data: SweepData):

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from prerank_jax.losses.registry import HPARAMS, check_hparam
-from prerank_jax.train.loop import Trainer
+from prerank_jax.train.loop import SCORE_BUDGET, Trainer
 
 
 class SweepPoint(NamedTuple):
@@ -149,6 +149,27 @@ def compile_sweep(trainer: Trainer, *, group_size: int = 0) -> CompiledSweep:
       train=jax.jit(in_groups(vmap(trainer.train, in_axes=(0, 0, None)), group_size)),
       apply=jax.jit(vmap(trainer.model.apply, in_axes=(0, None))),
   )
+
+
+def apply_in_chunks(apply: Callable, params: Any, batch: Any, *,
+                    budget: int = SCORE_BUDGET) -> jax.Array:
+  """``apply(params [P], batch)`` (scores ``[P, R, N]``) over chunks of requests.
+
+  A split of R lists of N candidates is scored ``max(1, budget // (P · N))`` requests at a
+  time and the chunks are concatenated along R, so the activations of one call stay
+  bounded by ``budget`` point-candidates however large the split is (a teacher scoring 20M
+  train candidates, or every test list of 5,000). A split within the budget is one call,
+  exactly ``apply(params, batch)``; otherwise there are at most two compiled shapes (the
+  chunk and the remainder).
+  """
+  num_points = int(jax.tree.leaves(params)[0].shape[0])
+  num_requests, list_size = batch.valid.shape
+  chunk = max(1, int(budget) // max(1, num_points * list_size))
+  if num_requests <= chunk:
+    return apply(params, batch)
+  parts = [apply(params, jax.tree.map(lambda x: x[start:start + chunk], batch))
+           for start in range(0, num_requests, chunk)]
+  return jnp.concatenate(parts, axis=1)
 
 
 def in_groups(vmapped: Callable, group_size: int) -> Callable:

@@ -153,3 +153,28 @@ def test_group_layout_rounds_groups_to_the_devices_and_pads_the_points():
   assert group_layout(10, devices=8, group_size=4) == (8, 8)     # group rounded up to 8
   assert group_layout(10, devices=1, group_size=10) == (1, 0)    # one group is one vmap
   assert group_layout(10, devices=8, group_size=9) == (8, 0)     # 16 ≥ 10 points: one vmap
+
+
+def test_chunked_scoring_equals_scoring_whole(setup):
+  """Scoring a split in chunks of requests (bounded activations for long lists and big
+  splits) gives the whole split's scores: on the host (apply_in_chunks, remainder chunk
+  included) and inside the compiled monitor (score_in_chunks, padded lax.map)."""
+  from prerank_jax.train.loop import score_in_chunks
+  from prerank_jax.train.sweep import apply_in_chunks
+
+  _, trainer, data = setup
+  valid = data.valid
+  r, n = valid.valid.shape
+  hparams, rngs = stack_points(grid_points({"temperature": (1.0, 2.0, 4.0)}, seed=0))
+  compiled = compile_sweep(trainer)
+  params = compiled.init(hparams, rngs).params
+  whole = np.asarray(compiled.apply(params, valid))                      # [3, R, N]
+  budget = 3 * n * (r // 3 - 1)          # chunks of r//3 - 1 requests: a remainder too
+  assert r % (r // 3 - 1)
+  np.testing.assert_allclose(apply_in_chunks(compiled.apply, params, valid, budget=budget),
+                             whole, rtol=1e-6, atol=1e-6)
+  one = jax.tree.map(lambda x: x[0], params)
+  for chunk in (1, 7, r):                                                # padded, exact
+    scored = jax.jit(lambda b, c=chunk: score_in_chunks(
+        lambda x: trainer.model.apply(one, x), b, budget=c * n))(valid)
+    np.testing.assert_allclose(scored, whole[0], rtol=1e-6, atol=1e-6, err_msg=str(chunk))
