@@ -14,7 +14,7 @@ distillation term differs):
 
   python experiments/e3_ba_caruana.py [--smoke] [--from-results]
 
-Expected full runtime: an estimate, see the README; the full results are not yet produced.
+Full runtime: measured, see the README (results kept in experiments/results/).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ Claims re-run:
 
   python experiments/e5_teacher_quality.py [--smoke] [--from-results]
 
-Expected full runtime: an estimate, see the README; the full results are not yet produced.
+Full runtime: measured, see the README (results kept in experiments/results/).
 """
 
 from __future__ import annotations
