@@ -96,7 +96,30 @@ class RecordSource:
 
 # --- orders -------------------------------------------------------------------------------
 
-class DeviceOrder:
+def _key_data(run_rngs: Any) -> tuple[str, np.ndarray]:
+  """``(impl, raw key data)`` on the host of typed keys ``[P]`` or of their raw key data
+  (taken as ``threefry2x32``). A multi-process caller gathers them first (``to_host``)."""
+  rngs = jax.device_get(run_rngs)
+  if jax.dtypes.issubdtype(rngs.dtype, jax.dtypes.prng_key):
+    return str(jax.random.key_impl(rngs)), np.asarray(jax.random.key_data(rngs))
+  return "threefry2x32", np.asarray(rngs)
+
+
+class _HostOrder:
+  """An order pickles (to grain workers) without its lock and caches; they are rebuilt."""
+
+  def _transient(self) -> dict:
+    return {"_lock": None, "_cache": None}
+
+  def __getstate__(self):
+    return {**self.__dict__, **self._transient()}
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._lock = threading.Lock()
+
+
+class DeviceOrder(_HostOrder):
   """The device-resident per-point order, replayed on the host.
 
   Args:
@@ -107,13 +130,7 @@ class DeviceOrder:
   """
 
   def __init__(self, run_rngs: Any, num_requests: int, batch_size: int):
-    rngs = jax.device_get(run_rngs)  # a multi-process caller gathers them first (to_host)
-    if jax.dtypes.issubdtype(rngs.dtype, jax.dtypes.prng_key):
-      self.impl = str(jax.random.key_impl(rngs))
-      rngs = jax.random.key_data(rngs)
-    else:
-      self.impl = "threefry2x32"
-    self.key_data = np.asarray(rngs)
+    self.impl, self.key_data = _key_data(run_rngs)
     self.num_points = int(self.key_data.shape[0])
     # Points with one seed (a grid over hyperparameters) share one order: each step then
     # reads B requests, broadcast to every point, instead of P × B.
@@ -124,14 +141,8 @@ class DeviceOrder:
     self._chain: list[np.ndarray] = []   # key data of state.rng at the start of epoch e
     self._cache: tuple[int, np.ndarray] | None = None
 
-  def __getstate__(self):
-    state = dict(self.__dict__)
-    state.update(_lock=None, _chain=[], _cache=None)
-    return state
-
-  def __setstate__(self, state):
-    self.__dict__.update(state)
-    self._lock = threading.Lock()
+  def _transient(self) -> dict:
+    return {**super()._transient(), "_chain": []}
 
   def _keys(self, epoch: int) -> np.ndarray:
     """Key data ``[P, 2, ...]`` of ``(rng, perm_rng)`` of ``epoch``."""
@@ -170,7 +181,7 @@ class DeviceOrder:
     return order[0, s] if self.shared else order[:, s]
 
 
-class SharedOrder:
+class SharedOrder(_HostOrder):
   """One order for every point: a seeded permutation per epoch (numpy Philox, keyed by
   ``(seed, epoch)``), cut into steps; the remainder is dropped per epoch, as on device."""
 
@@ -180,13 +191,6 @@ class SharedOrder:
     self.steps_per_epoch = self.num_requests // self.batch_size
     self._lock = threading.Lock()
     self._cache: tuple[int, np.ndarray] | None = None
-
-  def __getstate__(self):
-    return {**self.__dict__, "_lock": None, "_cache": None}
-
-  def __setstate__(self, state):
-    self.__dict__.update(state)
-    self._lock = threading.Lock()
 
   def epoch_order(self, epoch: int) -> np.ndarray:
     """``[steps, B]`` request indices of ``epoch``."""
@@ -202,7 +206,7 @@ class SharedOrder:
     return self.epoch_order(epoch)[s]
 
 
-class BlockOrder:
+class BlockOrder(_HostOrder):
   """Per-point orders drawn inside a shared, decoded block (``order="block"``).
 
   Each epoch is cut into blocks of ``steps_per_call`` steps by one seeded permutation
@@ -227,10 +231,8 @@ class BlockOrder:
 
   def __init__(self, run_rngs: Any, seed: int, num_requests: int, batch_size: int,
                steps_per_call: int):
-    rngs = jax.device_get(run_rngs)
-    if jax.dtypes.issubdtype(rngs.dtype, jax.dtypes.prng_key):
-      rngs = jax.random.key_data(rngs)
-    data = np.asarray(rngs).reshape(np.asarray(rngs).shape[0], -1)
+    _, data = _key_data(run_rngs)
+    data = data.reshape(data.shape[0], -1)
     self.point_seeds = [[int(v) for v in row] for row in data.astype(np.uint64)]
     self.num_points = len(self.point_seeds)
     self.shared = bool((data == data[:1]).all())
@@ -240,13 +242,6 @@ class BlockOrder:
     self.calls = Calls(self.steps_per_epoch, steps_per_call)
     self._lock = threading.Lock()
     self._cache: tuple[tuple[int, int], np.ndarray] | None = None
-
-  def __getstate__(self):
-    return {**self.__dict__, "_lock": None, "_cache": None}
-
-  def __setstate__(self, state):
-    self.__dict__.update(state)
-    self._lock = threading.Lock()
 
   def block_order(self, epoch: int, block: int) -> np.ndarray:
     """``[P, k, B]`` request indices of one block of ``k`` steps (``[1, k, B]`` shared)."""

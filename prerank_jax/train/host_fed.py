@@ -56,7 +56,7 @@ class GrainFeed:
                        f"expects {self.steps_per_epoch} steps of {self.batch_size}")
     self.input: StreamingInput | None = None
     self.order = None
-    shared = self.order_kind == "shared"
+    self.broadcast = True  # set from the order by start()
 
     def begin_epoch(state):  # the device-resident loop's key split; the order's key data
       state, perm_rng = trainer.begin_epoch(state)
@@ -72,7 +72,6 @@ class GrainFeed:
     self._begin = jax.jit(jax.vmap(begin_epoch))
     self._steps = {broadcast: steps(broadcast) for broadcast in (False, True)}
     self._end = jax.jit(jax.vmap(trainer.epoch_stats, in_axes=(0, 1, None)))
-    self.broadcast = shared
 
   def start(self, state) -> None:
     """Builds the pipeline from a fresh ``init`` state (its keys start the device order)."""
