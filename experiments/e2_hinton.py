@@ -19,8 +19,8 @@ one compiled program.
   python experiments/e2_hinton.py --from-results   # tables and figures from raw.csv
   python experiments/e2_hinton.py --letor [--smoke]   # on LETOR files (letor_world.py)
 
-Expected full runtime on this 2-core CPU: an estimate, see the README ("Reproducing the
-papers' claims"); the full results are not yet produced.
+Full runtime: measured, see the README (results kept in experiments/results/e2_hinton/ and
+e2_hinton_letor/).
 """
 
 from __future__ import annotations

@@ -57,9 +57,8 @@ LOGGING_KNOBS = ("logging_noise", "logging_popularity", "position_bias")
 # The full LETOR variant's world: the quickstart's "small" world with fewer requests (the
 # LETOR route writes the files once per world and prepares them once per setting of the
 # logs: about 13 s and 33 s at this size on the loaded 2-core CPU), so that each of E1, E2
-# and E7 fits in about 6-13 minutes on an idle 2-core CPU at 5 world seeds (an estimate from
-# the quickstart's per-point cost; E1, with three settings of the logs and four teachers a
-# world, is the longest).
+# and E7 fits in 8-13 minutes on an idle 2-core CPU at 5 world seeds (measured: 7.9, 11.0
+# and 12.7 minutes for E2, E7 and E1 with a warm compilation cache; see the README).
 FULL_WORLD = {"num_requests": 1000, "num_eval_requests": 300}
 FULL_WORLD_SEEDS: dict[str, tuple[int, ...]] = {}  # per experiment, if ever needed
 DEFAULT_WORLD_SEEDS = (0, 1, 2, 3, 4)  # the minimum of 5 world seeds
