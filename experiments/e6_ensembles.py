@@ -14,7 +14,7 @@ Claims re-run:
 
   python experiments/e6_ensembles.py [--smoke] [--from-results]
 
-Expected full runtime: an estimate, see the README; the full results are not yet produced.
+Full runtime: measured, see the README (results kept in experiments/results/e6_ensembles/).
 """
 
 from __future__ import annotations
