@@ -31,6 +31,7 @@ from typing import Any, Mapping, NamedTuple
 
 from prerank_jax.batch import Batch
 from prerank_jax.data import letor as _letor_names  # light: numpy only
+from prerank_jax.data.ids import SplitIds
 from prerank_jax.data.sources import CONFIG_FILES, CONFIG_SOURCES
 from prerank_jax.data.tfds_base import DatasetMissingError
 
@@ -74,6 +75,9 @@ class Loaded(NamedTuple):
   splits: dict[str, Batch]
   builder: Any        # the prepared TFDS builder, or None for the in-memory simulator
   identity: str       # dataset name/config/version (keys the teacher-score cache)
+  # The user's request/candidate IDs per split (prerank_jax/data/ids.py), or None where
+  # the dataset has none (the simulator): outputs then use internal indices.
+  ids: dict[str, SplitIds] | None = None
 
 
 def _module(kind: str):
