@@ -6,7 +6,7 @@
 #   bash benchmarks/accelerator.sh            # venv in .venv-gpu, results in benchmarks/results/
 #
 # It makes a fresh virtual environment, installs this package pinned by constraints.txt,
-# replaces jax with jax[cuda12] at the same version as constraints.txt's jax and torch with
+# with its `cuda12` extra (jax[cuda12] at constraints.txt's jax version), replaces torch with
 # the CUDA wheel of constraints.txt's torch version, checks that both see the GPU, then runs
 # benchmarks/sweep_throughput.py at both shapes (quickstart and realistic) for
 # K in {1, 16, 64, 256}, with JAX and both PyTorch baselines (eager K runs, torch.func
@@ -50,13 +50,19 @@ pin() {  # the version constraints.txt pins for package $1
 }
 JAX_VERSION=$(pin jax)
 TORCH_VERSION=$(pin torch)
+if ! grep -q "\"jax\[cuda12\]==${JAX_VERSION}\"" pyproject.toml; then
+  echo "benchmarks/accelerator.sh: pyproject.toml's cuda12 extra does not pin" \
+       "jax[cuda12]==${JAX_VERSION} (constraints.txt's jax); make them agree" >&2
+  exit 2
+fi
 
 "$PYTHON" -m venv "$VENV"
 PY="$VENV/bin/python"
 "$PY" -m pip install -q --upgrade pip
-# The package and its pinned dependencies; jax and torch are replaced below.
-"$PY" -m pip install -q -c constraints.txt -e .
-"$PY" -m pip install -q "jax[cuda12]==${JAX_VERSION}"
+# The package, its pinned dependencies and the GPU extra: `pip install -e ".[cuda12]"` is
+# the one documented line for GPU users (jax[cuda12] at constraints.txt's jax version).
+# torch is replaced by its CUDA wheel below.
+"$PY" -m pip install -q -c constraints.txt -e ".[cuda12]"
 "$PY" -m pip install -q "torch==${TORCH_VERSION}" --index-url "$TORCH_INDEX_URL"
 
 "$PY" - <<'EOF'
