@@ -37,8 +37,10 @@ import numpy as np
 from prerank_jax.batch import Batch
 
 BATCH_FIELDS = ("context", "items", "cross", "label", "exposed", "valid", "true_relevance",
-                "propensity", "exposure_propensity")
-OPTIONAL_FIELDS = ("true_relevance", "propensity", "exposure_propensity")
+                "propensity", "exposure_propensity", "context_ids", "item_ids",
+                "sequence_ids", "sequence_mask")
+OPTIONAL_FIELDS = ("true_relevance", "propensity", "exposure_propensity", "context_ids",
+                   "item_ids", "sequence_ids", "sequence_mask")
 
 
 class DatasetMissingError(FileNotFoundError):
@@ -72,9 +74,13 @@ def file_signature(paths: Iterable[Path]) -> list[tuple[str, int]]:
 # --- the record schema --------------------------------------------------------------------
 
 def record_shapes(*, context: int, list_size: int, items: int, cross: int,
-                  truth: bool, propensity: bool, exposure: bool = False
+                  truth: bool, propensity: bool, exposure: bool = False,
+                  context_ids: int = 0, item_ids: int = 0, sequence: tuple[int, int] = (0, 0)
                   ) -> dict[str, tuple[tuple[int, ...], Any]]:
-  """``{field: (shape, numpy dtype)}`` of one request record."""
+  """``{field: (shape, numpy dtype)}`` of one request record.
+
+  ``context_ids = Cc``, ``item_ids = Ci`` and ``sequence = (L, Cs)`` add the int32 ID fields
+  (and the bool ``sequence_mask [L]``) when non-zero; 0 leaves them out."""
   n = list_size
   shapes = {"context": ((context,), np.float32), "items": ((n, items), np.float32),
             "cross": ((n, cross), np.float32), "label": ((n,), np.float32),
@@ -85,6 +91,13 @@ def record_shapes(*, context: int, list_size: int, items: int, cross: int,
     shapes["propensity"] = ((n,), np.float32)
   if exposure:
     shapes["exposure_propensity"] = ((n,), np.float32)
+  if context_ids:
+    shapes["context_ids"] = ((context_ids,), np.int32)
+  if item_ids:
+    shapes["item_ids"] = ((n, item_ids), np.int32)
+  if sequence[0]:
+    shapes["sequence_ids"] = ((sequence[0], sequence[1]), np.int32)
+    shapes["sequence_mask"] = ((sequence[0],), np.bool_)
   return shapes
 
 

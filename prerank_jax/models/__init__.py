@@ -15,6 +15,8 @@ name                   role     model
 ``dcn_v2``             teacher  DCN-v2 cross network + deep network over all features
 ``oracle``             teacher  the simulator's true relevance (parameter-free)
 ``mlp_heavy_no_cross`` ablation a teacher-sized MLP without the cross features
+``dssm``               student  DSSM over ID embeddings (+ mean-pooled behaviour), ⟨u, v⟩
+``din``                teacher  DIN: target attention over the behaviour sequence + MLP
 =====================  =======  ==========================================================
 
 Hyperparameters are the options of :data:`MODEL_OPTIONS`; each model reads the ones its
@@ -31,6 +33,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from prerank_jax.batch import Batch
+from prerank_jax.models.din import DIN
+from prerank_jax.models.dssm import IdDSSM
 from prerank_jax.models.mlp import CandidateMLP, LinearScorer
 from prerank_jax.models.options import (MODEL_OPTIONS, Option, model_config,  # noqa: F401
                                         resolve_options)
@@ -75,6 +79,13 @@ MODELS: dict[str, ModelSpec] = {
     # its privileged features in ablations.
     "mlp_heavy_no_cross": ModelSpec(CandidateMLP, {"inputs": STUDENT_INPUTS}, ("hidden",),
                                     "ablation: teacher-sized MLP without cross features"),
+    "dssm": ModelSpec(IdDSSM, {"inputs": STUDENT_INPUTS},
+                      ("id_tower", "id_embed_dim", "context_vocab", "item_vocab"),
+                      "student: DSSM over float features and ID embeddings, ⟨u, v⟩"),
+    "din": ModelSpec(DIN, {"inputs": TEACHER_INPUTS},
+                     ("hidden", "attention_hidden", "id_embed_dim", "context_vocab",
+                      "item_vocab"),
+                     "teacher: DIN, target attention over the behaviour sequence + MLP"),
 }
 
 

@@ -52,6 +52,11 @@ def _widths(min_len: int) -> Callable[[Any], bool]:
 _columns = checks.is_index_tuple
 
 
+def _vocab(v: Any) -> bool:
+  return isinstance(v, (tuple, list)) and all(
+      checks.is_int(x) and 2 <= x <= 2**31 - 1 for x in v)
+
+
 MODEL_OPTIONS: dict[str, Option] = {
     "hidden": Option(
         (64, 32), "widths of the hidden ReLU layers of the deep network (MLPs, DCN-v2)",
@@ -85,7 +90,28 @@ MODEL_OPTIONS: dict[str, Option] = {
         "stacked", "dcn_v2: 'stacked' (deep network on the cross output) or 'parallel' "
         "(cross and deep side by side, concatenated)",
         lambda v: v in ("stacked", "parallel"), "one of ['parallel', 'stacked']"),
+    "context_vocab": Option(
+        (), "dssm/din: rows of the embedding table of each context ID column (batch."
+        "context_ids), the reserved row 0 included (a hashed column: its hash_buckets)",
+        _vocab, "a tuple of ints in [2, 2147483647], one per context ID column"),
+    "item_vocab": Option(
+        (), "dssm/din: rows of the embedding table of each item ID column (batch.item_ids; "
+        "behaviour column j shares table j), the reserved row 0 included",
+        _vocab, "a tuple of ints in [2, 2147483647], one per item ID column"),
+    "id_embed_dim": Option(
+        16, "dssm/din: width d of every ID embedding table", _int_in(1, 4096),
+        "an int in [1, 4096]"),
+    "id_tower": Option(
+        (128, 64, 32), "dssm: widths of the user and item towers, the last one the output "
+        "size D (RecFlow's DSSM: 128-64-32)", _widths(1), "a non-empty tuple of ints >= 1"),
+    "attention_hidden": Option(
+        (32,), "din: widths of the target-attention activation MLP", _widths(1),
+        "a non-empty tuple of ints >= 1"),
 }
+
+# ID options: option -> (key of the data's column count in feature_sizes, what it counts).
+ID_OPTIONS = {"context_vocab": ("context_ids", "context ID"),
+              "item_vocab": ("item_ids", "item ID")}
 
 
 def model_config(name: str, **overrides: Any) -> dict[str, Any]:
@@ -143,4 +169,29 @@ def resolve_options(declared: Sequence[str], values: Mapping[str, Any], *,
       group = COLUMN_OPTIONS[opt]
       check_columns(value, int(feature_sizes[group]), f"{field}.{opt}", group)
     out[opt] = value
+  if feature_sizes is not None:
+    check_vocab_against_data(out, feature_sizes, field)
   return out
+
+
+def check_vocab_against_data(options: Mapping[str, Any], feature_sizes: Mapping[str, int],
+                             field: str) -> None:
+  """The ID vocabularies a model reads must give one size per ID column of the data, and
+  the behaviour sequence's ``Cs`` columns need ``Cs`` item tables to share.
+
+  Raises:
+    ConfigError: naming ``<field>.context_vocab`` / ``<field>.item_vocab``.
+  """
+  for opt, (key, what) in ID_OPTIONS.items():
+    if opt not in options:
+      continue
+    columns = int(feature_sizes.get(key, 0))
+    if len(options[opt]) != columns:
+      raise checks.ConfigError(
+          f"{field}.{opt}: the data has {columns} {what} columns (batch.{key}), so give "
+          f"{columns} vocabulary sizes, got {tuple(options[opt])!r}")
+  sequence = int(feature_sizes.get("sequence_ids", 0))
+  if "item_vocab" in options and sequence > len(options["item_vocab"]):
+    raise checks.ConfigError(
+        f"{field}.item_vocab: the behaviour sequence has {sequence} columns that share the "
+        f"first item tables, but only {len(options['item_vocab'])} item tables are given")
