@@ -48,15 +48,13 @@ def methods(smoke: bool) -> list[Method]:
 
 
 CLAIMS = [
-    Claim("distillation (T=4, α=0.5) beats the gt-only student", T2, "ndcg@10", +1,
+    Claim("distillation (T=4, α=0.5) beats the gt-only student", T2, harness.PRIMARY, +1,
           where={"T": 4.0, "alpha": 0.5}, source="Hinton et al. 2015 §3"),
-    Claim("T=4 beats T=1 at α=0.5", T2, "ndcg@10", +1, where={"T": 4.0, "alpha": 0.5},
+    Claim("T=4 beats T=1 at α=0.5", T2, harness.PRIMARY, +1, where={"T": 4.0, "alpha": 0.5},
           against=T2, against_where={"T": 1.0, "alpha": 0.5}, source="Hinton et al. 2015 §2"),
-    Claim("with T², T=4 α=0.5 beats the same point without T²", T2, "ndcg@10", +1,
+    Claim("with T², T=4 α=0.5 beats the same point without T²", T2, harness.PRIMARY, +1,
           where={"T": 4.0, "alpha": 0.5}, against=NO_T2,
           against_where={"T": 4.0, "alpha": 0.5}, source="Hinton et al. 2015 §2"),
-    Claim("distillation (T=4, α=0.5) keeps more of the teacher's top 10", T2, "R@(10,25%)",
-          +1, where={"T": 4.0, "alpha": 0.5}, source="teacher consistency"),
 ]
 
 

@@ -13,19 +13,28 @@ student, teacher and reference, per method and world seed), appended after every
 Everything else (``summary.md``, the PNG figures) is computed from ``raw.csv`` alone, so
 ``--from-results`` rebuilds it without training.
 
-Statistics (the unit of replication is the world seed):
+Statistics (the unit of replication is the world seed; docs/research/methods.md):
 
-- a row's value in world w is the mean over its replicates in w;
+- a row's value in world w is the mean over its kept replicates in w; rows that diverged
+  (``status``) or hold a non-finite value are dropped AND counted in ``summary.md``; a
+  world without a kept row is missing, and a claim missing a world says so;
 - mean ± 95% CI over worlds: mean ± t_{0.975, n−1} · s / √n (Student t, s with ddof 1;
   :func:`prerank_jax.analysis.t_interval`); undefined (nan) for n < 2;
 - the paired difference of a method against the ground-truth-only student of the same
-  run (same world, same student config and replicate seeds, α = 0):
-  d_w = x_w(method) − x_w(gt-only), then the same t-interval over worlds;
-- a claim's verdict: "reproduced" when the CI of d excludes 0 in the claimed direction,
-  "not reproduced" when it excludes 0 in the other direction, "inconclusive" when it
-  contains 0 (or is undefined). An equivalence claim (direction 0, margin δ) is
-  "reproduced" when the CI lies inside [−δ, δ], "not reproduced" when it excludes 0 and
-  leaves [−δ, δ], otherwise "inconclusive".
+  run (same world, same student config and replicate seeds, α = 0), or against the arm
+  the claim names: d_w = x_w(method) − x_w(other), then the same t-interval over worlds;
+- each claim declares one primary metric (:data:`PRIMARY_METRICS`); its p-value (paired
+  t-test of d = 0, or TOST for an equivalence claim within its per-metric margin) is
+  Holm–Bonferroni corrected over the experiment's claims; the exact sign-flip test over
+  worlds is corrected the same way and a call it cannot reach is *fragile*; the minimum
+  detectable effect (80% power) comes from the between-world SD of d
+  (:mod:`prerank_jax.analysis.stats`);
+- the raw verdict (uncorrected 95% t-interval): "reproduced" when the CI of d excludes 0
+  in the claimed direction, "not reproduced" when it excludes 0 in the other direction,
+  "inconclusive" when it contains 0 (or is undefined). An equivalence claim (direction 0,
+  margin δ) is "reproduced" when the CI lies inside [−δ, δ], "not reproduced" when it
+  excludes 0 and leaves [−δ, δ], otherwise "inconclusive". The verdict word applies the
+  same rule to the Holm-corrected p-value (:func:`judge_claims`).
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python experiments/<name>.py` from anywhere
   sys.path.insert(0, str(ROOT))
 
+from prerank_jax.analysis import stats  # noqa: E402
 from prerank_jax.analysis.stats import t_interval  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
@@ -57,6 +67,19 @@ METRICS = ("ndcg@10", "recall@25%", "R@(10,25%)", "kendall_tau")
 ID_COLUMNS = ("experiment", "method", "seed", "replicate_seed", "model", "point", "role",
               "program")
 VERDICTS = ("reproduced", "not reproduced", "inconclusive")
+# A claim's primary metric: what a pre-ranker is used for, the share of the truly relevant
+# candidates it keeps at a keep ratio (docs/research/methods.md).
+PRIMARY_METRICS = ("recall@10%", "recall@25%")
+PRIMARY = "recall@25%"  # the experiments' declared primary: the quickstart's monitored keep ratio
+# Printed beside the primary verdict. sys_ndcg@10@25% is the cascade re-ranked by each
+# method's OWN teacher, so across teachers it partly measures the teacher (hence secondary).
+SECONDARY = ("ndcg@10", "recall@10%", "recall@25%", "R@(10,25%)", "sys_ndcg@10@25%")
+# Equivalence margins per metric: recall differences run about half the NDCG ones
+# (measured over the kept results by experiments/print_findings.py --ratios).
+MARGINS = {"ndcg@10": 0.01, "recall@10%": 0.005, "recall@25%": 0.005,
+           "R@(10,25%)": 0.02, "sys_ndcg@10@25%": 0.01, "kendall_tau": 0.02}
+ALPHA, POWER, MDE_TARGET = 0.05, 0.8, 0.01  # family-wise level; power and target of the MDE
+OK_STATUS = ("ok", "reference", "", "nan")  # any other status (e.g. "diverged") is dropped
 _SEED_SUFFIX = re.compile(r" seed=\d+$")
 _PROGRAM = re.compile(r"^\[(?P<label>[^\]]*)\]\s*(?P<rest>.*)$")
 
@@ -72,7 +95,12 @@ class Method:
 
 @dataclasses.dataclass(frozen=True)
 class Claim:
-  """A paper's claim as a paired comparison of one metric.
+  """A paper's claim as a paired comparison, judged on ONE primary metric.
+
+  ``metric`` is the claim's primary metric, declared with the claim before the run (for
+  the experiments: one of :data:`PRIMARY_METRICS`); the :data:`SECONDARY` metrics are
+  reported beside it. ``margin`` (equivalence claims) applies to the primary metric; 0
+  takes :data:`MARGINS` of the metric.
 
   ``method``'s student rows matching ``where`` (column values, e.g. ``{"T": 2.0}``) are
   compared with ``against``: ``None`` for the gt-only student of the same runs, otherwise
@@ -286,21 +314,48 @@ def _select(frame: pd.DataFrame, where: Mapping[str, Any]) -> pd.DataFrame:
   return frame[mask]
 
 
+def _kept_rows(frame: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, dict[str, int]]:
+  """The rows that count for ``metric``, and how many were dropped and why.
+
+  A row is dropped when its ``status`` says it diverged (anything but ``ok``,
+  ``reference`` or blank) or when its ``metric`` value is not finite; both are counted,
+  never skipped silently.
+  """
+  values = pd.to_numeric(frame[metric], errors="coerce").to_numpy(float)
+  if "status" in frame.columns:
+    status = frame["status"].astype(str).str.strip()
+    diverged = (~status.isin(OK_STATUS)).to_numpy()
+  else:
+    diverged = np.zeros(len(frame), bool)
+  nonfinite = ~diverged & ~np.isfinite(values)
+  keep = ~diverged & ~nonfinite
+  return frame[keep], {"diverged": int(diverged.sum()), "non-finite": int(nonfinite.sum())}
+
+
 def world_values(frame: pd.DataFrame, metric: str) -> pd.Series:
-  """The metric per world seed: the mean over the rows (replicates) of each world."""
-  values = pd.to_numeric(frame[metric], errors="coerce")
-  return values.groupby(frame["seed"]).mean()
+  """The metric per world seed: the mean over the kept rows (replicates) of each world.
+
+  Rows that diverged or hold a non-finite value are left out (:func:`_kept_rows` counts
+  them); a world with no kept row is absent from the result, never a NaN mean.
+  """
+  kept, _ = _kept_rows(frame, metric)
+  values = pd.to_numeric(kept[metric], errors="coerce").astype(float)
+  return values.groupby(kept["seed"]).mean()
 
 
 def paired_interval(a: pd.Series, b: pd.Series) -> dict[str, float]:
-  """Mean ± 95% t-interval of ``a_w − b_w`` over the worlds present in both."""
-  d = (a - b).dropna()
-  mean, half, n = t_interval(d.to_numpy(float))
-  return {"diff": mean, "ci": half, "lo": mean - half, "hi": mean + half, "n": n}
+  """Mean ± 95% t-interval of ``a_w − b_w`` over the worlds present in both.
+
+  The worlds present in only one of ``a`` and ``b`` are counted in ``unpaired``."""
+  common = a.index.intersection(b.index).sort_values()
+  d = (a.loc[common] - b.loc[common]).to_numpy(float)
+  mean, half, n = t_interval(d)
+  return {"diff": mean, "ci": half, "lo": mean - half, "hi": mean + half, "n": n,
+          "unpaired": int(len(a.index.union(b.index)) - len(common))}
 
 
-def claim_result(frame: pd.DataFrame, claim: Claim) -> dict[str, Any]:
-  """The paired difference of a claim over world seeds and its verdict."""
+def _pair_frames(frame: pd.DataFrame, claim: Claim) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+  """The rows of a claim's two sides and the name of the side it is compared against."""
   mine = _select(frame[(frame["method"] == claim.method) & (frame["role"] == claim.role)],
                  claim.where)
   if not len(mine):
@@ -318,15 +373,108 @@ def claim_result(frame: pd.DataFrame, claim: Claim) -> dict[str, Any]:
                + (f" {dict(claim.against_where)}" if claim.against_where else ""))
   if not len(base):
     raise ValueError(f"claim {claim.text!r}: no rows to compare against ({against})")
-  stats = paired_interval(world_values(mine, claim.metric), world_values(base, claim.metric))
-  return {"claim": claim.text, "metric": claim.metric, "against": against, **stats,
-          "verdict": verdict(stats["lo"], stats["hi"], claim.direction, claim.margin),
-          "source": claim.source}
+  return mine, base, against
+
+
+def claim_margin(claim: Claim, metric: str) -> float:
+  """The equivalence margin of a claim on ``metric``: the claim's own ``margin`` for its
+  primary metric when set, otherwise :data:`MARGINS` of the metric."""
+  if metric == claim.metric and claim.margin:
+    return float(claim.margin)
+  if metric not in MARGINS:
+    raise ValueError(f"metric {metric!r}: no equivalence margin; known: {sorted(MARGINS)}")
+  return MARGINS[metric]
+
+
+def _metric_stats(mine: pd.DataFrame, base: pd.DataFrame, metric: str, direction: int,
+                  margin: float, worlds: Sequence[int]) -> dict[str, Any]:
+  """Every statistic of one paired comparison on one metric (see the module doc)."""
+  a, b = world_values(mine, metric), world_values(base, metric)
+  paired = paired_interval(a, b)
+  common = a.index.intersection(b.index).sort_values()
+  d = (a.loc[common] - b.loc[common]).to_numpy(float)
+  n = int(d.size)
+  dropped = {k: _kept_rows(mine, metric)[1][k] + _kept_rows(base, metric)[1][k]
+             for k in ("diverged", "non-finite")}
+  sd = float(d.std(ddof=1)) if n > 1 else math.nan
+  if direction == 0:
+    p_t = stats.equivalence_p(d, margin) if n > 1 else math.nan
+    p_perm = stats.equivalence_p(d, margin, test="sign-flip") if n > 0 else math.nan
+    needs = stats.worlds_needed(sd, margin, equivalence=True, alpha=ALPHA, power=POWER)
+  else:
+    p_t = stats.paired_t_p(d) if n > 1 else math.nan
+    p_perm = stats.sign_flip_test(d) if n > 0 else math.nan
+    needs = stats.worlds_needed(sd, MDE_TARGET, alpha=ALPHA, power=POWER)
+  return {**paired, "sd": sd, "p_t": p_t, "p_perm": p_perm,
+          "p_diff_t": stats.paired_t_p(d) if n > 1 else math.nan,
+          "p_diff_perm": stats.sign_flip_test(d) if n > 0 else math.nan,
+          "mde": stats.min_detectable_effect(sd, n, alpha=ALPHA, power=POWER),
+          "needs": needs, "margin": margin,
+          "missing": sorted(int(w) for w in set(worlds) - set(int(w) for w in common)),
+          "dropped": dropped,
+          "raw_verdict": verdict(paired["lo"], paired["hi"], direction, margin)}
+
+
+def claim_stats(frame: pd.DataFrame, claim: Claim,
+                secondary: Sequence[str] = SECONDARY) -> dict[str, Any]:
+  """The uncorrected statistics of one claim: its primary metric and the secondary ones
+  (those of ``secondary`` present in ``frame`` and different from the primary)."""
+  mine, base, against = _pair_frames(frame, claim)
+  worlds = sorted(int(w) for w in frame["seed"].unique())
+  primary = _metric_stats(mine, base, claim.metric, claim.direction,
+                          claim_margin(claim, claim.metric), worlds)
+  second = {m: _metric_stats(mine, base, m, claim.direction, claim_margin(claim, m), worlds)
+            for m in secondary if m != claim.metric and m in frame.columns}
+  return {"claim": claim.text, "metric": claim.metric, "direction": claim.direction,
+          "against": against, "source": claim.source, **primary, "secondary": second}
+
+
+def _call(r: Mapping[str, Any], p_t: float, p_perm: float) -> tuple[str, bool]:
+  """The verdict word and fragility of one claim from its Holm-corrected p-values."""
+  direction = r["direction"]
+  if direction == 0:
+    if p_t < ALPHA:
+      return "reproduced", not p_perm < ALPHA
+    if r["raw_verdict"] == "not reproduced":  # a difference beyond the margin, uncorrected
+      return "not reproduced", not r["p_diff_perm"] < ALPHA
+    return "inconclusive", False
+  if p_t < ALPHA:
+    word = "reproduced" if math.copysign(1.0, r["diff"]) == direction else "not reproduced"
+    return word, not p_perm < ALPHA
+  return "inconclusive", False
+
+
+def judge_claims(frame: pd.DataFrame, claims: Sequence[Claim],
+                 secondary: Sequence[str] = SECONDARY) -> list[dict[str, Any]]:
+  """Every claim of one experiment with its Holm-corrected verdict.
+
+  The family is the experiment's claims, each tested once on its primary metric (the
+  two-sided paired t-test of Δ = 0, or the TOST p-value of an equivalence claim).
+  ``holm_t`` and ``holm_perm`` are the Holm-adjusted t and sign-flip p-values; the verdict
+  word is "reproduced" when ``holm_t`` < α with Δ on the claimed side (or, for an
+  equivalence claim, equivalence shown), "not reproduced" when ``holm_t`` < α on the other
+  side (or, for an equivalence claim, the uncorrected t-interval excludes 0 and leaves the
+  margin), else "inconclusive"; ``fragile`` when the sign-flip test, corrected the same
+  way, does not reach α.
+  """
+  out = [claim_stats(frame, c, secondary) for c in claims]
+  holm_t = stats.holm([r["p_t"] for r in out])
+  holm_perm = stats.holm([r["p_perm"] for r in out])
+  for r, pt, pp in zip(out, holm_t, holm_perm):
+    r["holm_t"], r["holm_perm"] = float(pt), float(pp)
+    r["verdict"], r["fragile"] = _call(r, r["holm_t"], r["holm_perm"])
+  return out
+
+
+def claim_result(frame: pd.DataFrame, claim: Claim) -> dict[str, Any]:
+  """One claim judged alone (a family of one: Holm changes nothing)."""
+  return judge_claims(frame, [claim])[0]
 
 
 def point_table(frame: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
   """One row per (method, program, role, point): mean ± CI over worlds of each metric and,
-  for students, the paired difference against the gt-only student of the same runs."""
+  for students, the paired difference against the gt-only student of the same runs;
+  ``dropped``: rows left out (diverged or non-finite in any of ``metrics``)."""
   out = []
   keys = ["method", "program", "role", "point"]
   for key, group in frame.groupby(keys, sort=False, dropna=False):
@@ -335,13 +483,17 @@ def point_table(frame: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     row["replicates"] = int(group.groupby("seed").size().max())
     base = frame[(frame["method"] == row["method"]) & (frame["role"] == GT_ONLY)
                  & (frame["program"] == row["program"])]
+    dropped = 0
     for m in metrics:
+      counts = _kept_rows(group, m)[1]
+      dropped = max(dropped, counts["diverged"] + counts["non-finite"])
       values = world_values(group, m)
       mean, half, _ = t_interval(values.to_numpy(float))
       row[m], row[f"{m}_ci"] = mean, half
       if row["role"] == "student" and len(base):
         d = paired_interval(values, world_values(base, m))
         row[f"{m}_diff"], row[f"{m}_diff_ci"] = d["diff"], d["ci"]
+    row["dropped"] = dropped
     for c in ("T", "alpha", "params", "flops/cand"):
       if c in group.columns:
         row[c] = pd.to_numeric(group[c], errors="coerce").mean()
@@ -356,8 +508,9 @@ def _pm(mean: float, half: float, digits: int = 3) -> str:
 
 
 def markdown_points(table: pd.DataFrame, metrics: Sequence[str], diff_metric: str) -> str:
-  """The per-point table as Markdown: metrics mean ± CI, and Δ vs gt-only ± CI."""
-  head = ["method", "point", "worlds × replicates", *metrics, f"Δ {diff_metric} vs gt-only"]
+  """The per-point table as Markdown: metrics mean ± CI, Δ vs gt-only ± CI, dropped rows."""
+  head = ["method", "point", "worlds × replicates", *metrics, f"Δ {diff_metric} vs gt-only",
+          "dropped rows"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for _, r in table.iterrows():
     name = r["point"] if r["role"] != "student" or not r["program"] else f"[{r['program']}] {r['point']}"
@@ -365,28 +518,110 @@ def markdown_points(table: pd.DataFrame, metrics: Sequence[str], diff_metric: st
             if r["role"] == "student" else "")
     lines.append("| " + " | ".join([str(r["method"]), str(name),
                                      f"{r['worlds']} × {r['replicates']}",
-                                     *(_pm(r[m], r[f"{m}_ci"]) for m in metrics), diff]) + " |")
+                                     *(_pm(r[m], r[f"{m}_ci"]) for m in metrics), diff,
+                                     str(int(r["dropped"]))]) + " |")
   return "\n".join(lines)
+
+
+def _p(p: float) -> str:
+  return "n/a" if not math.isfinite(p) else f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def _ci(r: Mapping[str, Any]) -> str:
+  if not math.isfinite(r["diff"]):
+    return "n/a"
+  if not math.isfinite(r["ci"]):
+    return f"{r['diff']:+.4f} [CI undefined]"
+  return f"{r['diff']:+.4f} [{r['lo']:+.4f}, {r['hi']:+.4f}]"
+
+
+def _needs(r: Mapping[str, Any]) -> str:
+  """'reaches' or the worlds a claim would need (at the SD measured)."""
+  target = r["margin"] if r["direction"] == 0 else MDE_TARGET
+  if r["direction"] == 0:
+    reached = r["needs"] != -1 and r["n"] >= r["needs"]
+    what = f"TOST at ±{target:g}"
+  else:
+    reached = math.isfinite(r["mde"]) and r["mde"] <= target
+    what = f"{target:g}"
+  if reached:
+    return f"reaches {what}"
+  return (f"needs {r['needs']} worlds for {what}" if r["needs"] > 0
+          else f"cannot reach {what}")
+
+
+def _dropped(r: Mapping[str, Any]) -> str:
+  d = r["dropped"]
+  text = f"{d['diverged']} diverged, {d['non-finite']} non-finite"
+  if r["missing"]:
+    text += f"; **missing worlds {r['missing']}**"
+  return text
 
 
 def markdown_claims(results: Sequence[Mapping[str, Any]]) -> str:
-  lines = ["| claim | metric | against | paired Δ (95% CI) | worlds | verdict |",
-           "|---|---|---|---|---|---|"]
+  """The claims table: the primary metric's paired Δ with its t-interval, the t and
+  sign-flip p-values raw and Holm-corrected, the raw and corrected verdicts, fragility, the
+  minimum detectable effect, dropped rows, and the secondary metrics' verdicts beside."""
+  lines = ["| claim | primary metric | against | worlds | paired Δ (95% t CI) | p (t) | "
+           "p (sign-flip) | Holm p (t / sign-flip) | raw verdict | verdict (Holm) | "
+           "MDE (80%) | worlds for the target | dropped rows | secondary metrics |",
+           "|" + "---|" * 14]
   for r in results:
-    ci = (f"{r['diff']:+.4f} [{r['lo']:+.4f}, {r['hi']:+.4f}]" if math.isfinite(r["ci"])
-          else f"{r['diff']:+.4f} [CI undefined]")
+    word = f"**{r['verdict']}**" + (" *fragile*" if r["fragile"] else "")
+    second = "; ".join(f"{m}: {s['raw_verdict']}" for m, s in r["secondary"].items())
     claim = str(r["claim"]).replace("|", "\\|")  # a literal |Δ| must not split the cell
-    lines.append(f"| {claim} | {r['metric']} | {r['against']} | {ci} | {r['n']} | "
-                 f"**{r['verdict']}** |")
+    metric = r["metric"] + (f" (margin ±{r['margin']:g})" if r["direction"] == 0 else "")
+    mde = f"{r['mde']:.4f}" if math.isfinite(r["mde"]) else "n/a"
+    lines.append(" | ".join([
+        f"| {claim}", metric, str(r["against"]), str(r["n"]), _ci(r), _p(r["p_t"]),
+        _p(r["p_perm"]), f"{_p(r['holm_t'])} / {_p(r['holm_perm'])}", r["raw_verdict"],
+        word, mde, _needs(r), _dropped(r), second]) + " |")
   return "\n".join(lines)
+
+
+def markdown_secondary(results: Sequence[Mapping[str, Any]]) -> str:
+  """The secondary metrics of each claim: paired Δ, t-interval and uncorrected verdict."""
+  metrics = list(dict.fromkeys(m for r in results for m in r["secondary"]))
+  if not metrics:
+    return ""
+  lines = ["| claim | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 1)]
+  for r in results:
+    cells = [(f"{_ci(r['secondary'][m])} {r['secondary'][m]['raw_verdict']}"
+              if m in r["secondary"] else "") for m in metrics]
+    claim = str(r["claim"]).replace("|", "\\|")
+    lines.append(f"| {claim} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def method_text(n_claims: int) -> str:
+  """The paragraph of ``summary.md`` that states how the claims are judged."""
+  margins = ", ".join(f"{m} ±{v:g}" for m, v in MARGINS.items())
+  return (
+      f"Each claim is judged on its declared primary metric (the pre-ranker's recall of the "
+      f"truly relevant candidates at a keep ratio). Holm–Bonferroni over the {n_claims} "
+      f"claim(s) of this experiment at α = {ALPHA:g}; the verdict word uses the corrected "
+      f"t-test p-value, the raw verdict is the uncorrected 95% t-interval's. Beside the "
+      f"t-test, the exact sign-flip permutation test over worlds (smallest reachable "
+      f"two-sided p with n worlds: 2^(1−n)); a verdict the corrected t-test calls but the "
+      f"corrected sign-flip test does not reach is *fragile*. MDE: the smallest true "
+      f"difference the two-sided paired t-test detects with {POWER:.0%} power at the "
+      f"claim's world count, from the between-world SD of its paired differences; each "
+      f"claim reaches {MDE_TARGET:g} or says how many worlds it would need (equivalence "
+      f"claims: TOST with {POWER:.0%} power at a true difference of 0). Equivalence "
+      f"margins per metric: {margins}. Dropped rows: diverged or non-finite rows of the "
+      f"claim's two sides, left out and counted; a claim with a missing world is computed "
+      f"on the worlds present and says which are missing. Secondary metrics: uncorrected "
+      f"t-interval verdicts, for reading beside the primary one. Method: "
+      f"docs/research/methods.md.")
 
 
 def write_summary(out_dir: Path, *, title: str, command: str, frame: pd.DataFrame,
                   claims: Sequence[Claim], metrics: Sequence[str], diff_metric: str,
-                  figures: Sequence[Path], notes: str = "") -> str:
-  """``summary.md``: the command, the claims with verdicts, the per-point table, the
-  figures; returns its text."""
-  results = [claim_result(frame, c) for c in claims]
+                  figures: Sequence[Path], notes: str = "",
+                  secondary: Sequence[str] = SECONDARY) -> str:
+  """``summary.md``: the command, the claims with verdicts, the secondary metrics, the
+  per-point table, the figures; returns its text."""
+  results = judge_claims(frame, claims, secondary)
   table = point_table(frame, metrics)
   worlds = sorted(int(s) for s in frame["seed"].unique())
   smoke = "smoke" in set(frame.get("preset", pd.Series(dtype=str)).astype(str))
@@ -394,10 +629,13 @@ def write_summary(out_dir: Path, *, title: str, command: str, frame: pd.DataFram
       f"# {title}",
       f"Produced by `{command}` (rebuild without training: add `--from-results`). "
       f"World seeds {worlds}; mean ± 95% t-interval over worlds (replicates averaged "
-      f"within each world); Δ = paired difference against the ground-truth-only student "
-      f"of the same runs (same world, same replicate seeds, α = 0)."
+      f"within each world); Δ = paired difference, world by world (against the "
+      f"ground-truth-only student of the same runs: same world, same replicate seeds, "
+      f"α = 0, unless the claim names another arm)."
       + (" **Smoke run: tiny preset, 2 epochs, not a result.**" if smoke else ""),
-      "## Claims\n\n" + markdown_claims(results),
+      "## Claims\n\n" + method_text(len(results)) + "\n\n" + markdown_claims(results),
+      "## Secondary metrics of each claim\n\n" + markdown_secondary(results)
+      if any(r["secondary"] for r in results) else "",
       "## Every point\n\n" + markdown_points(table, metrics, diff_metric),
       notes,
       "## Figures\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in figures),
@@ -417,11 +655,58 @@ def pyplot():
   return plt
 
 
+def _numbers(values: Any) -> Any:
+  """Floats rounded to 10 significant digits (NaN and ±inf as strings), nested lists kept."""
+  arr = np.asarray(values, dtype=float)
+  if arr.ndim == 0:
+    v = float(arr)
+    return float(f"{v:.10g}") if math.isfinite(v) else str(v)
+  return [_numbers(v) for v in arr]
+
+
+def figure_data(fig: Any) -> dict[str, Any]:
+  """What a figure plots, as plain data: per axes its title, axis labels, tick labels and
+  every line (x, y), bar or patch (x, y, width, height), collection (offsets, segments),
+  image (array) and text. ``save_figure`` writes it beside the PNG so that a test can
+  compare what is plotted exactly (a PNG's bytes vary with the renderer)."""
+  from matplotlib.collections import Collection, LineCollection
+  from matplotlib.patches import Rectangle
+  axes = []
+  for ax in fig.get_axes():
+    entry: dict[str, Any] = {
+        "title": ax.get_title(), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(),
+        "xticklabels": [t.get_text() for t in ax.get_xticklabels()],
+        "yticklabels": [t.get_text() for t in ax.get_yticklabels()],
+        "lines": [{"label": str(l.get_label()), "x": _numbers(l.get_xdata()),
+                   "y": _numbers(l.get_ydata())} for l in ax.get_lines()],
+        "patches": [_numbers([p.get_x(), p.get_y(), p.get_width(), p.get_height()])
+                    for p in ax.patches if isinstance(p, Rectangle)],
+        "collections": [], "images": [_numbers(np.ma.filled(np.ma.asarray(
+            im.get_array(), dtype=float), np.nan)) for im in ax.get_images()],
+        "texts": [t.get_text() for t in ax.texts]}
+    for c in ax.collections:
+      if not isinstance(c, Collection):
+        continue
+      item: dict[str, Any] = {"offsets": _numbers(np.ma.filled(np.ma.asarray(
+          c.get_offsets(), dtype=float), np.nan))}
+      if isinstance(c, LineCollection):
+        item["segments"] = [_numbers(seg) for seg in c.get_segments()]
+      else:
+        item["paths"] = [_numbers(path.vertices) for path in c.get_paths()]
+      entry["collections"].append(item)
+    axes.append(entry)
+  return {"axes": axes, "suptitle": fig._suptitle.get_text() if fig._suptitle else ""}
+
+
 def save_figure(fig: Any, path: Path, *, tight: bool = True) -> Path:
-  """Lays out (``tight``), writes at 110 dpi and closes ``fig``; returns ``path``."""
+  """Lays out (``tight``), writes at 110 dpi, writes :func:`figure_data` to
+  ``<path>.json`` (same stem) and closes ``fig``; returns ``path``."""
+  import json
   if tight:
     fig.tight_layout()
   fig.savefig(path, dpi=110)
+  path.with_suffix(".json").write_text(
+      json.dumps(figure_data(fig), ensure_ascii=False, indent=None, sort_keys=True) + "\n")
   pyplot().close(fig)
   return path
 
@@ -464,10 +749,11 @@ class Experiment:
   claims: Sequence[Claim]
   figures: Callable[[pd.DataFrame, pd.DataFrame, Path], list[Path]]
   metrics: Sequence[str] = METRICS
-  diff_metric: str = "ndcg@10"
-  world_seeds: Sequence[int] = (0, 1, 2, 3, 4)
+  diff_metric: str = PRIMARY
+  world_seeds: Sequence[int] = tuple(range(10))  # 10 worlds: see docs/research/methods.md
   replicates: Sequence[int] = (0, 1)
   notes: Callable[[pd.DataFrame], str] | None = None
+  secondary: Sequence[str] = SECONDARY  # printed beside each claim's primary verdict
   configure: Callable[[Any, Method], None] | None = None
   base: str = "quickstart"  # the config file the methods override: configs/<base>.py
 
@@ -482,7 +768,8 @@ def summarize(exp: Experiment, out_dir: Path, command: str) -> str:
   figures = exp.figures(frame, table, out_dir)
   return write_summary(out_dir, title=exp.title, command=command, frame=frame,
                        claims=exp.claims, metrics=exp.metrics, diff_metric=exp.diff_metric,
-                       figures=figures, notes=exp.notes(frame) if exp.notes else "")
+                       figures=figures, notes=exp.notes(frame) if exp.notes else "",
+                       secondary=exp.secondary)
 
 
 def use_compilation_cache(path: Path | None = None) -> None:

@@ -1,7 +1,10 @@
 """Every kept full result rebuilds from its raw rows alone: ``--from-results`` on a copy of
 ``experiments/results/<name>/raw.csv`` writes the committed ``summary.md`` again, word for
-word, and the same figures (what a reviewer runs to check a README table)."""
+word, and the same figures, compared by what they plot: the ``<figure>.json`` that
+``harness.save_figure`` writes beside each PNG (lines, bars, collections, images, labels),
+compared exactly. A figure that plots nothing (cleared before saving) fails the test."""
 
+import json
 import runpy
 import shutil
 import sys
@@ -19,12 +22,8 @@ def _script(name: str) -> tuple[str, list[str]]:
   return name, []
 
 
-def test_every_experiment_has_kept_results():
-  assert "e2_hinton" in KEPT and "e4_ranking_distillation" in KEPT, KEPT
-
-
-@pytest.mark.parametrize("name", KEPT)
-def test_kept_results_rebuild_identically(name, tmp_path, monkeypatch):
+def _rebuild(name: str, tmp_path: Path, monkeypatch) -> Path:
+  """Runs ``--from-results`` on a copy of the kept raw rows; returns the new directory."""
   kept = ROOT / "experiments" / "results" / name
   (tmp_path / name).mkdir()
   shutil.copy(kept / "raw.csv", tmp_path / name / "raw.csv")
@@ -34,7 +33,47 @@ def test_kept_results_rebuild_identically(name, tmp_path, monkeypatch):
   monkeypatch.syspath_prepend(str(ROOT / "experiments"))
   monkeypatch.chdir(ROOT)
   runpy.run_path(str(ROOT / argv[0]), run_name="__main__")
-  rebuilt = (tmp_path / name / "summary.md").read_text().replace(f" --out {tmp_path}", "")
-  assert rebuilt == (kept / "summary.md").read_text()
+  return tmp_path / name
+
+
+def _assert_same_figures(kept: Path, rebuilt: Path) -> None:
   figures = sorted(p.name for p in kept.glob("*.png"))
-  assert figures and sorted(p.name for p in (tmp_path / name).glob("*.png")) == figures
+  assert figures and sorted(p.name for p in rebuilt.glob("*.png")) == figures
+  for png in figures:
+    data = Path(png).with_suffix(".json").name
+    assert (kept / data).exists(), f"{kept / data}: the kept figure's plotted data is missing"
+    assert json.loads((rebuilt / data).read_text()) == json.loads((kept / data).read_text()), (
+        f"{kept.name}/{png}: the rebuilt figure plots something else than the kept one")
+
+
+def test_every_experiment_has_kept_results():
+  assert "e2_hinton" in KEPT and "e4_ranking_distillation" in KEPT, KEPT
+
+
+@pytest.mark.parametrize("name", KEPT)
+def test_kept_results_rebuild_identically(name, tmp_path, monkeypatch):
+  kept = ROOT / "experiments" / "results" / name
+  rebuilt = _rebuild(name, tmp_path, monkeypatch)
+  text = (rebuilt / "summary.md").read_text().replace(f" --out {tmp_path}", "")
+  assert text == (kept / "summary.md").read_text()
+  _assert_same_figures(kept, rebuilt)
+
+
+def test_a_blank_figure_fails_the_comparison(tmp_path, monkeypatch):
+  """The planted defect of issue 25 item 4: every figure cleared before it is saved. The
+  PNG files still exist under the same names, but the comparison of plotted data fails."""
+  monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+  import harness
+  save = harness.save_figure
+
+  def blank(fig, path, **kwargs):
+    fig.clear()
+    return save(fig, path, **kwargs)
+
+  monkeypatch.setattr(harness, "save_figure", blank)
+  name = "e4_ranking_distillation"
+  rebuilt = _rebuild(name, tmp_path, monkeypatch)
+  kept = ROOT / "experiments" / "results" / name
+  assert sorted(p.name for p in rebuilt.glob("*.png")) == sorted(p.name for p in kept.glob("*.png"))
+  with pytest.raises(AssertionError, match="plots something else"):
+    _assert_same_figures(kept, rebuilt)
