@@ -46,6 +46,24 @@ Each request (vectorised over requests, in chunks to bound memory):
    ``σ((z − t_1)/0.5)``: the "full-information" target that unbiased estimators recover.
 
 Nothing here is tuned in favour of any method; the constants above are the whole model.
+
+**The ID world** (``ids=True``; off by default, and then nothing below is drawn, so every
+float-only world is unchanged bit for bit). Extra knobs, optional: ``num_authors``,
+``num_categories``, ``sequence_length`` (L) and ``zipf_exponent`` (a):
+
+* every item has a category ``c(i)`` and an author ``a(i)``, drawn with Zipf popularity
+  (``P(rank k) ∝ k^(−a)`` over a random order of the categories / authors); categories
+  and authors have latents ``g_c, h_a ~ N(0, I_d)`` and the item latent becomes
+  ``v_i = sqrt(0.4)·g_{c(i)} + sqrt(0.3)·h_{a(i)} + sqrt(0.3)·e_i`` (``e_i`` the float
+  world's item draw; still ``N(0, I_d)``), so the hidden utility ``z`` depends on the
+  category and author IDs, and items of one category or author are alike;
+* users and items are drawn with Zipf popularity too (requests' users, retrieval pools);
+* every user has a behaviour sequence: ``ℓ_u ~ U{1, ..., L}`` items drawn from their
+  interests: the top ``ℓ_u`` of ``8L`` popularity-drawn items by ``z(u, v) + Gumbel``,
+  most recent first; slots ``>= ℓ_u`` are padding (``sequence_mask`` False, IDs 0);
+* the batch gets ``context_ids = [user]``, ``item_ids = [item, author, category]`` and
+  ``sequence_ids [L, 3]`` of the same three fields, each ID shifted by +1 (row 0 is the
+  reserved padding/OOV row); :func:`id_vocab` gives the vocabulary sizes.
 """
 
 from __future__ import annotations
@@ -56,7 +74,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from prerank_jax.batch import Batch
+from prerank_jax.batch import Batch, IdVocab
 from prerank_jax.data.exposure import exposure_probability, seeded_rng
 
 _UTILITY_TANH = 0.5  # weight of the non-linear interaction term
@@ -120,6 +138,18 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# The ID world's knobs: optional, name -> (kind, lower bound, upper bound, default).
+_ID_KNOBS: dict[str, tuple[str, Any, Any, Any]] = {
+    "ids": ("bool", False, True, False),
+    "num_authors": ("int", 1, _INF, 500),
+    "num_categories": ("int", 1, _INF, 20),
+    "sequence_length": ("int", 1, _INF, 20),
+    "zipf_exponent": ("float", 0.0, _INF, 1.0),
+}
+_ID_WEIGHTS = (0.4, 0.3, 0.3)  # variance shares of category, author and own item latent
+_SEQUENCE_POOL = 8             # a user's sequence is the best of 8·L drawn items
+
+
 class SimulatorConfigError(ValueError):
   """A simulator knob is missing, unknown or out of range; the message names it."""
 
@@ -138,10 +168,10 @@ def validate_simulator_params(params: Mapping[str, Any], *, prefix: str = "data"
     SimulatorConfigError: naming the knob, its allowed range and the value found.
   """
   keys = set(params.keys())
-  unknown = sorted(keys - set(_KNOBS))
+  unknown = sorted(keys - set(_KNOBS) - set(_ID_KNOBS))
   if unknown:
     raise SimulatorConfigError(f"{prefix}: unknown knob(s) {unknown}; valid knobs are "
-                               f"{list(_KNOBS)}")
+                               f"{list(_KNOBS)}, optionally {list(_ID_KNOBS)}")
   out: dict[str, Any] = {}
   for name, (kind, lo, hi) in _KNOBS.items():  # ordered so bounds are checked first
     if name not in keys:
@@ -164,7 +194,53 @@ def validate_simulator_params(params: Mapping[str, Any], *, prefix: str = "data"
     if not ok or value < lo or (hi_value is not None and value > hi_value):
       raise SimulatorConfigError(message)
     out[name] = value
+  if keys & set(_ID_KNOBS):  # the ID world's knobs: only when any is given
+    for name, (kind, lo, hi, default) in _ID_KNOBS.items():
+      value = params[name] if name in keys else default
+      if kind == "bool":
+        if not isinstance(value, (bool, np.bool_)):
+          raise SimulatorConfigError(f"{prefix}.{name}: must be True or False, got {value!r}")
+        out[name] = bool(value)
+        continue
+      ok = (not isinstance(value, (bool, np.bool_))
+            and isinstance(value, numbers.Integral if kind == "int" else numbers.Real)
+            and math.isfinite(float(value)) and value >= lo)
+      if not ok:
+        what = "an int" if kind == "int" else "a finite number"
+        raise SimulatorConfigError(f"{prefix}.{name}: must be {what} in [{lo}, inf), "
+                                   f"got {value!r}")
+      out[name] = int(value) if kind == "int" else float(value)
   return out
+
+
+def id_vocab(params: Mapping[str, Any]) -> IdVocab:
+  """Vocabulary sizes of the ID world's columns (reserved row 0 included):
+  ``context = (num_users + 1,)``, ``items = (num_items + 1, num_authors + 1,
+  num_categories + 1)``.
+
+  Raises:
+    SimulatorConfigError: the knobs do not switch the ID world on (``ids`` False).
+  """
+  p = validate_simulator_params(params)
+  if not p.get("ids", False):
+    raise SimulatorConfigError("data.ids: the simulator emits IDs only with ids=True")
+  return IdVocab(context=(p["num_users"] + 1,),
+                 items=(p["num_items"] + 1, p["num_authors"] + 1, p["num_categories"] + 1))
+
+
+def zipf_cdf(rng: np.random.Generator, size: int, exponent: float) -> np.ndarray:
+  """Cumulative probabilities ``[size]`` of a Zipf law over a random order of ``size``
+  things: thing ``i`` has probability ``∝ rank_i^(−exponent)``. Draw with
+  ``searchsorted(cdf, uniform)``."""
+  weights = np.arange(1, size + 1, dtype=np.float64) ** -float(exponent)
+  weights = weights[rng.permutation(size)]
+  cdf = np.cumsum(weights / weights.sum())
+  cdf[-1] = 1.0
+  return cdf
+
+
+def _zipf_draw(rng: np.random.Generator, cdf: np.ndarray, size) -> np.ndarray:
+  return np.minimum(np.searchsorted(cdf, rng.random(size), side="right"), len(cdf) - 1)
 
 
 def _utility(s: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -194,25 +270,70 @@ def _make_world(rng: np.random.Generator, p: dict) -> dict[str, np.ndarray]:
       "proj_items": normal(d, p["item_features"] - 1) / math.sqrt(d),
       "proj_cross": normal(d, p["cross_features"]) / math.sqrt(d),
   }
+  if p.get("ids", False):
+    _add_ids(rng, world, p)
   ru = rng.integers(p["num_users"], size=_REFERENCE_PAIRS)
   ri = rng.integers(p["num_items"], size=_REFERENCE_PAIRS)
   s = np.einsum("rd,rd->r", world["users"][ru], world["items"][ri]) / math.sqrt(d)
   reference = _utility(s, world["bias"][ri])
   world["truth_thresholds"] = _thresholds(reference, p["relevance_grades"])
   world["label_thresholds"] = _thresholds(reference, p["label_grades"])
+  if p.get("ids", False):
+    world["sequence"] = _behaviour(rng, world, p)
   return world
+
+
+def _add_ids(rng: np.random.Generator, world: dict, p: dict) -> None:
+  """The ID world's item structure and popularity (see the module docstring)."""
+  d, a = p["latent_dim"], p["zipf_exponent"]
+  world["category"] = _zipf_draw(rng, zipf_cdf(rng, p["num_categories"], a), p["num_items"])
+  world["author"] = _zipf_draw(rng, zipf_cdf(rng, p["num_authors"], a), p["num_items"])
+  g = rng.standard_normal((p["num_categories"], d), dtype=np.float32)
+  h = rng.standard_normal((p["num_authors"], d), dtype=np.float32)
+  wc, wa, we = (math.sqrt(w) for w in _ID_WEIGHTS)
+  world["items"] = (wc * g[world["category"]] + wa * h[world["author"]]
+                    + we * world["items"]).astype(np.float32)
+  world["item_cdf"] = zipf_cdf(rng, p["num_items"], a)
+  world["user_cdf"] = zipf_cdf(rng, p["num_users"], a)
+
+
+def _behaviour(rng: np.random.Generator, world: dict, p: dict) -> np.ndarray:
+  """``[num_users, L, 3]`` int32 behaviour IDs (item, author, category; +1, 0 = padding)."""
+  users, length, d = p["num_users"], p["sequence_length"], p["latent_dim"]
+  pool_size = _SEQUENCE_POOL * length
+  out = np.zeros((users, length, 3), np.int32)
+  block = max(1, _CHUNK_ELEMENTS // (pool_size * (d + 2)))
+  for start in range(0, users, block):
+    u = world["users"][start:start + block]                                    # [b, d]
+    b = u.shape[0]
+    pool = _zipf_draw(rng, world["item_cdf"], (b, pool_size))                  # [b, P]
+    z = _utility(np.einsum("bd,bpd->bp", u, world["items"][pool]) / math.sqrt(d),
+                 world["bias"][pool])
+    pick = np.argsort(-(z + rng.gumbel(size=z.shape)), axis=1, kind="stable")[:, :length]
+    items = np.take_along_axis(pool, pick, 1)                                  # [b, L]
+    kept = np.arange(length) < rng.integers(1, length + 1, size=b)[:, None]
+    ids = np.stack([items + 1, world["author"][items] + 1,
+                    world["category"][items] + 1], axis=-1)
+    out[start:start + b] = np.where(kept[..., None], ids, 0)
+  return out
 
 
 def _simulate_chunk(rng: np.random.Generator, world: dict, p: dict, c: int) -> dict:
   """Simulates ``c`` requests; returns the Batch fields as a dict of ``[c, ...]`` arrays."""
   n, d, e = p["list_size"], p["latent_dim"], p["num_exposed"]
   normal = lambda *shape: rng.standard_normal(shape, dtype=np.float32)
-  u = world["users"][rng.integers(p["num_users"], size=c)]                     # [c, d]
+  with_ids = p.get("ids", False)
+  uid = (_zipf_draw(rng, world["user_cdf"], c) if with_ids
+         else rng.integers(p["num_users"], size=c))
+  u = world["users"][uid]                                                      # [c, d]
   lengths = rng.integers(p["min_list_size"], n + 1, size=c)                    # [c]
   valid = np.arange(n) < lengths[:, None]                                      # [c, n]
 
-  # Retrieval: score a uniform pool, keep the top `length` (a prefix of the top n).
-  pool = np.sort(rng.integers(p["num_items"], size=(c, p["retrieval_pool"] * n)), axis=1)
+  # Retrieval: score a pool (uniform; by popularity in the ID world), keep the top
+  # `length` (a prefix of the top n).
+  pool_shape = (c, p["retrieval_pool"] * n)
+  pool = np.sort(_zipf_draw(rng, world["item_cdf"], pool_shape) if with_ids
+                 else rng.integers(p["num_items"], size=pool_shape), axis=1)
   s_pool = np.einsum("rd,rpd->rp", u, world["items"][pool]) / math.sqrt(d)
   r_score = _utility(s_pool, world["bias"][pool]) + p["retrieval_noise"] * normal(*pool.shape)
   # Repeats sit next to each other after the sort; demote them below every distinct item.
@@ -241,9 +362,16 @@ def _simulate_chunk(rng: np.random.Generator, world: dict, p: dict, c: int) -> d
   pad = ~valid
   items[pad], cross[pad] = 0.0, 0.0
   truth = np.where(valid, _grade(z, world["truth_thresholds"]), 0.0)
-  return dict(context=context, items=items, cross=cross, valid=valid,
-              true_relevance=truth, exposure_propensity=np.where(valid, exposure, 1.0),
-              **logs)
+  out = dict(context=context, items=items, cross=cross, valid=valid,
+             true_relevance=truth, exposure_propensity=np.where(valid, exposure, 1.0),
+             **logs)
+  if with_ids:
+    out["context_ids"] = (uid + 1).astype(np.int32)[:, None]
+    item_ids = np.stack([ids + 1, world["author"][ids] + 1, world["category"][ids] + 1], -1)
+    out["item_ids"] = np.where(valid[..., None], item_ids, 0).astype(np.int32)
+    out["sequence_ids"] = world["sequence"][uid]
+    out["sequence_mask"] = world["sequence"][uid][..., 0] > 0
+  return out
 
 
 def draw_logs(rng: np.random.Generator, z: np.ndarray, valid: np.ndarray, p: Mapping[str, Any],
@@ -285,7 +413,8 @@ def _simulate_split(rng: np.random.Generator, world: dict, p: dict, r: int) -> B
     c = min(chunk, r - start)
     for name, value in _simulate_chunk(rng, world, p, c).items():
       if name not in out:
-        dtype = np.bool_ if value.dtype == np.bool_ else np.float32
+        dtype = (np.bool_ if value.dtype == np.bool_ else
+                 np.int32 if np.issubdtype(value.dtype, np.integer) else np.float32)
         out[name] = np.empty((r,) + value.shape[1:], dtype)
       out[name][start:start + c] = value
   return Batch(**out)

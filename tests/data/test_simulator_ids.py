@@ -1,0 +1,122 @@
+"""The simulator's ID world (issue 21): off by default and then drawing nothing; on, IDs
+that agree with the hidden world, Zipf popularity, behaviour from the user's interests."""
+
+import math
+
+import numpy as np
+import pytest
+
+from prerank_jax.batch import BatchError, IdVocab, validate_batch
+from prerank_jax.data import simulator
+from prerank_jax.data.simulator import (PRESETS, SimulatorConfigError, id_vocab, simulate,
+                                        validate_simulator_params)
+
+IDS = dict(PRESETS["tiny"], ids=True, num_authors=30, num_categories=8, sequence_length=10,
+           num_requests=200)
+
+
+@pytest.fixture(scope="module")
+def id_splits():
+  return simulate(IDS, seed=0)
+
+
+def test_ids_off_draws_nothing_extra():
+  plain = simulate(PRESETS["tiny"], seed=5)
+  off = simulate(dict(PRESETS["tiny"], ids=False, num_authors=7), seed=5)
+  for split in plain:
+    for field, x in plain[split]._asdict().items():
+      y = getattr(off[split], field)
+      assert (x is None) == (y is None), field
+      if x is not None:
+        np.testing.assert_array_equal(x, y)
+    assert plain[split].item_ids is None and plain[split].sequence_ids is None
+
+
+def test_id_world_is_deterministic_and_valid(id_splits):
+  again = simulate(IDS, seed=0)
+  vocab = id_vocab(IDS)
+  assert vocab == IdVocab(context=(51,), items=(301, 31, 9))
+  for split, batch in id_splits.items():
+    validate_batch(batch, name=split, vocab=vocab)
+    for field in ("context_ids", "item_ids", "sequence_ids", "sequence_mask"):
+      np.testing.assert_array_equal(getattr(batch, field), getattr(again[split], field))
+    assert batch.item_ids.dtype == np.int32 and batch.sequence_mask.dtype == np.bool_
+    # Padding candidates and padding behaviour slots hold the reserved row 0; real ones not.
+    assert not batch.item_ids[~batch.valid].any()
+    assert (batch.item_ids[batch.valid] > 0).all()
+    assert (batch.sequence_ids[batch.sequence_mask] > 0).all()
+    # Valid behaviour slots are a prefix, at least one per user.
+    lengths = batch.sequence_mask.sum(-1)
+    assert (lengths >= 1).all()
+    np.testing.assert_array_equal(batch.sequence_mask,
+                                  np.arange(IDS["sequence_length"]) < lengths[:, None])
+
+
+def test_author_and_category_are_functions_of_the_item(id_splits):
+  rows = np.concatenate([b.item_ids[b.valid] for b in id_splits.values()]
+                        + [b.sequence_ids[b.sequence_mask] for b in id_splits.values()])
+  for column in (1, 2):
+    pairs = np.unique(rows[:, [0, column]], axis=0)
+    assert len(pairs) == len(np.unique(pairs[:, 0])), column  # one author/category per item
+  # A user's behaviour sequence is the same in every request of that user.
+  b = id_splits["train"]
+  for user in np.unique(b.context_ids[:, 0])[:10]:
+    seqs = b.sequence_ids[b.context_ids[:, 0] == user]
+    assert (seqs == seqs[:1]).all()
+
+
+def test_popularity_is_skewed():
+  rng = np.random.default_rng(0)
+  cdf = simulator.zipf_cdf(rng, 1000, 1.0)
+  draws = simulator._zipf_draw(rng, cdf, 200_000)
+  counts = np.sort(np.bincount(draws, minlength=1000))[::-1]
+  # Closed form: the top 1% of a Zipf(1) law over 1000 things holds H_10 / H_1000.
+  harmonic = lambda n: sum(1.0 / k for k in range(1, n + 1))
+  assert counts[:10].sum() / counts.sum() == pytest.approx(harmonic(10) / harmonic(1000),
+                                                           abs=0.01)
+  flat = simulator._zipf_draw(rng, simulator.zipf_cdf(rng, 1000, 0.0), 200_000)
+  assert np.bincount(flat, minlength=1000)[:10].sum() / 200_000 == pytest.approx(0.01,
+                                                                                 abs=0.003)
+
+
+def test_items_of_a_category_are_alike_and_behaviour_follows_interests():
+  p = validate_simulator_params(IDS)
+  world = simulator._make_world(np.random.default_rng(1), p)
+  v, d = world["items"], p["latent_dim"]
+  assert abs(float(v.var()) - 1.0) < 0.15  # the mixture keeps unit variance
+  same = world["category"][:, None] == world["category"][None, :]
+  cos = (v @ v.T) / np.outer(np.linalg.norm(v, axis=1), np.linalg.norm(v, axis=1))
+  off = ~np.eye(len(v), dtype=bool)
+  assert cos[same & off].mean() > cos[~same].mean() + 0.2
+  # Behaviour items score higher for their user than random items do.
+  seq = world["sequence"]
+  users = np.repeat(np.arange(p["num_users"]), p["sequence_length"]).reshape(seq.shape[:2])
+  kept = seq[..., 0] > 0
+  s_seq = np.einsum("kd,kd->k", world["users"][users[kept]], v[seq[..., 0][kept] - 1])
+  rand = np.random.default_rng(2).integers(p["num_items"], size=kept.sum())
+  s_rand = np.einsum("kd,kd->k", world["users"][users[kept]], v[rand])
+  assert (s_seq.mean() - s_rand.mean()) / math.sqrt(d) > 0.5
+
+
+@pytest.mark.parametrize("knob,value,message", [
+    ("ids", "yes", "data.ids: must be True or False"),
+    ("num_authors", 0, "data.num_authors: must be an int in [1, inf)"),
+    ("sequence_length", 2.5, "data.sequence_length: must be an int"),
+    ("zipf_exponent", -1.0, "data.zipf_exponent: must be a finite number in [0.0, inf)"),
+])
+def test_bad_id_knobs_name_the_field(knob, value, message):
+  with pytest.raises(SimulatorConfigError, match=message.replace("[", r"\[").replace(
+      "(", r"\(").replace(")", r"\)")):
+    validate_simulator_params({**IDS, knob: value})
+
+
+def test_id_vocab_refuses_a_float_world():
+  with pytest.raises(SimulatorConfigError, match="data.ids"):
+    id_vocab(PRESETS["tiny"])
+
+
+def test_validate_batch_catches_out_of_vocabulary_ids(id_splits):
+  b = id_splits["valid"]
+  small = IdVocab(context=(51,), items=(301, 31, 5))
+  with pytest.raises(BatchError, match=r"valid.item_ids\[..., 2\]: IDs must lie in \[0, 4\]"):
+    validate_batch(b, name="valid", vocab=small)
