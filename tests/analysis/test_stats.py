@@ -165,3 +165,154 @@ def test_paired_diff_pairs_only_shared_seeds_and_checks_its_input():
     paired_diff(pd.concat([frame, frame]), "recall@25%", baseline="student gt-only")
   with pytest.raises(ValueError, match="replicate column"):
     paired_diff(frame.drop(columns="seed"), "recall@25%", baseline="student gt-only")
+
+
+# ------------------------------------------------- Holm, sign-flip test, power (issue 23)
+
+import itertools  # noqa: E402
+
+from prerank_jax.analysis import stats as pstats  # noqa: E402
+
+
+def test_holm_on_a_hand_worked_example():
+  # m = 4: sorted 0.005, 0.01, 0.03, 0.04 -> 4·0.005 = 0.02, 3·0.01 = 0.03, 2·0.03 = 0.06,
+  # 1·0.04 = 0.04 -> monotone: 0.06; back in the input order.
+  np.testing.assert_allclose(pstats.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+  # The issue's E1 example: p = 0.013 as the smallest of 16 claims -> 16 · 0.013 = 0.208;
+  # as the 12th smallest (5 larger ones left) -> at least 5 · 0.013 = 0.065.
+  assert pstats.holm([0.013] + [0.5] * 15)[0] == pytest.approx(0.208)
+  assert pstats.holm([1e-4] * 11 + [0.013] + [0.5] * 4)[11] == pytest.approx(0.065)
+  # 2 · 0.8 = 1.6 is capped at 1, and the larger p-value cannot get a smaller adjustment.
+  np.testing.assert_allclose(pstats.holm([0.9, 0.8]), [1.0, 1.0])
+  np.testing.assert_allclose(pstats.holm([0.04, 0.01]), [0.04, 0.02])
+
+
+def _holm_rejects(p, alpha):
+  """Holm's procedure as he stated it (the independent reference): sort ascending, reject
+  H_(i) while p_(i) ≤ alpha / (m − i + 1), stop at the first that is not."""
+  order = np.argsort(p, kind="stable")
+  rejected = np.zeros(len(p), bool)
+  for i, j in enumerate(order):
+    if p[j] > alpha / (len(p) - i):
+      break
+    rejected[j] = True
+  return rejected
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_holm_adjusted_p_rejects_what_holms_procedure_rejects(seed):
+  p = np.random.default_rng(seed).uniform(0, 0.2, size=9) ** 2
+  adjusted = pstats.holm(p)
+  for alpha in (0.001, 0.01, 0.02, 0.05, 0.1):
+    np.testing.assert_array_equal(adjusted <= alpha, _holm_rejects(p, alpha))
+
+
+def test_holm_keeps_nan_in_the_family_and_refuses_bad_p():
+  out = pstats.holm([0.01, math.nan, 0.02])
+  assert math.isnan(out[1]) and out[0] == pytest.approx(0.03)  # m = 3, not 2
+  with pytest.raises(ValueError, match="pvalues"):
+    pstats.holm([0.5, 1.5])
+
+
+def _brute_sign_flip(d, alternative, null=0.0):
+  """Every one of the 2^n sign vectors, enumerated with itertools (independent reference)."""
+  e = np.asarray(d, float) - null
+  obs, hits, total = e.sum(), 0, 0
+  for signs in itertools.product((1.0, -1.0), repeat=len(e)):
+    s = float(np.dot(signs, e))
+    total += 1
+    hits += {"greater": s >= obs - 1e-12, "less": s <= obs + 1e-12,
+             "two-sided": abs(s) >= abs(obs) - 1e-12}[alternative]
+  return hits / total
+
+
+@pytest.mark.parametrize("alternative", ["two-sided", "greater", "less"])
+@pytest.mark.parametrize("d", [[0.02, 0.01, 0.03, -0.005, 0.015],
+                               [0.004, -0.002, 0.011, 0.007, 0.001, -0.003, 0.009],
+                               [-0.01, -0.02, -0.015], [0.5, 0.25, -0.25, 0.125]])
+def test_sign_flip_is_brute_force_enumeration_and_scipys_permutation_test(d, alternative):
+  p = pstats.sign_flip_test(d, alternative=alternative)
+  assert p == pytest.approx(_brute_sign_flip(d, alternative), abs=1e-15)
+  ref = sps.permutation_test((np.asarray(d),), np.mean, permutation_type="samples",
+                             alternative=alternative, n_resamples=np.inf).pvalue
+  assert p == pytest.approx(ref, abs=1e-12)
+  shifted = pstats.sign_flip_test(d, alternative=alternative, null=0.004)
+  assert shifted == pytest.approx(_brute_sign_flip(d, alternative, null=0.004), abs=1e-15)
+
+
+@pytest.mark.parametrize("n", [1, 3, 5, 10])
+def test_sign_flip_floor_is_two_to_the_one_minus_n(n):
+  d = np.linspace(0.01, 0.02, n)  # every world positive: the most extreme pattern
+  assert pstats.sign_flip_test(d) == pytest.approx(min(1.0, 2.0 ** (1 - n)))
+  assert pstats.sign_flip_test(d, alternative="greater") == pytest.approx(2.0 ** -n)
+  with pytest.raises(ValueError, match="non-finite"):
+    pstats.sign_flip_test([0.1, math.nan])
+  with pytest.raises(ValueError, match="alternative"):
+    pstats.sign_flip_test(d, alternative="bigger")
+
+
+@pytest.mark.parametrize("alternative", ["two-sided", "greater", "less"])
+def test_paired_t_p_is_scipys_ttest(alternative):
+  d = np.asarray(A) - np.asarray(BASE)
+  for null in (0.0, 0.03):
+    ref = sps.ttest_1samp(d, null, alternative=alternative).pvalue
+    assert pstats.paired_t_p(d, alternative=alternative, null=null) == pytest.approx(ref, rel=1e-9)
+
+
+def test_equivalence_p_is_the_larger_one_sided_p_of_tost():
+  d = np.array([0.002, -0.001, 0.004, 0.0, 0.003, -0.002])
+  margin = 0.005
+  ref = max(sps.ttest_1samp(d, -margin, alternative="greater").pvalue,
+            sps.ttest_1samp(d, margin, alternative="less").pvalue)
+  assert pstats.equivalence_p(d, margin) == pytest.approx(ref, rel=1e-9)
+  # TOST at α rejects exactly when the (1 − 2α) t-interval lies inside ±margin.
+  lo, hi = sps.t.interval(0.90, len(d) - 1, loc=d.mean(), scale=sps.sem(d))
+  assert (pstats.equivalence_p(d, margin) < 0.05) == (-margin < lo and hi < margin)
+  perm = max(_brute_sign_flip(d, "greater", -margin), _brute_sign_flip(d, "less", margin))
+  assert pstats.equivalence_p(d, margin, test="sign-flip") == pytest.approx(perm)
+  with pytest.raises(ValueError, match="margin"):
+    pstats.equivalence_p(d, 0.0)
+
+
+@pytest.mark.parametrize("n", [5, 10, 23])
+def test_t_power_is_scipys_noncentral_t(n):
+  sd, effect = 0.012, 0.008
+  lam, c = effect * math.sqrt(n) / sd, sps.t.ppf(0.975, n - 1)
+  ref = sps.nct.sf(c, n - 1, lam) + sps.nct.cdf(-c, n - 1, lam)
+  assert pstats.t_power(effect, sd, n) == pytest.approx(ref, rel=1e-9)
+
+
+@pytest.mark.parametrize("n", [5, 10, 20])
+def test_mde_has_80_percent_power_and_matches_the_closed_forms(n):
+  sd = 0.01
+  mde = pstats.min_detectable_effect(sd, n)
+  lam, c = mde * math.sqrt(n) / sd, sps.t.ppf(0.975, n - 1)
+  power = sps.nct.sf(c, n - 1, lam) + sps.nct.cdf(-c, n - 1, lam)
+  assert power == pytest.approx(0.8, abs=1e-9)
+  # The textbook closed form (t_{1-α/2} + t_{power}) · sd / √n, a close approximation.
+  approx = (sps.t.ppf(0.975, n - 1) + sps.t.ppf(0.8, n - 1)) * sd / math.sqrt(n)
+  assert mde == pytest.approx(approx, rel=0.03)
+
+
+def test_mde_tends_to_the_normal_closed_form_and_scales_with_sd():
+  n, sd = 4000, 0.02
+  normal = (sps.norm.ppf(0.975) + sps.norm.ppf(0.8)) * sd / math.sqrt(n)
+  assert pstats.min_detectable_effect(sd, n) == pytest.approx(normal, rel=2e-3)
+  assert pstats.min_detectable_effect(2 * sd, 10) == pytest.approx(
+      2 * pstats.min_detectable_effect(sd, 10), rel=1e-9)
+  assert math.isnan(pstats.min_detectable_effect(sd, 1))
+  assert pstats.min_detectable_effect(0.0, 5) == 0.0
+
+
+@pytest.mark.parametrize("sd", [0.005, 0.012, 0.03])
+def test_worlds_needed_is_the_first_world_count_that_reaches_the_target(sd):
+  n = pstats.worlds_needed(sd, 0.01)
+  assert pstats.min_detectable_effect(sd, n) <= 0.01
+  assert n == 2 or pstats.min_detectable_effect(sd, n - 1) > 0.01
+  m = pstats.worlds_needed(sd, 0.005, equivalence=True)
+  assert pstats.tost_power(sd, m, 0.005) >= 0.8 > pstats.tost_power(sd, m - 1, 0.005)
+  # Large n: TOST at true difference 0 needs (z_{1-α} + z_{1-β/2})² sd² / δ² worlds.
+  big = pstats.worlds_needed(0.05, 0.005, equivalence=True)
+  normal = (sps.norm.ppf(0.95) + sps.norm.ppf(0.9)) ** 2 * 0.05 ** 2 / 0.005 ** 2
+  assert big == pytest.approx(normal, rel=0.02)
+  assert pstats.worlds_needed(math.nan, 0.01) == -1

@@ -186,6 +186,8 @@ def test_every_method_of_every_experiment_is_a_valid_config(name, smoke):
   names = {m.name for m in methods}
   for claim in exp.claims:
     assert claim.method in names and (claim.against is None or claim.against in names)
+    assert claim.metric in harness.PRIMARY_METRICS, (claim.text, claim.metric)
+  assert len(exp.world_seeds) >= 10  # new runs: 10 world seeds by default
 
 
 def test_e3_gradient_check_tends_to_logit_matching():
@@ -285,3 +287,113 @@ def test_letor_variants_write_the_world_and_validate(name, letor_workdir):
     for path, value in method.overrides.items():
       harness.set_path(config, path, value)
     validate_config(config)
+
+
+# ------------------------------------------- issue 23: multiplicity, fragility, drops
+
+
+def _world_frame(diffs, *, method="kd", status=None, extra=None):
+  """One student and one gt-only row per world; the student is gt-only + diffs[w]."""
+  rows = []
+  for w, d in enumerate(diffs):
+    base = 0.5 + 0.03 * w
+    rows.append(dict(method=method, seed=w, replicate_seed=0, role="gt-only", point="gt-only",
+                     program="", status="ok", **{"recall@25%": base, "ndcg@10": base}))
+    rows.append(dict(method=method, seed=w, replicate_seed=0, role="student", point="p",
+                     program="", status=(status or {}).get(w, "ok"),
+                     **{"recall@25%": base + d, "ndcg@10": base + 2 * d}))
+  return pd.DataFrame(rows + list(extra or []))
+
+
+def _with_p(p: float, n: int = 10, mean: float = 0.01) -> np.ndarray:
+  """n paired differences whose two-sided t-test p-value is exactly ``p``."""
+  z = np.sin(np.arange(n) + 0.5)
+  z = (z - z.mean()) / z.std(ddof=1)
+  t = stats.t.ppf(1 - p / 2, n - 1)
+  return mean + (mean * math.sqrt(n) / t) * z
+
+
+def test_holm_is_applied_within_the_experiment_and_names_the_verdict():
+  """Raw p 0.03, 0.04 and 0.5: each of the first two is 'reproduced' alone; Holm over the
+  three gives 3 · 0.03 = 0.09 and max(0.09, 2 · 0.04) = 0.09, so both turn
+  'inconclusive' while their raw verdicts stay 'reproduced'."""
+  frame = pd.concat([_world_frame(_with_p(0.03), method="a"),
+                     _world_frame(_with_p(0.04), method="b"),
+                     _world_frame(_with_p(0.5), method="c")], ignore_index=True)
+  claims = [Claim(n, n, "recall@25%", +1) for n in "abc"]
+  out = harness.judge_claims(frame, claims)
+  assert [r["p_t"] for r in out] == pytest.approx([0.03, 0.04, 0.5], rel=1e-6)
+  assert [r["holm_t"] for r in out] == pytest.approx([0.09, 0.09, 0.5], rel=1e-6)
+  assert [r["raw_verdict"] for r in out] == ["reproduced", "reproduced", "inconclusive"]
+  assert [r["verdict"] for r in out] == ["inconclusive"] * 3
+  alone = harness.claim_result(frame, claims[0])  # a family of one: Holm changes nothing
+  assert alone["holm_t"] == pytest.approx(0.03) and alone["verdict"] == "reproduced"
+
+
+def test_five_worlds_are_fragile_and_ten_are_not():
+  """With 5 worlds the sign-flip test cannot go below 2^-4 = 0.0625, so a clear t-test
+  call is labelled fragile; with 10 worlds all positive it reaches 2^-9 and is not."""
+  five = harness.claim_result(_world_frame([0.05, 0.052, 0.049, 0.051, 0.05]),
+                              Claim("kd beats gt-only", "kd", "recall@25%", +1))
+  assert five["verdict"] == "reproduced" and five["fragile"]
+  assert five["p_perm"] == pytest.approx(0.0625)
+  ten = harness.claim_result(_world_frame(0.05 + 0.001 * np.sin(np.arange(10))),
+                             Claim("kd beats gt-only", "kd", "recall@25%", +1))
+  assert ten["verdict"] == "reproduced" and not ten["fragile"]
+  assert ten["p_perm"] == pytest.approx(2.0 ** -9)
+
+
+def test_mde_and_worlds_needed_come_from_the_paired_sd():
+  d = np.array([0.01, 0.03, -0.01, 0.02, 0.0, 0.025])
+  r = harness.claim_result(_world_frame(d), Claim("c", "kd", "recall@25%", +1))
+  assert r["sd"] == pytest.approx(d.std(ddof=1))
+  assert r["mde"] == pytest.approx(harness.stats.min_detectable_effect(d.std(ddof=1), 6))
+  assert r["needs"] == harness.stats.worlds_needed(d.std(ddof=1), 0.01)
+  assert harness._needs(r) == f"needs {r['needs']} worlds for 0.01"
+
+
+def test_diverged_and_non_finite_rows_are_counted_and_a_missing_world_is_marked():
+  d = [0.02, 0.021, 0.019, 0.02, 0.022]
+  frame = _world_frame(d, status={1: "diverged"})
+  frame.loc[(frame.seed == 3) & (frame.role == "student"), "recall@25%"] = np.nan
+  r = harness.claim_result(frame, Claim("c", "kd", "recall@25%", +1))
+  assert r["dropped"] == {"diverged": 1, "non-finite": 1}
+  assert r["missing"] == [1, 3] and r["n"] == 3
+  kept = np.array([d[0], d[2], d[4]])
+  assert r["diff"] == pytest.approx(kept.mean())  # computed on the worlds present
+  text = harness.markdown_claims([harness.judge_claims(frame, [Claim("c", "kd", "recall@25%")])[0]])
+  assert "1 diverged, 1 non-finite; **missing worlds [1, 3]**" in text
+  # A world that keeps one of two replicates still counts, on the replicate it has.
+  two = pd.concat([frame, frame[(frame.seed == 1) & (frame.role == "student")].assign(
+      status="ok", replicate_seed=1)], ignore_index=True)
+  assert harness.claim_result(two, Claim("c", "kd", "recall@25%", +1))["missing"] == [3]
+
+
+def test_equivalence_uses_the_metrics_own_margin():
+  frame = _world_frame([0.003, -0.002, 0.001, 0.0, 0.002, -0.001, 0.001, 0.0, 0.002, -0.001])
+  recall = harness.claim_result(frame, Claim("≈", "kd", "recall@25%", 0))
+  assert recall["margin"] == harness.MARGINS["recall@25%"] == 0.005
+  assert recall["verdict"] == "reproduced"
+  assert recall["p_t"] == pytest.approx(harness.stats.equivalence_p(
+      np.array([0.003, -0.002, 0.001, 0.0, 0.002, -0.001, 0.001, 0.0, 0.002, -0.001]), 0.005))
+  wide = harness.claim_result(frame, Claim("≈", "kd", "recall@25%", 0, margin=0.001))
+  assert wide["margin"] == 0.001 and wide["verdict"] == "inconclusive"
+  assert recall["secondary"]["ndcg@10"]["margin"] == harness.MARGINS["ndcg@10"]
+
+
+def test_figure_data_holds_what_is_plotted(tmp_path):
+  import json
+  plt = harness.pyplot()
+  fig, ax = plt.subplots()
+  ax.plot([1, 2, 3], [0.1, 0.2, 0.3], label="a")
+  ax.barh([0, 1], [0.5, -0.25])
+  ax.set_title("t")
+  path = harness.save_figure(fig, tmp_path / "f.png")
+  data = json.loads(path.with_suffix(".json").read_text())
+  axes = data["axes"][0]
+  assert axes["title"] == "t" and axes["lines"][0]["y"] == [0.1, 0.2, 0.3]
+  assert [p[2] for p in axes["patches"]] == [0.5, -0.25]  # bar widths: the plotted values
+  fig, ax = plt.subplots()
+  harness.save_figure(fig, tmp_path / "blank.png")
+  blank = json.loads((tmp_path / "blank.json").read_text())["axes"][0]
+  assert not blank["lines"] and not blank["patches"]
