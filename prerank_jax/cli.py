@@ -3,8 +3,13 @@
   prerank-jax quickstart [--config=configs/quickstart.py[:smoke]] [--config.<field>=<value>]
   prerank-jax sweep --config=configs/<x>.py[:arg] [--config.<field>=<value> ...]
   prerank-jax eval <run dir>            re-evaluate a finished run from its checkpoints
-  prerank-jax report <run dir> [...]    print the results; draw the Pareto plot, T × α
-                                        heatmaps, keep-ratio and learning-curve figures
+  prerank-jax report <run dir> [...] [--out DIR]   print the results; draw the Pareto plot,
+                                        T × α heatmaps, keep-ratio and learning-curve figures
+  prerank-jax resume <run dir> [--config.<field>=<value> ...]   continue a killed run with
+                                        the config it was started with (its config.json)
+  prerank-jax config [--config=<file>[:arg]] [--config.<field>=<value> ...]   print every
+                                        field: value, default, allowed range, meaning
+  prerank-jax <command> --help          what one command does, with examples
 
 Common overrides: --config.name=<run name>  --config.resume=True  --config.overwrite=True
   --config.wandb.mode=offline|online|disabled  --config.sweep.<hparam>="(v1, v2, ...)"
@@ -17,8 +22,75 @@ import linecache
 import sys
 from pathlib import Path
 
-COMMANDS = ("quickstart", "sweep", "eval", "report")
+COMMANDS = ("quickstart", "sweep", "eval", "report", "resume", "config")
 USAGE = __doc__
+
+# `prerank-jax <command> --help`: what each command does, its arguments and an example.
+COMMAND_HELP = {
+    "quickstart": """prerank-jax quickstart [--config=configs/quickstart.py[:smoke]] [--config.<field>=<value> ...]
+
+Simulator → teacher → a 3×3 (T, alpha) distillation sweep plus a ground-truth-only
+student → evaluation → a results table, written to runs/<name>/ (default runs/quickstart).
+Without --config it runs configs/quickstart.py; :smoke is the tiny preset (seconds).
+
+Examples:
+  prerank-jax quickstart --config=configs/quickstart.py:smoke --config.name=first
+  prerank-jax quickstart --config.sweep.temperature="(1.,4.)" --config.name=t_grid
+""",
+    "sweep": """prerank-jax sweep --config=configs/<file>.py[:arg] [--config.<field>=<value> ...]
+
+The same pipeline for any config file (required): configs/letor.py, configs/tabular.py,
+configs/movielens.py, configs/large_lists.py, a copy of one of them, or your own.
+Shorthands: --resume, --overwrite, --wandb=offline|online|disabled.
+`prerank-jax config --config=<file>` lists every field you can override.
+
+Examples:
+  prerank-jax sweep --config=configs/tabular.py --config.source.manual_dir=. --config.source.train_file=logs.parquet
+  prerank-jax sweep --config=configs/quickstart.py --config.sweep.programs="student.loss.kd=hinton_listwise|logit_mse"
+""",
+    "eval": """prerank-jax eval <run dir> [<run dir> ...]
+
+Re-evaluates finished runs from their checkpoints (nothing is retrained) and rewrites
+results.csv, results.md and history.json.
+
+Example:
+  prerank-jax eval runs/quickstart
+""",
+    "report": """prerank-jax report <run dir> [<run dir> ...] [--out DIR]
+
+Prints each run's results table and writes pareto.png/pareto.md, T × alpha heatmaps,
+keep_ratio.png and learning_curves.png into DIR (default: the first run directory).
+
+Example:
+  prerank-jax report runs/mlp runs/dcn --out figures/
+""",
+    "resume": """prerank-jax resume <run dir> [--config.<field>=<value> ...]
+
+Continues a killed or interrupted run from its newest checkpoint with the config it was
+started with (read from <run dir>/config.json), so no override has to be typed again.
+The result is the same as an uninterrupted run's. Extra overrides may change fields that
+do not alter the results (e.g. --wandb=disabled, --config.progress=False); others are
+refused because the run directory belongs to its config.
+
+Example:
+  prerank-jax resume runs/quickstart
+""",
+    "config": """prerank-jax config [--config=<file>[:arg]] [--config.<field>=<value> ...]
+
+Prints the resolved config: every field with its value, the config file's default when an
+override changed it, the allowed range and what it means. Without --config it shows
+configs/quickstart.py. Nothing is run or written.
+
+Examples:
+  prerank-jax config
+  prerank-jax config --config=configs/tabular.py --config.student.num_epochs=5
+""",
+}
+
+
+def command_help(command: str) -> str:
+  """The ``--help`` text of one command (every command in :data:`COMMANDS` has one)."""
+  return COMMAND_HELP[command]
 
 
 def default_config_path() -> str:
@@ -110,34 +182,50 @@ def expand_shorthands(args: list[str]) -> list[str]:
   return out
 
 
-def _run(argv: list[str]) -> int:
+def parse_config(command: str, argv: list[str], base=None):
+  """The config of ``argv`` (``[prog, command, --config=..., --config.<field>=...]``).
+
+  ``base``: a ``ConfigDict`` to apply the overrides to instead of a ``--config`` file
+  (``resume``). Returns the locked config, or the exit status 2 after printing why.
+  """
   from absl import flags
   from ml_collections import config_flags
 
-  from prerank_jax.host.runner import run
-
-  command = argv[1]
   argv = argv[:2] + expand_shorthands(argv[2:])
-  if command == "sweep" and not any(a.startswith("--config=") for a in argv):
-    print("prerank-jax sweep: --config=configs/<file>.py is required", file=sys.stderr)
-    return 2
   # config_flags reads the --config.* overrides from sys.argv, so it sees the expanded form.
   saved, sys.argv = sys.argv, [argv[0], *argv[2:]]
   # A fresh flag registry per call, so main() can be called more than once in a process.
   flag_values = flags.FlagValues()
   try:
     # With a default file, config_flags already applies the --config.* overrides here.
-    config_flags.DEFINE_config_file("config", default_config_path(),
-                                    "a configs/*.py file, optionally with :arg",
-                                    flag_values=flag_values, lock_config=True)
+    if base is None:
+      config_flags.DEFINE_config_file("config", default_config_path(),
+                                      "a configs/*.py file, optionally with :arg",
+                                      flag_values=flag_values, lock_config=True)
+    else:
+      config_flags.DEFINE_config_dict("config", base, "the run's saved config",
+                                      flag_values=flag_values, lock_config=True)
     flag_values(sys.argv)
-  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError,
+          FileNotFoundError) as e:
     # config_flags reports an unknown --config.<field> as AttributeError/KeyError.
     print(f"prerank-jax {command}: bad flag or config override: {e}", file=sys.stderr)
     return 2
   finally:
     sys.argv = saved
-  config = flag_values.config
+  return flag_values.config
+
+
+def _run(argv: list[str], config=None) -> int:
+  from prerank_jax.host.runner import run
+
+  command = argv[1]
+  if command == "sweep" and not any(a.startswith("--config=") for a in argv):
+    print("prerank-jax sweep: --config=configs/<file>.py is required", file=sys.stderr)
+    return 2
+  config = parse_config(command, argv, base=config)
+  if isinstance(config, int):
+    return config
   try:
     init_distributed(config)
     result = run(config)
@@ -153,9 +241,72 @@ def _run(argv: list[str]) -> int:
   return 0
 
 
+def _config_command(argv: list[str]) -> int:
+  """``prerank-jax config``: every field of the resolved config (nothing runs)."""
+  from prerank_jax.config import validate_config
+  from prerank_jax.config_files import load_config_file
+  from prerank_jax.host.config_reference import describe_fields, format_table
+
+  config = parse_config("config", argv)
+  if isinstance(config, int):
+    return config
+  given = [a.split("=", 1)[1] for a in argv[2:] if a.startswith("--config=")]
+  path, _, arg = (given[-1] if given else default_config_path()).partition(":")
+  try:
+    defaults = load_config_file(path, arg or None)
+    validate_config(config)
+  except Exception as e:
+    if not raised_by_project(e):
+      raise
+    print(f"prerank-jax config: {e}", file=sys.stderr)
+    return 2
+  print(f"# {path}{':' + arg if arg else ''}: every field = value (default when overridden)")
+  print(format_table(describe_fields(config, defaults)))
+  return 0
+
+
+def _resume_command(argv: list[str]) -> int:
+  """``prerank-jax resume <run dir> [overrides]``: the run's saved config, resume=True."""
+  import json
+
+  import ml_collections
+
+  paths = [a for a in argv[2:] if not a.startswith("-")]
+  if len(paths) != 1:
+    print("prerank-jax resume: give exactly one run directory, e.g. prerank-jax resume "
+          "runs/quickstart", file=sys.stderr)
+    return 2
+  run_dir = Path(paths[0])
+  saved = run_dir / "config.json"
+  if not saved.exists():
+    print(f"prerank-jax resume: {run_dir} is not a run directory (no config.json)",
+          file=sys.stderr)
+    return 2
+  tuples = lambda x: (tuple(tuples(v) for v in x) if isinstance(x, list) else
+                      {k: tuples(v) for k, v in x.items()} if isinstance(x, dict) else x)
+  config = ml_collections.ConfigDict(tuples(json.loads(saved.read_text())))
+  config.workdir, config.name = str(run_dir.parent), run_dir.name
+  config.resume, config.overwrite = True, False
+  overrides = [a for a in argv[2:] if a != paths[0]]
+  print(f"resuming {run_dir} with its config.json"
+        + (f" and {' '.join(overrides)}" if overrides else ""))
+  return _run([argv[0], "resume", *overrides], config=config)
+
+
 def _run_dir_command(command: str, paths: list[str]) -> int:
   from prerank_jax.host import runner
 
+  out_dir = None
+  if command == "report" and "--out" in paths:
+    i = paths.index("--out")
+    if i + 1 >= len(paths):
+      print("prerank-jax report: --out needs a directory", file=sys.stderr)
+      return 2
+    out_dir, paths = Path(paths[i + 1]), paths[:i] + paths[i + 2:]
+  elif command == "report":
+    outs = [p for p in paths if p.startswith("--out=")]
+    if outs:
+      out_dir, paths = Path(outs[-1].split("=", 1)[1]), [p for p in paths if p not in outs]
   if not paths:
     print(f"prerank-jax {command}: give at least one run directory", file=sys.stderr)
     return 2
@@ -185,11 +336,13 @@ def _run_dir_command(command: str, paths: list[str]) -> int:
     print(results.read_text())
   from prerank_jax.host.pareto import write_pareto_report
 
-  png, md = write_pareto_report([Path(p) for p in paths], out_dir=Path(paths[0]))
+  out_dir = out_dir or Path(paths[0])
+  out_dir.mkdir(parents=True, exist_ok=True)
+  png, md = write_pareto_report([Path(p) for p in paths], out_dir=out_dir)
   print(f"wrote {png} and {md}")
   from prerank_jax.host.report import write_figures
 
-  figures = write_figures([Path(p) for p in paths], out_dir=Path(paths[0]))
+  figures = write_figures([Path(p) for p in paths], out_dir=out_dir)
   print(f"wrote {', '.join(str(f) for f in figures)}")
   return 0
 
@@ -203,6 +356,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"prerank-jax: unknown command {argv[1]!r}; valid commands are {list(COMMANDS)}",
           file=sys.stderr)
     return 2
+  if any(a in ("-h", "--help", "-help", "--helpfull") for a in argv[2:]):
+    print(command_help(argv[1]))
+    return 0
+  if argv[1] == "config":
+    return _config_command(argv)
+  if argv[1] == "resume":
+    return _resume_command(argv)
   if argv[1] in ("eval", "report"):
     return _run_dir_command(argv[1], argv[2:])
   return _run(argv)

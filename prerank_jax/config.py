@@ -120,6 +120,9 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   for flag in ("resume", "overwrite", "progress"):
     if not isinstance(_get(config, flag), bool):
       raise ConfigError(f"{flag}: must be True or False, got {_get(config, flag)!r}")
+  baseline = config.sweep.get("gt_only_baseline", True)
+  if not isinstance(baseline, bool):
+    raise ConfigError(f"sweep.gt_only_baseline: must be True or False, got {baseline!r}")
   if config.resume and config.overwrite:
     raise ConfigError("resume, overwrite: choose one; resume continues a run, overwrite "
                       "deletes it")

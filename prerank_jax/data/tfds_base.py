@@ -26,6 +26,8 @@ reused by every later run with the same config.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import threading
@@ -202,7 +204,13 @@ def prepare(builder, *, missing: str | None, show: bool = False):
 
   if not show:
     tfds.disable_progress_bar()
-  builder.download_and_prepare(download_config=download_config())
+  # TFDS prints "Downloading and preparing dataset Unknown size (download: Unknown size, ...)"
+  # and "... downloaded and prepared to ..." to stdout; nothing is downloaded here, so one
+  # line says what is prepared and where instead.
+  print(f"preparing dataset {builder.info.full_name} in {builder.data_dir} (written once "
+        "as ArrayRecord, reused by later runs; nothing is downloaded)", flush=True)
+  with contextlib.redirect_stdout(io.StringIO()):
+    builder.download_and_prepare(download_config=download_config())
   return builder
 
 

@@ -66,3 +66,23 @@ def test_smoke_run_through_the_analysis_floor_and_the_report(smoke_run, capsys):
                "keep_ratio.png", "learning_curves.png"):
     assert (smoke_run / name).read_bytes()[:8] == PNG_SIGNATURE, name
     assert name in out
+
+
+@pytest.mark.slow
+def test_report_out_writes_the_figures_into_another_directory(smoke_run, tmp_path, capsys):
+  from prerank_jax.cli import main
+
+  out_dir = tmp_path / "figures" / "new"  # made by the command
+  before = sorted(p.name for p in smoke_run.iterdir())
+  assert main(["prerank-jax", "report", str(smoke_run), "--out", str(out_dir)]) == 0
+  assert "student gt-only" in capsys.readouterr().out  # the results table is printed
+  for name in ("pareto.png", "pareto.md", "keep_ratio.png", "learning_curves.png"):
+    assert (out_dir / name).exists(), name
+  assert (out_dir / "pareto.png").read_bytes()[:8] == PNG_SIGNATURE
+  # `--out=DIR` works too, and a missing DIR after --out is refused.
+  assert main(["prerank-jax", "report", f"--out={tmp_path / 'b'}", str(smoke_run)]) == 0
+  assert (tmp_path / "b" / "keep_ratio.png").exists()
+  assert main(["prerank-jax", "report", str(smoke_run), "--out"]) == 2
+  # The run directory itself gains nothing it did not have (the earlier test may have
+  # written its figures there already; this one writes elsewhere).
+  assert sorted(p.name for p in smoke_run.iterdir()) == before
