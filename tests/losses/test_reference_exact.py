@@ -120,15 +120,35 @@ def test_pointwise_and_listnet_without_t_squared_match_numpy():
 
 # --- RankFlow (cascade.py): the released code's clipping and log guard ----------------
 
-def _rankflow_reference(s, t, k, alpha, use_logit):
+def _release_logit_float32(x):
+  """``torch.logit(torch.sigmoid(x), eps=1e-6)`` as the released code evaluates it on
+  float32 tensors, emulated in NumPy float32: p = σ(x) rounded to float32, clamped to
+  [fl32(1e-6), fl32(1 − 1e-6)], then log(p/(1 − p)) in float32. Near p = 1 the float32
+  grid (spacing 6e-8) is coarse: the upper clip lands at log(u/(1 − u)) ≈ 13.8023 for
+  u = fl32(1 − 1e-6), and large logits come back rounded."""
+  x = np.asarray(x, np.float32)
+  one = np.float32(1.0)
+  p = (one / (one + np.exp(-x))).astype(np.float32)
+  p = np.clip(p, np.float32(1e-6), np.float32(1.0 - 1e-6))
+  return np.log(p / (one - p)).astype(np.float32)
+
+
+def _rankflow_reference(s, t, k, alpha, use_logit, *, release_float32=False):
   """RankFlow's student loss per the released code (github.com/qinjr/RankFlow):
   ``alpha·TopKLoss + (1 − alpha)·MSELoss``, on σ outputs, or, with ``use_logit``, on
   ``torch.logit(p, eps=1e-6)`` = log(p/(1 − p)) of p clamped to [1e-6, 1 − 1e-6].
   TopKLoss: sort by teacher descending, Δ = mean(top k) − mean(rest),
-  −log(1e-10 + σ(Δ)), mean over lists; MSELoss: mean over every item."""
+  −log(1e-10 + σ(Δ)), mean over lists; MSELoss: mean over every item.
+
+  The clamp and the logit are evaluated in float64 (our variant: a symmetric clip at
+  ±13.8155), or with ``release_float32`` in float32 as the release does
+  (:func:`_release_logit_float32`); everything after them is float64."""
   pred_s = 1.0 / (1.0 + np.exp(-np.asarray(s, np.float64)))
   pred_t = 1.0 / (1.0 + np.exp(-np.asarray(t, np.float64)))
-  if use_logit:
+  if use_logit and release_float32:
+    pred_s = _release_logit_float32(s).astype(np.float64)
+    pred_t = _release_logit_float32(t).astype(np.float64)
+  elif use_logit:
     pred_s = np.clip(pred_s, 1e-6, 1.0 - 1e-6)
     pred_t = np.clip(pred_t, 1e-6, 1.0 - 1e-6)
     pred_s, pred_t = np.log(pred_s / (1 - pred_s)), np.log(pred_t / (1 - pred_t))
@@ -141,7 +161,9 @@ def _rankflow_reference(s, t, k, alpha, use_logit):
 
 
 @pytest.mark.parametrize("space", ["prob", "logit"])
-def test_rankflow_matches_the_released_code(space):
+def test_rankflow_matches_the_released_formula_clipped_in_float64(space):
+  """Our variant: the released formula with the logit clip evaluated exactly (float64);
+  its difference from the release's float32 clip is the next test's."""
   from prerank_jax.losses.cascade import rankflow_loss
   rng = np.random.default_rng(11)
   # Logits far beyond the clip (±40) as well as ordinary ones; distinct teacher scores.
@@ -153,6 +175,56 @@ def test_rankflow_matches_the_released_code(space):
                         rankflow_topk=float(k), rankflow_beta=alpha, rankflow_space=space)
     ref = _rankflow_reference(s, t, k, alpha, space == "logit")
     assert float(got) == pytest.approx(ref, rel=1e-6)
+
+
+def test_rankflow_logit_mode_differs_from_the_float32_release_only_as_listed():
+  """Our ``"logit"`` mode clips exactly at ±L (L = 13.8155, float64 reference above); the
+  released code clamps σ(x) in float32, whose grid near 1 is coarse. The differences
+  listed in docs/reference/references.md, against the float32 emulation
+  :func:`_release_logit_float32`:
+
+  1. per logit: equal up to float32 rounding for x ≤ 0; within 1e-3 for 0 < x ≤ 9;
+     within 0.06 for 9 < x ≤ L (σ(x) rounded to the float32 grid);
+  2. beyond the clip: the release's upper bound is 13.8023 (ours 13.8155); the lower bound
+     is −13.8155 in both;
+  3. the loss: for logits within ±9 both agree to 5e-5 relative; with logits beyond the
+     clip they differ (about 0.1 % in the case here), and the upper bound alone explains
+     it: our loss with its upper clip moved to 13.8023 agrees with the release to 5e-5.
+  """
+  from prerank_jax.losses.cascade import RANKFLOW_LOGIT_CLIP, rankflow_loss
+  big_l = RANKFLOW_LOGIT_CLIP
+  x = np.linspace(-40.0, 40.0, 16001).astype(np.float32)
+  ours = np.clip(x.astype(np.float64), -big_l, big_l)
+  release = _release_logit_float32(x).astype(np.float64)
+  diff = np.abs(release - ours)
+  assert diff[x <= 0].max() < 2e-6
+  assert diff[(x > 0) & (x <= 9)].max() < 1e-3
+  assert 1e-3 < diff[(x > 9) & (x <= big_l)].max() < 0.06
+  u = np.float64(np.float32(1.0 - 1e-6))
+  upper = float(np.log(u / (1.0 - u)))
+  assert upper == pytest.approx(13.8023, abs=1e-4) and big_l == pytest.approx(13.8155,
+                                                                              abs=1e-4)
+  np.testing.assert_allclose(release[x > 14], upper, atol=1e-5)
+  np.testing.assert_allclose(release[x < -14], -big_l, atol=1e-5)
+
+  rng = np.random.default_rng(11)
+  s = np.concatenate([rng.normal(size=(4, 6)) * 3, rng.choice([-40.0, 40.0], (4, 2))], 1)
+  t = np.concatenate([rng.normal(size=(4, 6)) * 3, np.array([[30.0, -25.0]] * 4)], 1)
+  s, t = s.astype(np.float32), t.astype(np.float32)
+  within = lambda a: np.clip(a, -9.0, 9.0)
+  for k, alpha in [(2, 0.5), (3, 0.3), (5, 1.0), (3, 0.0)]:
+    loss = lambda a, b: float(rankflow_loss(
+        jnp.asarray(a), jnp.asarray(b), where=jnp.ones(a.shape, bool),
+        rankflow_topk=float(k), rankflow_beta=alpha, rankflow_space="logit"))
+    release_ref = lambda a, b: _rankflow_reference(a, b, k, alpha, True,
+                                                   release_float32=True)
+    assert loss(within(s), within(t)) == pytest.approx(
+        release_ref(within(s), within(t)), rel=5e-5)
+    got, want = loss(s, t), release_ref(s, t)
+    assert 3e-4 < abs(got - want) / want < 2e-3, (got, want)
+    moved = lambda a: np.clip(a.astype(np.float64), -big_l, upper)
+    assert _rankflow_reference(moved(s), moved(t), k, alpha, True) == pytest.approx(
+        want, rel=5e-5)
 
 
 def test_rankflow_logit_mode_clips_and_keeps_the_log_guard():
@@ -264,10 +336,19 @@ def _label_matrix(t, k):
   return eye
 
 
-def _lcron_single_reference(s, t, *, k, m, tau):
-  """LCRON's LsingleLoss (= ARF-v2 L_relax) for full lists, from lcron.py."""
+def _release_label_matrix(t):
+  """The released code's label matrix: NeuralSort of the ground-truth order at τ = 1e-4
+  (``neuralsort(rank_index, 1e-4)``), here of the teacher's scores. For distinct,
+  well-separated scores it is :func:`_label_matrix`; two scores g apart at places r and
+  r + 1 share rows r and r + 1 as σ(g/τ) : 1 − σ(g/τ) (a tie: ½ : ½)."""
+  return _neuralsort_reference(t, 1e-4)
+
+
+def _lcron_single_reference(s, t, *, k, m, tau, lab=None):
+  """LCRON's LsingleLoss (= ARF-v2 L_relax) for full lists, from lcron.py; ``lab`` the
+  label matrix [R, N, N] (default: the teacher's hard order, :func:`_label_matrix`)."""
   p = _neuralsort_reference(s, tau)
-  lab = _label_matrix(t, k)
+  lab = _label_matrix(t, k) if lab is None else lab
   colsum = p.sum(-2)                                        # detached in the reference
   up = p[:, :m, :].sum(-2) / (colsum + 1e-6)
   up_label = lab[:, :k, :].sum(-2)
@@ -279,10 +360,11 @@ def _lcron_single_reference(s, t, *, k, m, tau):
   return float(np.mean((up_loss + down_loss) * float(count > m)))
 
 
-def _arf_reference(s, t, *, k, m, tau):
-  """ARF's LRelaxLoss for full lists, from arf.py: mean of the first m rows."""
+def _arf_reference(s, t, *, k, m, tau, lab=None):
+  """ARF's LRelaxLoss for full lists, from arf.py: mean of the first m rows; ``lab`` as
+  in :func:`_lcron_single_reference`."""
   p = _neuralsort_reference(s, tau)
-  lab = _label_matrix(t, k)
+  lab = _label_matrix(t, k) if lab is None else lab
   target = p[:, :m, :].mean(-2)
   loss = np.mean(-np.log(target + 1e-6) * lab[:, :k, :].sum(-2), axis=-1)
   return float(np.mean(loss * float(s.shape[1] > m)))
@@ -297,7 +379,9 @@ def _soft_recall_case(seed, r=4, n=20, scale=3.0):
 
 @pytest.mark.parametrize("k, ratio, tau", [(5, 0.25, 50.0), (3, 0.5, 1.0), (8, 0.4, 200.0),
                                            (4, 0.2, 5.0)])
-def test_soft_recall_lcron_and_arf_match_the_released_code(k, ratio, tau):
+def test_soft_recall_lcron_and_arf_match_the_released_code_with_hard_labels(k, ratio, tau):
+  """Our variant: the released losses with the teacher's hard top-k as labels; the
+  release's NeuralSort labels (τ = 1e-4) are the next test's."""
   from prerank_jax.losses.cascade import soft_recall_loss
   s, t = _soft_recall_case(k)
   n = s.shape[1]
@@ -309,6 +393,70 @@ def test_soft_recall_lcron_and_arf_match_the_released_code(k, ratio, tau):
                                      rel=1e-5)
   got = soft_recall_loss(jnp.asarray(s), jnp.asarray(t), soft_recall_form="arf", **kw)
   assert float(got) == pytest.approx(_arf_reference(s, t, k=k, m=m, tau=tau), rel=1e-5)
+
+
+def test_soft_recall_release_labels_differ_from_ours_only_at_near_ties():
+  """The release labels the ground truth by NeuralSort at τ = 1e-4, we by the teacher's
+  hard top-k (docs/reference/references.md lists it). Asserted here:
+
+  1. teacher scores at least 0.1 apart: the release's labels are the hard permutation to
+     1e-12, and our loss equals the LCRON and ARF references with the release's labels;
+  2. two teacher scores g apart at places k and k + 1: the release gives the upper one the
+     label σ(g/τ) (g = 1e-3: 1 − 4.5e-5; 1e-4: 0.73; a tie: ½), ours gives it 1;
+  3. at a tie across the k boundary, the release's loss is the mean of the losses of the
+     two hard tie-breaks (the loss is linear in the labels); ours is the lower-index one.
+  """
+  from prerank_jax.losses.cascade import soft_recall_loss
+  rng = np.random.default_rng(31)
+  r, n = 3, 20
+  s = (3.0 * rng.normal(size=(r, n))).astype(np.float32)
+  t = np.stack([rng.permutation(np.linspace(-1.0, 1.0, n)) for _ in range(r)])
+  t = t.astype(np.float32)
+  np.testing.assert_allclose(_release_label_matrix(t), _label_matrix(t, 0), atol=1e-12)
+  for k, ratio, tau in [(5, 0.25, 50.0), (3, 0.5, 1.0)]:
+    m = math.ceil(ratio * n - 1e-9)
+    kw = dict(where=jnp.ones(s.shape, bool), recall_k=float(k), recall_keep_ratio=ratio,
+              neuralsort_tau=tau)
+    lab = _release_label_matrix(t)
+    got = soft_recall_loss(jnp.asarray(s), jnp.asarray(t), soft_recall_form="lcron", **kw)
+    assert float(got) == pytest.approx(
+        _lcron_single_reference(s, t, k=k, m=m, tau=tau, lab=lab), rel=1e-5)
+    got = soft_recall_loss(jnp.asarray(s), jnp.asarray(t), soft_recall_form="arf", **kw)
+    assert float(got) == pytest.approx(_arf_reference(s, t, k=k, m=m, tau=tau, lab=lab),
+                                       rel=1e-5)
+
+  k, ratio, tau = 5, 0.25, 50.0
+  m = math.ceil(ratio * n - 1e-9)
+  order = np.argsort(-t.astype(np.float64), axis=1, kind="stable")
+  upper, lower = order[:, k - 1], order[:, k]             # places k and k + 1
+  rows = np.arange(r)
+  for g in (1e-3, 1e-4, 1e-5, 0.0):
+    near = t.astype(np.float64)
+    near[rows, lower] = near[rows, upper] - g
+    up_label = _release_label_matrix(near)[:, :k, :].sum(-2)
+    np.testing.assert_allclose(up_label[rows, upper], 1.0 / (1.0 + math.exp(-g / 1e-4)),
+                               atol=1e-9)
+    if g > 0:  # ours: the upper one is in the top k, whatever g (a tie: see below)
+      np.testing.assert_array_equal(_label_matrix(near, k)[:, :k, :].sum(-2)[rows, upper],
+                                    1.0)
+
+  # A tie across the boundary: the lower index is ours; both tie-breaks as hard labels.
+  tied = t.astype(np.float64)
+  first, second = np.minimum(upper, lower), np.maximum(upper, lower)
+  tied[rows, second] = tied[rows, first]
+  swapped = tied.copy()
+  swapped[rows, second] += 1e-9                         # the other tie-break, hard
+  kw = dict(where=jnp.ones(s.shape, bool), recall_k=float(k), recall_keep_ratio=ratio,
+            neuralsort_tau=tau)
+  for form, ref in (("lcron", _lcron_single_reference), ("arf", _arf_reference)):
+    ours_ref = ref(s, tied, k=k, m=m, tau=tau)
+    other = ref(s, tied, k=k, m=m, tau=tau, lab=_label_matrix(swapped, k))
+    release = ref(s, tied, k=k, m=m, tau=tau, lab=_release_label_matrix(tied))
+    got = float(soft_recall_loss(jnp.asarray(s), jnp.asarray(tied, jnp.float32),
+                                 soft_recall_form=form, **kw))
+    assert got == pytest.approx(ours_ref, rel=1e-5), form
+    assert release == pytest.approx((ours_ref + other) / 2, rel=1e-9), form
+    assert abs(release - ours_ref) > 1e-3 * abs(ours_ref), form
 
 
 def test_soft_recall_defaults_are_the_lcron_reference():
@@ -327,11 +475,28 @@ def x64():
   jax.config.update("jax_enable_x64", previous)
 
 
+def _neuralsort_columns_reference(s, where, m, tau):
+  """``(up, down)`` column sums of :func:`_neuralsort_reference` over each list's valid
+  candidates alone (the valid entries sliced out, n of them): up = rows 1..min(m, n),
+  down = rows m+1..n, scattered back to the valid slots (0 elsewhere); float64."""
+  s, where = np.asarray(s, np.float64), np.asarray(where)
+  up, down = np.zeros_like(s), np.zeros_like(s)
+  for l in range(s.shape[0]):
+    valid = np.flatnonzero(where[l])
+    p = _neuralsort_reference(s[l, valid][None], tau)[0]      # [n, n]: places × candidates
+    up[l, valid] = p[:int(m[l])].sum(0)
+    down[l, valid] = p[int(m[l]):].sum(0)
+  return up, down
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_neuralsort_blocks_equal_the_n_by_n_form(dtype, request):
-  """The O(R·128·N) blocked rows (b from one sort + prefix sums) equal the N×N form:
-  to 1e-9 in float64; in float32 both are roundings of it (logits of size n·Δs/τ lose
-  ~1e-5 relative), so the float32 check is looser."""
+def test_neuralsort_blocks_match_the_independent_reference(dtype, request):
+  """The O(R·128·N) blocked rows (b from one sort + prefix sums) against the float64
+  NumPy NeuralSort written from LCRON's ``sorting.py`` (:func:`_neuralsort_reference`, on
+  each list's valid candidates sliced out): to 1e-9 in float64; in float32 the blocks are
+  a rounding of it (logits of size n·Δs/τ lose ~1e-5 relative), so that check is looser.
+  The gradient is checked against central differences of the same reference (float64)
+  and against autodiff of the readable N×N form :func:`neuralsort` (both dtypes)."""
   if dtype == "float64":
     request.getfixturevalue("x64")
   tol = dict(rtol=1e-9, atol=1e-12) if dtype == "float64" else dict(rtol=1e-4, atol=1e-5)
@@ -344,6 +509,8 @@ def test_neuralsort_blocks_equal_the_n_by_n_form(dtype, request):
   where = np.ones((3, 300), bool)
   where[1, 250:] = False
   where[2, 7:] = False
+  m = np.array([17, 120, 3])
+  s_np = s.copy()
   s, where = jnp.asarray(s), jnp.asarray(where)
   assert s.dtype == dtype
   a = np.asarray(s, np.float64)
@@ -351,20 +518,45 @@ def test_neuralsort_blocks_equal_the_n_by_n_form(dtype, request):
                                  * np.asarray(where)[..., None, :], -1), 0.0)
   np.testing.assert_allclose(neuralsort_row_term(s, where=where), b_ref,
                              rtol=tol["rtol"] * 10, atol=tol["atol"] * 100)
-  p_hat = neuralsort(s, where=where, tau=5.0)
-  n = np.asarray(where).sum(-1)
-  m = jnp.asarray([17, 120, 3])
-  place = np.arange(1, 301)
-  rows_up = (place[None, :] <= np.asarray(m)[:, None]) & (place[None, :] <= n[:, None])
-  rows_down = (place[None, :] > np.asarray(m)[:, None]) & (place[None, :] <= n[:, None])
-  up_ref = np.sum(np.asarray(p_hat) * rows_up[..., None], -2)
-  down_ref = np.sum(np.asarray(p_hat) * rows_down[..., None], -2)
-  up, down = neuralsort_split_columns(s, where=where, m=m, tau=5.0)
+  up_ref, down_ref = _neuralsort_columns_reference(s_np, where, m, 5.0)
+  up, down = neuralsort_split_columns(s, where=where, m=jnp.asarray(m), tau=5.0)
   np.testing.assert_allclose(up, up_ref, **tol)
   np.testing.assert_allclose(down, down_ref, **tol)
-  g = lambda f: jax.grad(lambda x: jnp.sum(f(x) * jnp.arange(300.0, dtype=s.dtype)))(s)
-  g_blocks = g(lambda x: neuralsort_split_columns(x, where=where, m=m, tau=5.0)[0])
+  # The readable N×N form against the same reference, on the valid rows and columns.
+  p_hat = np.asarray(neuralsort(s, where=where, tau=5.0), np.float64)
+  for l in range(3):
+    valid = np.flatnonzero(np.asarray(where[l]))
+    np.testing.assert_allclose(p_hat[l][:len(valid)][:, valid],
+                               _neuralsort_reference(s_np[l, valid][None], 5.0)[0], **tol)
+  weights = np.arange(300.0)
+  g = lambda f: jax.grad(lambda x: jnp.sum(f(x) * jnp.asarray(weights, s.dtype)))(s)
+  g_blocks = np.asarray(g(lambda x: neuralsort_split_columns(x, where=where,
+                                                              m=jnp.asarray(m), tau=5.0)[0]))
+  rows_up = np.arange(1, 301)[None, :] <= np.minimum(m, np.asarray(where).sum(-1))[:, None]
   g_full = g(lambda x: jnp.sum(neuralsort(x, where=where, tau=5.0)
                                * jnp.asarray(rows_up)[..., None], -2))
   gtol = tol if dtype == "float64" else dict(rtol=1e-3, atol=1e-3)
   np.testing.assert_allclose(g_blocks, g_full, **gtol)
+  # Central differences of the float64 reference at candidates placed around each list's
+  # split m (elsewhere the gradient is ~0), each at least 1e-3 from every other score
+  # (|s_i − s_j| has a kink where two scores meet: a step h across it is no derivative).
+  h = 1e-5
+  order = np.argsort(-np.where(np.asarray(where), s_np, -np.inf), axis=1, kind="stable")
+  checked = 0
+  for l, place in [(0, p) for p in range(14, 20)] + [(1, p) for p in range(117, 123)] + [
+      (2, 1), (2, 2), (2, 3)]:
+    i = order[l, place]
+    n = int(np.asarray(where[l]).sum())
+    others = np.delete(s_np[l, order[l, :n]].astype(np.float64), place)
+    if np.min(np.abs(others - float(s_np[l, i]))) < 1e-3:
+      continue
+    plus, minus = s_np.astype(np.float64), s_np.astype(np.float64)
+    plus[l, i] += h
+    minus[l, i] -= h
+    fd = (np.sum(_neuralsort_columns_reference(plus, where, m, 5.0)[0] * weights)
+          - np.sum(_neuralsort_columns_reference(minus, where, m, 5.0)[0] * weights)) / (2 * h)
+    assert abs(fd) > 1e-2, (l, place, fd)  # a coordinate that carries gradient
+    assert g_blocks[l, i] == pytest.approx(fd, rel=1e-6 if dtype == "float64" else 1e-2,
+                                           abs=1e-4), (l, place)
+    checked += 1
+  assert checked >= 8, checked
