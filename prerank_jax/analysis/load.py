@@ -3,8 +3,10 @@
 A finished run directory (``prerank-jax quickstart|sweep``, see ``host/runner.py``) holds
 
 - ``results.csv``: one row per sweep point (``student <point>``), the teacher and the
-  references (``oracle (truth)``, ``random``), with the swept hyperparameters, every metric,
-  the cost columns and ``status`` (``ok`` | ``diverged`` | ``reference``);
+  references (``oracle (truth)``, ``random``), with the swept hyperparameters, every metric
+  on the test split and again on the validation split (``valid/<metric>``: what a point
+  is chosen on, :mod:`prerank_jax.analysis.select`), the cost columns and ``status``
+  (``ok`` | ``diverged`` | ``reference``);
 - ``config.json``: the locked config it was run with;
 - ``history.json``: per-epoch metrics of every student point (``students``) and of the
   teacher members (``teacher``, each metric ``[members, epochs]``), costs and timings.

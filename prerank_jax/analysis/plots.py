@@ -20,6 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from prerank_jax.analysis.select import VALID_PREFIX, valid_column
 from prerank_jax.analysis.stats import mean_ci
 
 _KEEP = re.compile(r"^(?P<family>[^()]+?)@(?P<pct>\d+(?:\.\d+)?)%$")
@@ -103,13 +104,43 @@ def grid_table(frame: pd.DataFrame, metric: str, *, rows: str = "T", cols: str =
   return mean, half, int(stats["n"].max())
 
 
+def choice_column(metric: str) -> str:
+  """The column a point is chosen on for ``metric``: ``valid/<metric>`` (itself when
+  ``metric`` already is a validation column)."""
+  return metric if metric.startswith(VALID_PREFIX) else valid_column(metric)
+
+
+def best_valid_cell(frame: pd.DataFrame, metric: str, shown: pd.DataFrame, *,
+                    rows: str = "T", cols: str = "alpha", exclude: str = r"^gt-only",
+                    level: float = 0.95) -> tuple[int, int] | None:
+  """``(i, j)`` in ``shown`` (a :func:`grid_table` mean) of the cell with the best mean
+  ``valid/<metric>`` over seeds (first in row-major order on ties), or ``None`` when the
+  frame has no such column or no finite cell."""
+  column = choice_column(metric)
+  if column not in frame.columns:
+    return None
+  chosen, _, _ = grid_table(frame, column, rows=rows, cols=cols, exclude=exclude,
+                            level=level)
+  values = chosen.reindex(index=shown.index, columns=shown.columns).to_numpy(np.float64)
+  if not np.isfinite(values).any():
+    return None
+  bi, bj = np.unravel_index(np.nanargmax(values), values.shape)
+  return int(bi), int(bj)
+
+
 def heatmap_figure(frame: pd.DataFrame, metric: str, *, rows: str = "T", cols: str = "alpha",
                    exclude: str = r"^gt-only", level: float = 0.95) -> Figure:
   """T × α heatmap of ``metric``: mean over seeds, each cell annotated (± CI half width
-  when there are ≥ 2 seeds), the best cell outlined; one panel per setup × program.
+  when there are ≥ 2 seeds), the cell chosen on validation outlined; one panel per
+  setup × program.
 
-  The title quotes the ground-truth-only student (``exclude``'s match) when present, the
-  grid's reference point. Raises ``ValueError`` when ``rows``/``cols`` are not columns.
+  The cells show ``metric`` as given (the test split for a plain name). The outlined cell
+  is the one with the best mean ``valid/<metric>`` (:func:`best_valid_cell`), never the
+  best shown value: choosing on test and reporting test overstates the winner. Without a
+  ``valid/<metric>`` column (a run written before validation metrics existed) no cell is
+  outlined and the title says so. The title quotes the ground-truth-only student
+  (``exclude``'s match) when present, the grid's reference point. Raises ``ValueError``
+  when ``rows``/``cols`` are not columns.
   """
   frame = _plottable(frame)
   if "program" not in frame.columns:
@@ -144,10 +175,14 @@ def heatmap_figure(frame: pd.DataFrame, metric: str, *, rows: str = "T", cols: s
         dark = values[i, j] < lo + 0.6 * (hi - lo) if hi > lo else True
         ax.text(j, i, text, ha="center", va="center", fontsize=8,
                 color="white" if dark else "black")
-    if np.isfinite(values).any():
-      bi, bj = np.unravel_index(np.nanargmax(values), values.shape)
+    best = best_valid_cell(part, metric, mean, rows=rows, cols=cols, exclude=exclude,
+                           level=level)
+    if best is not None:
+      bi, bj = best
       ax.add_patch(Rectangle((bj - 0.5, bi - 0.5), 1, 1, fill=False, ec="red", lw=2.5))
     title = f"{metric}: {names[setup]}" + (f" [{program}]" if program else "")
+    title += (f"\n□ = best {choice_column(metric)}" if best is not None
+              else f"\nno {choice_column(metric)} column: no cell chosen")
     ref = (part[part["point"].astype(str).str.contains(exclude, regex=True)]
            if exclude and "point" in part.columns else part.iloc[:0])
     if len(ref):

@@ -4,8 +4,14 @@ Every run dir holds ``results.csv`` (one row per sweep point, the teacher and th
 references) with the cost columns ``params`` and ``flops/cand`` (FLOPs per candidate from
 XLA's cost analysis; older runs without them fall back to ``history.json``'s ``costs``).
 :func:`write_pareto_report` plots cost (log x) against teacher-consistency R@(k, r) and
-true-relevance recall@r, one point per model and grid point, marks the Pareto front of
-each panel, and writes ``pareto.png`` and ``pareto.md``.
+true-relevance recall@r on the test split, one point per model and grid point, marks the
+Pareto front of each panel, and writes ``pareto.png`` and ``pareto.md``.
+
+The front is a choice of points (which student to deploy at which budget), so it is
+chosen on the validation split's ``valid/`` columns and only reported on test: a point is
+on the front when no other point is at most as costly and at least as good *on
+validation*. Runs written before validation metrics existed get no front (the report says
+so; ``prerank-jax eval <run dir>`` adds the columns); the test split never chooses.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from prerank_jax.evaluate import keep_label
 from prerank_jax.host.rundir import write_text_atomic
 
 COST_COLUMNS = ("params", "flops/cand")
+VALID_PREFIX = "valid/"  # the validation split's metric columns (host/report.py)
 
 
 def add_cost_columns(rows: list[dict[str, Any]], columns: Sequence[str],
@@ -86,7 +93,9 @@ def load_points(run_dir: Path, *, keep_ratio: float = 0.25) -> tuple[list[dict],
 
   Returns:
     ``(points, consistency_column, recall_column)``; each point is ``{"run", "model",
-    "arch", "role", "params", "flops", "consistency", "recall"}``.
+    "arch", "role", "status", "params", "flops", "consistency", "recall",
+    "valid_consistency", "valid_recall"}`` (the ``valid_`` values from the ``valid/``
+    columns, NaN when the run has none).
   """
   run_dir = Path(run_dir)
   results = run_dir / "results.csv"
@@ -118,7 +127,9 @@ def load_points(run_dir: Path, *, keep_ratio: float = 0.25) -> tuple[list[dict],
       params = _number(costs.get(f"{role}_params"))
     points.append({"run": run_dir.name, "model": row["model"], "arch": arch.get(role, ""),
                    "role": role, "status": status, "params": params, "flops": flops,
-                   "consistency": _number(row[consistency]), "recall": _number(row[recall])})
+                   "consistency": _number(row[consistency]), "recall": _number(row[recall]),
+                   "valid_consistency": _number(row.get(f"{VALID_PREFIX}{consistency}")),
+                   "valid_recall": _number(row.get(f"{VALID_PREFIX}{recall}"))})
   return points, consistency, recall
 
 
@@ -135,20 +146,37 @@ def _dedupe_teachers(points: list[dict]) -> list[dict]:
   return out
 
 
+def validation_fronts(points: Sequence[dict[str, Any]]) -> dict[str, np.ndarray] | None:
+  """``{"consistency", "recall"} → bool [P]``: each panel's Pareto front chosen on the
+  validation values (``valid_consistency``, ``valid_recall``) of :func:`load_points`,
+  or ``None`` when no point has a validation value (runs older than the ``valid/``
+  columns). A point without a validation value is never on a front."""
+  if not any(np.isfinite(p[f"valid_{key}"]) for p in points
+             for key in ("consistency", "recall")):
+    return None
+  flops = [p["flops"] for p in points]
+  return {key: pareto_front(flops, [p[f"valid_{key}"] for p in points])
+          for key in ("consistency", "recall")}
+
+
 def pareto_figure(points: Sequence[dict[str, Any]], *, consistency: str, recall: str,
-                  title: str = "") -> "matplotlib.figure.Figure":
+                  title: str = "", fronts: dict[str, np.ndarray] | None = None
+                  ) -> "matplotlib.figure.Figure":
   """Cost (log x) against teacher consistency and against true recall, fronts marked.
 
   Two panels share the x axis, FLOPs per candidate: ``consistency`` (R@(k, r)) and
-  ``recall`` (recall@r), one marker per point of :func:`load_points` (a star per
-  teacher), coloured by role and architecture, with each panel's Pareto front
-  (:func:`pareto_front`) as a black step line through circled points.
+  ``recall`` (recall@r) as given (the test split's), one marker per point of
+  :func:`load_points` (a star per teacher), coloured by role and architecture, with each
+  panel's front (``fronts``, chosen on validation by :func:`validation_fronts`) as a
+  black line through circled points. Points chosen on validation need not climb on test,
+  so the line joins them in cost order; with ``fronts=None`` no front is drawn.
 
   Args:
     points: dicts with ``flops``, ``consistency``, ``recall``, ``role`` and ``arch``.
     consistency: the consistency column's name (axis label).
     recall: the recall column's name (axis label).
     title: the figure's title.
+    fronts: ``{"consistency", "recall"} → bool [P]`` membership, or ``None``.
 
   Returns:
     A figure on the Agg canvas (no pyplot state).
@@ -171,10 +199,12 @@ def pareto_figure(points: Sequence[dict[str, Any]], *, consistency: str, recall:
       ax.scatter(flops[sel], values[sel], color=colors(g % 10),
                  marker="*" if role == "teacher" else "o", s=120 if role == "teacher" else 36,
                  label=f"{arch} ({role})", alpha=0.8, zorder=3)
-    front = np.flatnonzero(pareto_front(flops, values))
+    front = (np.flatnonzero(fronts[key]) if fronts is not None
+             else np.zeros(0, dtype=np.int64))
+    front = front[np.argsort(flops[front], kind="stable")]
     if front.size:
-      ax.step(flops[front], values[front], where="post", color="black", lw=1, zorder=2,
-              label="Pareto front")
+      ax.plot(flops[front], values[front], color="black", lw=1, zorder=2,
+              label="Pareto front (chosen on validation)")
       ax.scatter(flops[front], values[front], facecolors="none", edgecolors="black", s=110,
                  zorder=4)
     ax.set_xscale("log")
@@ -220,16 +250,15 @@ def write_pareto_report(run_dirs: Sequence[Path], out_dir: Path, *,
   consistency, recall = columns.pop()
   points = [p for p in _dedupe_teachers(points) if p["status"] != "diverged"]
   points.sort(key=lambda p: (p["flops"], p["run"], p["model"]))
-  flops = np.array([p["flops"] for p in points])
-  fronts = {key: pareto_front(flops, [p[key] for p in points])
-            for key in ("consistency", "recall")}
+  fronts = validation_fronts(points)
 
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   png, md = out_dir / "pareto.png", out_dir / "pareto.md"
   fig = pareto_figure(points, consistency=consistency, recall=recall,
-                      title=f"cost vs quality at keep ratio {keep_label(keep_ratio)}: "
-                            f"{', '.join(Path(d).name for d in run_dirs)}")
+                      title=f"cost vs quality at keep ratio {keep_label(keep_ratio)} "
+                            f"(test split; fronts chosen on validation): "
+                            f"{', '.join(Path(d).name for d in run_dirs)}", fronts=fronts)
   fig.savefig(png, dpi=110)
 
   fmt = lambda x, spec: "" if not math.isfinite(x) else format(x, spec)
@@ -238,19 +267,27 @@ def write_pareto_report(run_dirs: Sequence[Path], out_dir: Path, *,
       "",
       f"Runs: {', '.join(str(d) for d in run_dirs)}. One row per model and grid point, "
       "sorted by FLOPs per candidate (XLA cost analysis). A point is on a front when no "
-      "other point is at most as costly and at least as good; teacher consistency is "
+      "other point is at most as costly and at least as good **on the validation split** "
+      f"(the {VALID_PREFIX} columns); the metric columns are the test split's, reported "
+      "for the chosen points, never used to choose. Teacher consistency is "
       "relative to each run's own teacher, so compare it across runs only when they "
       f"share a teacher. Plot: {png.name}.",
       "",
-      f"| run | model | architecture | params | FLOPs/cand | {consistency} | front | "
-      f"{recall} | front |",
-      "|---|---|---|---|---|---|---|---|---|",
+      *([] if fronts is not None else [
+          f"No front: these runs have no {VALID_PREFIX} columns (written before validation "
+          "metrics existed); `prerank-jax eval <run dir>` re-evaluates a run and adds "
+          "them.", ""]),
+      f"| run | model | architecture | params | FLOPs/cand | {VALID_PREFIX}{consistency} | "
+      f"{consistency} | front | {VALID_PREFIX}{recall} | {recall} | front |",
+      "|---|---|---|---|---|---|---|---|---|---|---|",
   ]
+  on = lambda key, i: "✓" if fronts is not None and fronts[key][i] else ""
   for i, p in enumerate(points):
     lines.append(
         f"| {p['run']} | {p['model']} | {p['arch']} | {fmt(p['params'], '.0f')} | "
-        f"{fmt(p['flops'], '.4g')} | {fmt(p['consistency'], '.4f')} | "
-        f"{'✓' if fronts['consistency'][i] else ''} | {fmt(p['recall'], '.4f')} | "
-        f"{'✓' if fronts['recall'][i] else ''} |")
+        f"{fmt(p['flops'], '.4g')} | {fmt(p['valid_consistency'], '.4f')} | "
+        f"{fmt(p['consistency'], '.4f')} | {on('consistency', i)} | "
+        f"{fmt(p['valid_recall'], '.4f')} | {fmt(p['recall'], '.4f')} | "
+        f"{on('recall', i)} |")
   write_text_atomic(md, "\n".join(lines) + "\n")
   return png, md

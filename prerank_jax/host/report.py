@@ -1,4 +1,5 @@
-"""Result tables: terminal text, CSV and Markdown."""
+"""Result tables: terminal text, CSV and Markdown, and the sweep point chosen on
+validation (:func:`select_on_valid`)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import csv
 import io
 import json
 import math
+import re
 from typing import Any, Sequence
 
 Row = dict[str, Any]
+#: The prefix of the validation split's metric columns (``valid/ndcg@10``, ...).
+VALID_PREFIX = "valid/"
 
 
 def _fmt(value: Any) -> str:
@@ -51,9 +55,72 @@ def terminal_columns(columns: Sequence[str], *, k: int, keep_ratios: Sequence[fl
 
 def full_table_note(run_dir: Any, columns: Sequence[str], shown: Sequence[str]) -> str:
   """Where the columns the terminal leaves out are: one line under the terminal table."""
-  return (f"Showing {len(shown)} of {len(columns)} columns; the full table is in "
-          f"{run_dir}/results.md and results.csv (per-candidate scores: scores.parquet; "
-          f"TREC run files and qrels: trec/).")
+  valid = any(str(c).startswith(VALID_PREFIX) for c in columns)
+  return (f"Showing {len(shown)} of {len(columns)} columns, test split"
+          + (f" (the validation split's metrics are the {VALID_PREFIX}* columns)"
+             if valid else "")
+          + f"; the full table is in {run_dir}/results.md and results.csv (per-candidate "
+          f"scores of every split: scores.parquet; TREC run files and qrels: trec/).")
+
+
+def headline_metric(columns: Sequence[str], *, k: int, keep_ratios: Sequence[float],
+                    has_truth: bool = True) -> str:
+  """The metric a run's sweep point is selected on: ``ndcg@k`` with the truth, else
+  teacher consistency ``R@(k,r)`` at the first keep ratio (the terminal's first metric,
+  :func:`terminal_columns`)."""
+  shown = terminal_columns(columns, k=k, keep_ratios=keep_ratios, has_truth=has_truth)
+  metrics = [c for c in shown if c not in ("model", "replicate_seed", "flops/cand", "status")]
+  if not metrics:
+    raise ValueError(f"headline_metric: none of ndcg@{k} / R@({k},r) in {list(columns)}")
+  return metrics[0]
+
+
+def select_on_valid(rows: Sequence[Row], metric: str) -> dict[str, Any] | None:
+  """The student sweep point validation selects, and its test value.
+
+  Definition: among the student rows that did not diverge (``status == "ok"``), grouped
+  by point (the ``model`` name without a replicate's `` seed=<s>`` suffix, so replicates
+  of ``sweep.seeds`` pool), the point with the highest mean of ``valid/<metric>``; ties go
+  to the first in table order. Its ``<metric>`` (test) is reported, never used to choose.
+
+  Returns:
+    ``{"model", "metric", "valid", "test", "replicates", "points"}`` (means over the
+    replicates; ``points``: how many were compared), or ``None`` when the rows have no
+    ``valid/<metric>`` (a run written before validation metrics existed) or no student
+    point to choose from.
+  """
+  key = f"{VALID_PREFIX}{metric}"
+  groups: dict[str, list[Row]] = {}
+  for row in rows:
+    if row.get("status") != "ok" or key not in row:
+      continue
+    groups.setdefault(re.sub(r" seed=-?\d+$", "", str(row["model"])), []).append(row)
+  if not groups:
+    return None
+  mean = lambda rs, c: float(sum(float(r[c]) for r in rs) / len(rs))
+  best = None
+  for model, group in groups.items():
+    value = mean(group, key)
+    if math.isfinite(value) and (best is None or value > best[1]):
+      best = (model, value, group)
+  if best is None:
+    return None
+  model, value, group = best
+  return {"model": model, "metric": metric, "valid": value, "test": mean(group, metric),
+          "replicates": len(group), "points": len(groups)}
+
+
+def selection_text(selected: dict[str, Any] | None) -> str:
+  """One line for results.md and the terminal: the point validation selects (or why none)."""
+  if selected is None:
+    return ("Selection: no student point with validation metrics to choose from; no point "
+            "is selected (the test split is never used to choose).")
+  m = selected["metric"]
+  over = f", mean of {selected['replicates']} replicates" if selected["replicates"] > 1 else ""
+  return (f"Selected on validation: **{selected['model']}**, the best "
+          f"{VALID_PREFIX}{m} ({selected['valid']:.4f}{over}) of {selected['points']} "
+          f"student points; its test {m} is {selected['test']:.4f}. The test split is "
+          f"never used to choose.")
 
 
 def markdown_table(rows: Sequence[Row], columns: Sequence[str]) -> str:

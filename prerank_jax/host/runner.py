@@ -24,7 +24,8 @@ import ml_collections
 import numpy as np
 
 from prerank_jax.batch import Batch, feature_sizes, validate_batch
-from prerank_jax.config import check_against_data, validate_config
+from prerank_jax.config import check_against_data, is_logged_teacher, validate_config
+from prerank_jax.data.ids import SplitIds
 from prerank_jax.host.identity import data_identity, teacher_identity
 from prerank_jax.host.plan import (describe_plan, student_points, student_programs,
                                    teacher_points)
@@ -34,22 +35,26 @@ from prerank_jax.host.rundir import (acquire_lock, commit_run_dir, discard_stagi
                                      release_lock, write_text_atomic)
 from prerank_jax.host.sweep_driver import restore_phase, restore_teacher, train_phase
 from prerank_jax.host.tables import RunResult, finish_run
-from prerank_jax.host.teachers import ensemble_members, ensemble_sources, score_splits
+from prerank_jax.host.teachers import (ensemble_members, ensemble_sources, logged_splits,
+                                       score_splits)
 from prerank_jax.train.loop import SweepData
 
 
-def load_data(config: ml_collections.ConfigDict) -> tuple[dict[str, Batch], Any]:
+def load_data(config: ml_collections.ConfigDict
+              ) -> tuple[dict[str, Batch], Any, dict[str, SplitIds] | None]:
   """Builds and validates the train/valid/test splits named by the config.
 
-  Returns ``(splits, builder)``; ``builder`` is the prepared TFDS builder of a dataset on
-  disk (it places the teacher-score cache) or ``None`` for the in-memory simulator.
+  Returns ``(splits, builder, ids)``; ``builder`` is the prepared TFDS builder of a dataset on
+  disk (it places the teacher-score cache) or ``None`` for the in-memory simulator; ``ids``
+  is ``{split: SplitIds}`` (the user's request/candidate IDs, keying scores.parquet and
+  the TREC files) or ``None`` where the dataset has none (the simulator).
   """
   from prerank_jax.data.registry import load_dataset  # simulator, TFDS datasets (issue 6)
 
   loaded = load_dataset(config)
   for name, batch in loaded.splits.items():
     validate_batch(batch, name=name)
-  return loaded.splits, loaded.builder
+  return loaded.splits, loaded.builder, loaded.ids
 
 
 def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None) -> RunResult:
@@ -81,8 +86,9 @@ def _run(config: ml_collections.ConfigDict, *, show_progress: bool | None) -> Ru
   if show and is_main():
     print(describe_plan(config, programs))
   timings = {}
-  splits, builder = load_data(config)
-  sources = ensemble_sources(config)
+  splits, builder, ids = load_data(config)
+  logged = is_logged_teacher(config)
+  sources = [] if logged else ensemble_sources(config)
   check_against_data(config, shortest_list=int(min(b.valid.sum(-1).min()
                                                    for b in splits.values())),
                      num_train_requests=splits["train"].num_requests,
@@ -104,7 +110,9 @@ def _run(config: ml_collections.ConfigDict, *, show_progress: bool | None) -> Ru
   data = SweepData(splits["train"], splits["valid"])
   teacher_run_dir = (Path(config.teacher.restore_from) if config.teacher.restore_from
                      else Path(config.workdir) / config.name)  # where it will be
-  if config.teacher.restore_from:
+  if logged:  # the ranker's logged scores are the teacher: nothing to train or score
+    teachers, t_tracker = None, None
+  elif config.teacher.restore_from:
     teachers = restore_teacher(config, data, Path(config.teacher.restore_from))
     t_tracker = None
   else:
@@ -113,11 +121,15 @@ def _run(config: ml_collections.ConfigDict, *, show_progress: bool | None) -> Ru
     if is_main():
       write_text_atomic(run_dir / "checkpoints" / "teacher" / "identity.json", json.dumps(
           {"teacher": teacher_identity(config), "data": data_identity(config)}))
-  if bool(np.any(teachers.state.diverged)):
+  if teachers is not None and bool(np.any(teachers.state.diverged)):
     raise FloatingPointError("teacher: training diverged (non-finite loss); lower "
                              "teacher.learning_rate")
-  members = ensemble_members(teachers, data, sources)
-  scored, score_source = score_splits(members, splits, builder)
+  if logged:
+    members = []
+    scored, score_source = logged_splits(splits)
+  else:
+    members = ensemble_members(teachers, data, sources)
+    scored, score_source = score_splits(members, splits, builder)
   timings["teacher_s"] = time.perf_counter() - t0
 
   # Students: the whole grid as one vmapped program, sharded over the devices.
@@ -133,7 +145,7 @@ def _run(config: ml_collections.ConfigDict, *, show_progress: bool | None) -> Ru
   timings["students_s"] = time.perf_counter() - t0
 
   result = finish_run(config, run_dir, members, students, scored, timings, t_start,
-                      teacher_run_dir=teacher_run_dir, score_source=score_source)
+                      teacher_run_dir=teacher_run_dir, score_source=score_source, ids=ids)
   offset = 0
   for (_, _, phase), tracker in zip(students, trackers):
     tracker.finish(result.rows[offset:offset + len(phase.points)])
@@ -164,12 +176,16 @@ def evaluate_run(run_dir: Path) -> RunResult:
 def _evaluate_run(run_dir: Path) -> RunResult:
   t_start = time.perf_counter()
   config = load_run_config(run_dir)
-  splits, builder = load_data(config)
+  splits, builder, ids = load_data(config)
   data = SweepData(splits["train"], splits["valid"])
   teacher_run_dir = Path(config.teacher.restore_from) if config.teacher.restore_from else run_dir
-  teachers = restore_teacher(config, data, teacher_run_dir)
-  members = ensemble_members(teachers, data, ensemble_sources(config))
-  scored, score_source = score_splits(members, splits, builder)
+  if is_logged_teacher(config):  # read with the data again; nothing to restore
+    members = []
+    scored, score_source = logged_splits(splits)
+  else:
+    teachers = restore_teacher(config, data, teacher_run_dir)
+    members = ensemble_members(teachers, data, ensemble_sources(config))
+    scored, score_source = score_splits(members, splits, builder)
   programs = student_programs(config)
   students = [(label, program, restore_phase(
       program, "student", student_points(program), SweepData(scored["train"], scored["valid"]),
@@ -177,4 +193,4 @@ def _evaluate_run(run_dir: Path) -> RunResult:
       for j, (label, program) in enumerate(programs)]
   timings = {"restore_s": time.perf_counter() - t_start}
   return finish_run(config, run_dir, members, students, scored, timings, t_start,
-                    teacher_run_dir=teacher_run_dir, score_source=score_source)
+                    teacher_run_dir=teacher_run_dir, score_source=score_source, ids=ids)

@@ -1,6 +1,8 @@
 """Where the results tables are made: every sweep point, the teacher and the references
-evaluated on the test split, with cost columns, and the result files written
-(``results.{csv,md}``, ``history.json``, per-candidate score exports)."""
+evaluated on the test split and on the validation split (``valid/`` columns), with cost
+columns, the point chosen on validation, and the result files written
+(``results.{csv,md}``, ``history.json``, per-candidate score exports of every split; see
+``docs/reference/outputs.md``)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import numpy as np
 
 from prerank_jax.batch import Batch
 from prerank_jax.config import sweep_axes
+from prerank_jax.data.ids import SplitIds
 from prerank_jax.evaluate import describe_excluded, evaluate_stacked, metric_names
 from prerank_jax.host import export, report
 from prerank_jax.host.identity import teacher_identity
@@ -40,35 +43,76 @@ class RunResult(NamedTuple):
   timings: dict[str, float]
 
 
+#: ``jax.random.fold_in`` salt of the ``random`` reference per split (test: the seed's key
+#: itself, as before validation metrics existed).
+_RANDOM_SALT = {"test": None, "valid": 1, "train": 2}
+VALID_PREFIX = report.VALID_PREFIX  # the validation split's metric columns: valid/<metric>
+REFERENCES = ("teacher", "oracle (truth)", "random")
+
+
+def split_scores(config: ml_collections.ConfigDict, students: Phase, batch: Batch, *,
+                 split: str = "test") -> tuple[jax.Array, jax.Array]:
+  """Scores of every sweep point and the references on one split.
+
+  Returns:
+    ``(scores [P + 3, R, N], teacher [R, N])``: the P students' scores (chunked over
+    requests, :func:`~prerank_jax.train.sweep.apply_in_chunks`), then the references
+    :data:`REFERENCES`: the combined teacher, the truth (``true_relevance``) and standard
+    normal noise keyed by ``config.seed`` (folded with the split's salt, so that each
+    split draws its own); and the combined teacher alone.
+  """
+  teacher = combined_teacher(config, batch)
+  key = jax.random.key(config.seed)
+  if _RANDOM_SALT.get(split) is not None:
+    key = jax.random.fold_in(key, _RANDOM_SALT[split])
+  references = [teacher, batch.true_relevance, jax.random.normal(key, batch.valid.shape)]
+  student_scores = apply_in_chunks(students.compiled.apply, students.state.params,
+                                   batch)  # [P, R, N], bounded activations
+  return jnp.concatenate([student_scores, jnp.stack(references)]), teacher
+
+
 def evaluate_rows(config: ml_collections.ConfigDict, students: Phase,
-                  test: Batch, *, scores_out: list | None = None
+                  test: Batch, *, valid: Batch | None = None,
+                  scores_out: dict | None = None
                   ) -> tuple[list[dict[str, Any]], list[str], str]:
   """Rows of the results table (every sweep point, the teacher and the references), its
-  columns, and a note on how many lists each metric left out of its mean. With
-  ``scores_out`` (a list), the evaluated ``[rows, R, N]`` scores are appended to it."""
-  teacher_test = combined_teacher(config, test)
-  references = {
-      "teacher": teacher_test,
-      "oracle (truth)": test.true_relevance,
-      "random": jax.random.normal(jax.random.key(config.seed), test.valid.shape),
-  }
-  student_scores = apply_in_chunks(students.compiled.apply, students.state.params,
-                                   test)  # [P, R, N], bounded activations
-  all_scores = jnp.concatenate([student_scores, jnp.stack(list(references.values()))])
+  columns, and a note on how many lists each metric left out of its mean (test split).
+
+  Every metric of :func:`~prerank_jax.evaluate.metric_names` is computed on ``test``
+  (the plain column names) and, when ``valid`` is given, on the validation split as well
+  (the same names prefixed ``valid/``, computed the same way by the same compiled
+  program, which XLA reuses when the two splits have the same shape, as the simulator's
+  do). A sweep point is chosen on the ``valid/`` columns and reported by the plain ones.
+  With ``scores_out`` (a dict), the evaluated ``[rows, R, N]`` scores of each split are
+  stored under ``"test"`` (and ``"valid"``).
+
+  Raises:
+    FloatingPointError: when a metric of a row that did not diverge is not finite, on
+      either split (nothing is written).
+  """
   ek = dict(k=config.eval.k, relevant_grade=config.eval.relevant_grade,
-            ndcg_empty=config.eval.ndcg_empty, gain=config.eval.get("gain", "exp2"))
-  if scores_out is not None:
-    scores_out.append(np.asarray(jax.device_get(all_scores)))
-  values, excluded = jax.device_get(evaluate_stacked(
-      all_scores, test, teacher_scores=teacher_test,
-      keep_ratios=tuple(config.eval.keep_ratios), return_excluded=True, **ek))
-  columns_m = metric_names(k=config.eval.k, keep_ratios=config.eval.keep_ratios)
+            ndcg_empty=config.eval.ndcg_empty, gain=config.eval.get("gain", "exp2"),
+            protocol=config.eval.get("protocol", ""))
+  columns_m = metric_names(k=config.eval.k, keep_ratios=config.eval.keep_ratios,
+                           protocol=ek["protocol"])
+  evaluated = {}
+  for split, batch in (("test", test), ("valid", valid)):
+    if batch is None:
+      continue
+    all_scores, teacher = split_scores(config, students, batch, split=split)
+    if scores_out is not None:
+      scores_out[split] = np.asarray(jax.device_get(all_scores))
+    evaluated[split] = jax.device_get(evaluate_stacked(
+        all_scores, batch, teacher_scores=teacher,
+        keep_ratios=tuple(config.eval.keep_ratios), return_excluded=True, **ek))
+  values, excluded = evaluated["test"]
   points = students.points
   diverged = np.asarray(students.state.diverged)
   swept = [n for n in HPARAMS if n in sweep_axes(config) or n in ("alpha", "learning_rate")]
   seeded = bool(config.sweep.get("seeds", ()))  # replicates: a "replicate_seed" column
+  columns_v = [f"{VALID_PREFIX}{c}" for c in columns_m] if "valid" in evaluated else []
   rows = []
-  for i, name in enumerate([p.name for p in points] + list(references)):
+  for i, name in enumerate([p.name for p in points] + list(REFERENCES)):
     row = {"model": name if i >= len(points) else f"student {name}"}
     if i < len(points):
       row.update({_COLUMN.get(n, n): points[i].hparams[n] for n in swept})
@@ -78,7 +122,9 @@ def evaluate_rows(config: ml_collections.ConfigDict, students: Phase,
     else:
       row["status"] = "reference"
     row.update({c: float(values[c][i]) for c in columns_m})
-    bad = [c for c in columns_m if not np.isfinite(row[c])]
+    if columns_v:
+      row.update({v: float(evaluated["valid"][0][c][i]) for c, v in zip(columns_m, columns_v)})
+    bad = [c for c in (*columns_m, *columns_v) if not np.isfinite(row[c])]
     if bad and row["status"] != "diverged":
       raise FloatingPointError(f"evaluation of {row['model']!r} produced non-finite "
                                f"{bad}; no results were written")
@@ -86,14 +132,24 @@ def evaluate_rows(config: ml_collections.ConfigDict, students: Phase,
   note = describe_excluded(excluded, [r["model"] for r in rows], num_lists=test.num_requests,
                            **ek)
   return rows, ["model", *(_COLUMN.get(n, n) for n in swept),
-                *(["replicate_seed"] if seeded else []), *columns_m, "status"], note
+                *(["replicate_seed"] if seeded else []), *columns_m, *columns_v,
+                "status"], note
 
 
 def finish_run(config: ml_collections.ConfigDict, run_dir: Path, members: list[Phase],
                students: list[tuple[str, ml_collections.ConfigDict, Phase]],
                scored: dict[str, Batch], timings: dict[str, float], t_start: float, *,
-               teacher_run_dir: Path, score_source: dict[str, str]) -> RunResult:
-  """Evaluates the trained phases on the test split and writes the result files.
+               teacher_run_dir: Path, score_source: dict[str, str],
+               ids: dict[str, SplitIds] | None = None) -> RunResult:
+  """Evaluates the trained phases on the test and validation splits and writes the
+  result files.
+
+  The results tables hold both splits' metrics (validation as ``valid/<metric>``), and
+  ``results.md`` and the terminal say which student point validation selects
+  (:func:`~prerank_jax.host.report.select_on_valid`). ``scores.parquet`` holds every
+  split's per-candidate scores, keyed by ``ids`` (``{split: SplitIds}``, the dataset's
+  ``Loaded.ids``) when given, else by internal indices only
+  (:func:`~prerank_jax.host.export.write_scores`).
 
   ``members`` are the teacher phases whose points make up the M teachers (this run's
   first). ``score_source`` says per split whether the teacher scores were computed or read from
@@ -106,11 +162,15 @@ def finish_run(config: ml_collections.ConfigDict, run_dir: Path, members: list[P
   test = scored["test"]
   sample = scored["valid"].take(slice(0, min(64, scored["valid"].num_requests)))
   first = lambda tree: jax.tree.map(lambda x: x[0], tree)
-  teachers = members[0]
+  # No members: a logged teacher (teacher.model.name="logged"), the ranker's scores read
+  # with the data; it has no model here, so its cost columns are 0.
+  teachers = members[0] if members else None
   member_costs = [{"model": m.trainer.model.name, "count": len(m.points),
                    "params": param_count(first(m.state.params)),
                    "flops_per_candidate": flops_per_candidate(
-                       m.trainer.model, first(m.state.params), sample)} for m in members]
+                       m.trainer.model, first(m.state.params), sample)} for m in members
+                  ] or [{"model": "logged", "count": int(test.teacher_scores.shape[-1]),
+                         "params": 0, "flops_per_candidate": 0.0}]
   teacher_costs = {  # one of this run's own teachers
       "teacher_params": member_costs[0]["params"],
       "teacher_flops_per_candidate": member_costs[0]["flops_per_candidate"],
@@ -120,10 +180,12 @@ def finish_run(config: ml_collections.ConfigDict, run_dir: Path, members: list[P
                     "teacher_flops_per_candidate": sum(c["flops_per_candidate"] * c["count"]
                                                        for c in member_costs)}
   rows, history_students, student_costs, importance = [], {}, [], {}
-  per_model = {}  # id(row) -> its evaluated test scores [R, N], for the exports
+  per_model = {}  # id(row) -> {split: its evaluated scores [R, N]}, for the exports
+  kept = []  # (program j, index in its rows, row): where each table row's scores come from
   for j, (label, program, phase) in enumerate(students):
-    scores_j = []
-    rows_j, columns, excluded_note = evaluate_rows(program, phase, test, scores_out=scores_j)
+    scores_j = {}
+    rows_j, columns, excluded_note = evaluate_rows(program, phase, test,
+                                                   valid=scored["valid"], scores_out=scores_j)
     costs = {**teacher_costs,
              "student_params": param_count(first(phase.state.params)),
              "student_flops_per_candidate": flops_per_candidate(
@@ -133,8 +195,9 @@ def finish_run(config: ml_collections.ConfigDict, run_dir: Path, members: list[P
     for row in rows_j:
       if row["status"] != "reference":
         row["model"] = f"student {prefix}{row['model'].removeprefix('student ')}"
-    per_model.update({id(r): s for r, s in zip(rows_j, scores_j[0])
-                      if j == 0 or r["status"] != "reference"})
+    per_model.update({id(r): {split: s[i] for split, s in scores_j.items()}
+                      for i, r in enumerate(rows_j) if j == 0 or r["status"] != "reference"})
+    kept += [(j, i, r) for i, r in enumerate(rows_j) if j == 0 or r["status"] != "reference"]
     rows += [r for r in rows_j if j == 0 or r["status"] != "reference"]
     history_students.update({f"{prefix}{p.name}": {k: v[i].tolist()
                                                    for k, v in phase.history.items()}
@@ -156,7 +219,8 @@ def finish_run(config: ml_collections.ConfigDict, run_dir: Path, members: list[P
             f"{test.list_size} candidates. Teacher: {config.teacher.model.name} "
             f"({teacher_costs['teacher_params']} params, "
             f"{teacher_costs['teacher_flops_per_candidate']:.0f} FLOPs/candidate; "
-            f"{teacher_run_dir / 'checkpoints' / 'teacher'}, identity "
+            f"{teacher_run_dir / 'checkpoints' / 'teacher' if members else 'logged scores'}"
+            f", identity "
             f"{teacher_identity(config)})"
             + "".join(f" + {c['count']}× {c['model']} ({c['params']} params, "
                       f"{c['flops_per_candidate']:.0f} FLOPs/candidate; {d})"
@@ -165,9 +229,11 @@ def finish_run(config: ml_collections.ConfigDict, run_dir: Path, members: list[P
             f"Wall time {timings['total_s']:.1f} s on {jax.device_count()} "
             f"{jax.default_backend()} device(s).")
   history = {
-      "teacher": {k: v.tolist() for k, v in teachers.history.items()},
+      "teacher": ({} if teachers is None
+                  else {k: v.tolist() for k, v in teachers.history.items()}),
       "students": history_students,
-      "teacher_source": str(teacher_run_dir / "checkpoints" / "teacher"),
+      "teacher_source": (str(teacher_run_dir / "checkpoints" / "teacher") if members
+                         else "logged"),
       "teacher_scores": score_source,
       "teacher_members": member_costs,
       **({"feature_importance": importance} if importance else {}),
@@ -181,12 +247,14 @@ def finish_run(config: ml_collections.ConfigDict, run_dir: Path, members: list[P
                       + report.markdown_table(
                           [{"model": m, **v} for m, v in importance.items()],
                           ["model", *names]))
+  selected = report.select_on_valid(rows, report.headline_metric(
+      columns, k=config.eval.k, keep_ratios=config.eval.keep_ratios,
+      has_truth=test.true_relevance is not None))
   if is_main():  # per-candidate scores + TREC run files: any number checkable outside
     history["exports"] = export.write_scores(
-        run_dir, [r["model"] for r in rows], np.stack([per_model[id(r)] for r in rows]),
-        valid=np.asarray(test.valid), label=np.asarray(test.label),
-        exposed=np.asarray(test.exposed),
-        truth=None if test.true_relevance is None else np.asarray(test.true_relevance))
+        run_dir, [r["model"] for r in rows],
+        _export_splits(rows, kept, per_model, students, scored, ids))
+  header += f"\n\n{report.selection_text(selected)}"
   for name, text in report.result_files(rows, columns, history=history,
                                         header=f"{header}\n\n{excluded_note}").items():
     if is_main():
@@ -196,5 +264,32 @@ def finish_run(config: ml_collections.ConfigDict, run_dir: Path, members: list[P
                                   keep_ratios=config.eval.keep_ratios,
                                   has_truth=test.true_relevance is not None)
   table = (f"{report.format_table(rows, shown)}\n\n"
-           f"{report.full_table_note(run_dir, columns, shown)}\n\n{excluded_note}")
+           f"{report.full_table_note(run_dir, columns, shown)}\n\n"
+           f"{report.selection_text(selected)}\n\n{excluded_note}")
   return RunResult(rows, columns, table, run_dir, history, timings)
+
+
+def _export_splits(rows: list[dict[str, Any]], kept: list[tuple[int, int, dict[str, Any]]],
+                   per_model: dict[int, dict[str, np.ndarray]],
+                   students: list[tuple[str, ml_collections.ConfigDict, Phase]],
+                   scored: dict[str, Batch], ids: dict[str, SplitIds] | None):
+  """Yields ``(split, SplitScores)`` for train, valid and test, in the rows' order.
+
+  The test and validation scores are those evaluated; the train split is scored only
+  when its turn comes (one split in memory at a time: it can be the largest)."""
+  where = {id(r): (j, i) for j, i, r in kept}
+  for split in ("train", "valid", "test"):
+    batch = scored[split]
+    if split in ("valid", "test"):
+      scores = np.stack([per_model[id(r)][split] for r in rows])
+    else:
+      by_program = [np.asarray(jax.device_get(split_scores(program, phase, batch,
+                                                           split=split)[0]))
+                    for _, program, phase in students]
+      scores = np.stack([by_program[where[id(r)][0]][where[id(r)][1]] for r in rows])
+      del by_program
+    yield split, export.SplitScores(
+        scores, valid=np.asarray(batch.valid), label=np.asarray(batch.label),
+        exposed=np.asarray(batch.exposed),
+        truth=None if batch.true_relevance is None else np.asarray(batch.true_relevance),
+        ids=None if ids is None else ids.get(split))

@@ -27,7 +27,12 @@ def results(seeds=(0,), *, replicate=False):
                          **{f"recall@{p}%": base * p / 25 + rng.normal(0, 0.01)
                             for p in (10, 25, 50)},
                          **{"R@(10,25%)": base + rng.normal(0, 0.01),
-                            "sys_ndcg@10@10%": 0.5 + 0.001 * t, "sys_ndcg@10@25%": 0.6}))
+                            "sys_ndcg@10@10%": 0.5 + 0.001 * t, "sys_ndcg@10@25%": 0.6},
+                         # Validation prefers low T and α = 1, the test split high T and
+                         # α = 0.5: the best cell on validation is not the test's.
+                         **{"valid/R@(10,25%)": 0.4 - 0.02 * t + 0.05 * abs(a - 0.5)
+                            + rng.normal(0, 0.001),
+                            "valid/recall@25%": 0.3 - 0.01 * t + 0.02 * a}))
     rows.append(dict(ids, model="student gt-only", point="gt-only", role="student",
                      status="ok", T=1.0, alpha=0.0, **{"recall@10%": 0.1, "recall@25%": 0.2,
                                                         "recall@50%": 0.4,
@@ -72,7 +77,7 @@ def test_grid_table_is_the_mean_over_seeds(replicate):
     grid_table(frame, "R@(10,25%)", rows="lr")
 
 
-def test_heatmap_shows_the_table_and_outlines_its_best_cell():
+def test_heatmap_shows_the_table_and_outlines_the_cell_chosen_on_validation():
   frame = results(seeds=(0, 1))
   fig = heatmap_figure(frame, "R@(10,25%)")
   assert isinstance(fig, Figure)
@@ -83,9 +88,17 @@ def test_heatmap_shows_the_table_and_outlines_its_best_cell():
   assert len(texts) == mean.size and all("±" in t for t in texts)
   assert f"{mean.loc[5.0, 0.5]:.3f}\n±{half.loc[5.0, 0.5]:.3f}" in texts
   (box,) = ax.patches
-  i, j = np.unravel_index(np.nanargmax(mean.to_numpy()), mean.shape)
+  chosen, _, _ = grid_table(frame, "valid/R@(10,25%)")
+  i, j = np.unravel_index(np.nanargmax(chosen.to_numpy()), chosen.shape)
   assert box.get_xy() == (j - 0.5, i - 0.5)
-  assert "gt-only: 0.250" in ax.get_title()
+  assert (chosen.index[i], chosen.columns[j]) == (1.0, 1.0)
+  # ... which is not the cell with the best test value (never the one outlined).
+  ti, tj = np.unravel_index(np.nanargmax(mean.to_numpy()), mean.shape)
+  assert (ti, tj) != (i, j)
+  assert "gt-only: 0.250" in ax.get_title() and "best valid/R@(10,25%)" in ax.get_title()
+  # A run without validation columns: no cell is chosen, and the title says so.
+  old = heatmap_figure(frame.drop(columns=["valid/R@(10,25%)"]), "R@(10,25%)").axes[0]
+  assert not old.patches and "no valid/R@(10,25%) column" in old.get_title()
   # One seed: values only, no interval.
   single = heatmap_figure(results(seeds=(0,)), "R@(10,25%)").axes[0]
   assert not any("±" in t.get_text() for t in single.texts)

@@ -129,7 +129,7 @@ def test_combined_teacher_uses_the_configured_ensemble(smoke_config):
 @pytest.mark.slow
 def test_smoke_run_numbers_equal_pytrec_eval_on_the_exports(smoke_config):
   import pyarrow.parquet as pq
-  from prerank_jax.host.runner import run
+  from prerank_jax.host.runner import load_data, run
 
   smoke_config.eval.gain = "linear"
   smoke_config.sweep.temperature = (2.0,)
@@ -137,13 +137,19 @@ def test_smoke_run_numbers_equal_pytrec_eval_on_the_exports(smoke_config):
   smoke_config.teacher.num_teachers = 2
   smoke_config.student.loss.ensemble = "mean_rank"
   result = run(smoke_config)
+  splits, *_ = load_data(smoke_config)
   k, grade = smoke_config.eval.k, smoke_config.eval.relevant_grade
   d = result.run_dir
   trec = d / export.TREC_DIR
   qrels = _parse_qrels((trec / export.QRELS_FILE).read_text())
   table = pq.read_table(d / export.SCORES_FILE).to_pandas()
-  assert set(table.columns) >= {"model", "point", "request", "candidate", "score", "rank",
-                                "label", "truth", "exposed"}
+  # The simulator has no IDs: internal indices only, every split (docs/reference/outputs.md).
+  assert list(table.columns) == list(export.COLUMNS[:5]) + list(export.COLUMNS[5:])
+  assert list(table["split"].unique()) == ["train", "valid", "test"]
+  for split in ("train", "valid", "test"):
+    assert len(table[table["split"] == split]) == len(result.rows) * int(
+        np.asarray(splits[split].valid).sum())
+  table = table[table["split"] == "test"]
   assert list(table.groupby("point")["model"].first()) == [r["model"] for r in result.rows]
   for row in result.rows:
     run_file = trec / f"run.{export.file_tag(row['model'])}.trec"
@@ -166,3 +172,91 @@ def test_smoke_run_numbers_equal_pytrec_eval_on_the_exports(smoke_config):
   assert len(header) <= 9 and "status" in header and f"ndcg@{k}" in header
   assert "results.md" in result.table and f"of {len(result.columns)} columns" in result.table
   assert len(result.columns) > 20
+
+
+def _split(rng, R, N, P, *, name, ids=True, request_column="session", candidate_column="item"):
+  from prerank_jax.data.ids import SplitIds
+
+  valid = np.arange(N)[None] < rng.integers(2, N + 1, R)[:, None]
+  split_ids = None
+  if ids:
+    request = np.array([f"{name} req {r}" for r in range(R)])  # whitespace: sanitised
+    candidate = np.where(valid, np.array([[f"it\t{r}:{i}" for i in range(N)]
+                                          for r in range(R)]), "")
+    split_ids = SplitIds(request, candidate, request_column, candidate_column)
+  return export.SplitScores(
+      rng.normal(size=(P, R, N)).astype(np.float32), valid=valid,
+      label=rng.integers(0, 2, (R, N)).astype(np.float32), exposed=rng.random((R, N)) < 0.5,
+      truth=rng.integers(0, 3, (R, N)).astype(np.float32), ids=split_ids)
+
+
+def test_write_scores_every_split_with_the_users_ids(tmp_path):
+  import pyarrow.parquet as pq
+
+  rng = np.random.default_rng(3)
+  models = ["student a", "teacher"]
+  splits = {"train": _split(rng, 7, 5, 2, name="train"),
+            "valid": _split(rng, 4, 5, 2, name="valid"),
+            "test": _split(rng, 3, 5, 2, name="test")}
+  consumed = []
+
+  def lazily():  # the writer takes one split at a time, in order
+    for name, data in splits.items():
+      consumed.append(name)
+      yield name, data
+
+  written = export.write_scores(tmp_path, models, lazily())
+  assert consumed == ["train", "valid", "test"] and written["scores_splits"] == (
+      "train, valid, test")
+  table = pq.read_table(tmp_path / export.SCORES_FILE).to_pandas()
+  assert list(table.columns) == ["split", "model", "point", "request", "candidate", "session",
+                                 "item", "score", "rank", "label", "truth", "exposed"]
+  for name, data in splits.items():
+    part = table[table["split"] == name]
+    assert len(part) == len(models) * int(data.valid.sum()), name
+    r, i = part["request"].to_numpy(), part["candidate"].to_numpy()
+    assert data.valid[r, i].all()
+    # The user's IDs sit beside the internal indices they name, unchanged in the Parquet.
+    np.testing.assert_array_equal(part["session"], data.ids.request[r])
+    np.testing.assert_array_equal(part["item"], data.ids.candidate[r, i])
+    np.testing.assert_array_equal(part["score"], data.scores[part["point"], r, i])
+    np.testing.assert_array_equal(part["label"], data.label[r, i])
+  # TREC files: the test split, keyed by the sanitised IDs (no whitespace inside a token).
+  run = _parse_run((tmp_path / "trec" / "run.student_a.trec").read_text())
+  test = splits["test"]
+  assert set(run) == {f"test_req_{r}" for r in range(3)}
+  assert set(run["test_req_1"]) == {f"it_1:{i}" for i in np.flatnonzero(test.valid[1])}
+  qrels = _parse_qrels((tmp_path / "trec" / export.QRELS_FILE).read_text())
+  assert qrels["test_req_2"] == {f"it_2:{i}": int(test.truth[2, i])
+                                 for i in np.flatnonzero(test.valid[2])}
+
+
+def test_id_columns_never_shadow_ours_and_duplicate_trec_ids_stay_apart():
+  from prerank_jax.data.ids import SplitIds
+
+  ids = SplitIds(np.array(["a"]), np.array([["x"]]), "request", "score")
+  assert export.id_columns(ids) == ("user_request", "user_score")
+  assert export.id_columns(ids._replace(candidate_column="request")) == (
+      "user_request", "user_user_request")
+  # Two requests with one qid after sanitising, two candidates with one docid in a list,
+  # an empty ID: each copy gets its index, the empty one the internal name.
+  ids = SplitIds(np.array(["q 1", "q\t1", "q2"]),
+                 np.array([["d", "d", ""], ["e", "f", "g"], ["h", "", "i"]]))
+  valid = np.array([[True, True, True], [True, True, True], [True, False, True]])
+  qid, docid = export.trec_ids(ids, valid)
+  assert list(qid) == ["q_1~0", "q_1~1", "q2"]
+  assert list(docid[0]) == ["d~0", "d~1", "d2"] and list(docid[2][[0, 2]]) == ["h", "i"]
+  qid, docid = export.trec_ids(None, valid)
+  assert list(qid) == ["q0", "q1", "q2"] and docid[1, 2] == "d2"
+
+
+def test_write_scores_refuses_mixed_or_misaligned_ids_and_leaves_no_file(tmp_path):
+  rng = np.random.default_rng(4)
+  with pytest.raises(ValueError, match="'valid' has ID columns None"):
+    export.write_scores(tmp_path, ["m"], [("train", _split(rng, 3, 4, 1, name="t")),
+                                          ("valid", _split(rng, 3, 4, 1, name="v", ids=False))])
+  bad = _split(rng, 3, 4, 1, name="t")
+  bad = bad._replace(ids=bad.ids._replace(request=bad.ids.request[:2]))
+  with pytest.raises(ValueError, match="scores.parquet train: IDs of shape"):
+    export.write_scores(tmp_path, ["m"], [("train", bad)])
+  assert not list(tmp_path.iterdir())  # nothing half-written

@@ -75,8 +75,10 @@ def _check_png(path):
 
 
 def test_report_from_run_dirs_with_and_without_cost_columns(tmp_path):
+  # Validation values equal to the test values here: the fronts are the test fronts.
   row = lambda model, r, rec, status="ok", **extra: {
-      "model": model, "recall@25%": rec, "R@(10,25%)": r, **extra, "status": status}
+      "model": model, "recall@25%": rec, "R@(10,25%)": r, "valid/recall@25%": rec,
+      "valid/R@(10,25%)": r, **extra, "status": status}
   new = _fake_run(tmp_path, "new", [
       row("student T=1", 0.6, 0.5, params=10, **{"flops/cand": 20.0}),
       row("student T=2", 0.7, 0.4, params=10, **{"flops/cand": 20.0}),
@@ -104,7 +106,7 @@ def test_report_from_run_dirs_with_and_without_cost_columns(tmp_path):
   # Fronts: R@ panel: T=2 (0.7 at 20) and teacher (1.0); recall panel: T=1 (0.5 at 20),
   # the two_tower student (0.55 at 600) and the teacher (0.6).
   cells = {k: [c.strip() for c in v.split("|")] for k, v in by_model.items()}
-  front = lambda key: (cells[key][7], cells[key][9])
+  front = lambda key: (cells[key][8], cells[key][11])
   assert front(("new", "student T=2")) == ("✓", "")
   assert front(("new", "student T=1")) == ("", "✓")
   assert front(("old", "student T=1")) == ("", "✓")
@@ -168,3 +170,30 @@ def test_every_student_end_to_end_on_tiny_with_a_report(smoke_config):
   text = md.read_text()
   for name in ("linear", "mlp_student", "two_tower", "int_tower", "dcn_v2", "oracle"):
     assert f"| {name} |" in text, name
+
+
+def test_the_front_is_chosen_on_validation_and_reported_on_test(tmp_path):
+  """A point that is best on test but not on validation is not on the front; a run
+  without valid/ columns gets no front at all (the test split never chooses)."""
+  row = lambda model, rec, valid_rec, flops: {
+      "model": model, "recall@25%": rec, "R@(10,25%)": rec, "valid/recall@25%": valid_rec,
+      "valid/R@(10,25%)": valid_rec, "params": 1, "flops/cand": flops, "status": "ok"}
+  run = _fake_run(tmp_path, "run", [
+      row("student cheap", 0.50, 0.50, 10.0),
+      row("student lucky", 0.70, 0.40, 20.0),   # best on test, poor on validation
+      row("student steady", 0.60, 0.60, 20.0),  # best on validation at this cost
+  ])
+  _, md = write_pareto_report([run], out_dir=run)
+  cells = {line.split(" | ")[1]: [c.strip() for c in line.split("|")]
+           for line in md.read_text().splitlines() if line.startswith("| run")}
+  assert cells["student steady"][11] == "✓" and cells["student lucky"][11] == ""
+  assert cells["student cheap"][11] == "✓"
+  assert cells["student lucky"][10] == "0.7000" and cells["student lucky"][9] == "0.4000"
+  # On test alone, "lucky" would dominate "steady": the choice really is validation's.
+  assert pareto_front([10.0, 20.0, 20.0], [0.5, 0.7, 0.6]).tolist() == [True, True, False]
+  old = _fake_run(tmp_path, "old", [{k: v for k, v in row("student a", 0.5, 0.5, 10.0).items()
+                                     if not k.startswith("valid/")}])
+  png, md = write_pareto_report([old], out_dir=old)
+  _check_png(png)
+  text = md.read_text()
+  assert "No front" in text and "prerank-jax eval" in text and "✓" not in text

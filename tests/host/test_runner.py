@@ -163,7 +163,7 @@ def test_teachers_of_other_runs_join_the_ensemble(smoke_config):
   student = lambda result: next(r for r in result.rows if r["model"].startswith("student"))
   assert student(both)["ndcg@10"] != student(mlp)["ndcg@10"]
   # Scores are stacked along M in order: this run's teacher, then ensemble_with's.
-  splits, _ = runner.load_data(c)
+  splits, *_ = runner.load_data(c)
   data = runner.SweepData(splits["train"], splits["valid"])
   phases = [runner.restore_teacher(runner.load_run_config(r.run_dir), data, r.run_dir)
             for r in (mlp, dcn)]

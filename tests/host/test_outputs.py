@@ -1,0 +1,151 @@
+"""What a finished run writes, end to end (docs/reference/outputs.md): every split's
+per-candidate scores keyed by the user's IDs, the validation split's metrics beside the
+test split's, and the sweep point chosen on validation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from prerank_jax.host import export
+
+
+def _ndcg_np(frame, *, k: int, gain: str) -> float:
+  """Mean NDCG@k over the lists with a candidate of truth > 0, from scores.parquet rows of
+  one model and split: rank by descending score, ties by the lower candidate index."""
+  g = (lambda y: 2.0 ** y - 1.0) if gain == "exp2" else (lambda y: y)
+  values = []
+  for _, lst in frame.groupby("request"):
+    truth = lst["truth"].to_numpy(np.float64)
+    if not (truth > 0).any():
+      continue
+    order = np.lexsort((lst["candidate"].to_numpy(), -lst["score"].to_numpy(np.float64)))
+    disc = 1.0 / np.log2(np.arange(2, len(truth) + 2))
+    dcg = float(np.sum((g(truth[order]) * disc)[:k]))
+    idcg = float(np.sum((g(np.sort(truth)[::-1]) * disc)[:k]))
+    values.append(dcg / idcg)
+  return float(np.mean(values))
+
+
+def _precision_np(frame, *, k: int, grade: float) -> float:
+  values = []
+  for _, lst in frame.groupby("request"):
+    order = np.lexsort((lst["candidate"].to_numpy(), -lst["score"].to_numpy(np.float64)))
+    values.append(float(np.sum(lst["truth"].to_numpy()[order][:k] >= grade)) / k)
+  return float(np.mean(values))
+
+
+def _with_ids(monkeypatch):
+  """The simulator's splits, with IDs the way a loader returns them (Loaded.ids)."""
+  from prerank_jax.data import registry
+  from prerank_jax.data.ids import SplitIds
+
+  real = registry.load_dataset
+  made = {}
+
+  def load_dataset(config, **kwargs):
+    loaded = real(config, **kwargs)
+    ids = {}
+    for split, batch in loaded.splits.items():
+      valid = np.asarray(batch.valid)
+      R, N = valid.shape
+      ids[split] = SplitIds(
+          np.array([f"{split}-session {r}" for r in range(R)]),
+          np.where(valid, np.array([[f"item#{split}/{r}/{i}" for i in range(N)]
+                                    for r in range(R)]), ""),
+          request_column="session_id", candidate_column="item_id")
+    made.update(ids)
+    return loaded._replace(ids=ids)
+
+  monkeypatch.setattr(registry, "load_dataset", load_dataset)
+  return made
+
+
+@pytest.mark.slow
+def test_run_writes_every_split_keyed_by_ids_and_valid_metrics(smoke_config, monkeypatch):
+  import pyarrow.parquet as pq
+
+  from prerank_jax import evaluate
+  from prerank_jax.host.runner import run
+
+  ids = _with_ids(monkeypatch)
+  smoke_config.sweep.temperature = (2.0,)
+  smoke_config.sweep.alpha = (0.5, 1.0)
+  compiled_before = evaluate._evaluate_stacked._cache_size()
+  result = run(smoke_config)
+  # The validation split has the test split's shape here: one compiled evaluation for both.
+  assert evaluate._evaluate_stacked._cache_size() - compiled_before <= 1
+  d, k, gain = result.run_dir, smoke_config.eval.k, smoke_config.eval.gain
+  table = pq.read_table(d / export.SCORES_FILE).to_pandas()
+  assert list(table.columns) == ["split", "model", "point", "request", "candidate",
+                                 "session_id", "item_id", "score", "rank", "label", "truth",
+                                 "exposed"]
+  assert list(table["split"].unique()) == ["train", "valid", "test"]
+  models = [r["model"] for r in result.rows]
+  for split, split_ids in ids.items():
+    part = table[table["split"] == split]
+    assert len(part) == len(models) * int((split_ids.candidate != "").sum()), split
+    r, i = part["request"].to_numpy(), part["candidate"].to_numpy()
+    np.testing.assert_array_equal(part["session_id"], split_ids.request[r])
+    np.testing.assert_array_equal(part["item_id"], split_ids.candidate[r, i])
+    assert sorted(part["model"].unique()) == sorted(models)
+  # valid/ metrics: the same definition on the validation rows of scores.parquet (NumPy).
+  valid = table[table["split"] == "valid"]
+  for p, row in enumerate(result.rows):
+    rows = valid[valid["point"] == p]
+    assert row[f"valid/ndcg@{k}"] == pytest.approx(_ndcg_np(rows, k=k, gain=gain),
+                                                   abs=1e-5), row["model"]
+    assert row[f"valid/precision@{k}"] == pytest.approx(_precision_np(
+        rows, k=k, grade=smoke_config.eval.relevant_grade), abs=1e-6), row["model"]
+    assert row[f"ndcg@{k}"] == pytest.approx(_ndcg_np(
+        table[(table["split"] == "test") & (table["point"] == p)], k=k, gain=gain), abs=1e-5)
+  assert {f"valid/{c}" for c in evaluate.metric_names(
+      k=k, keep_ratios=smoke_config.eval.keep_ratios)} <= set(result.columns)
+  assert (d / "results.csv").read_text().splitlines()[0].count("valid/") == sum(
+      c.startswith("valid/") for c in result.columns)
+  # TREC: the test split's sessions and items, whitespace made "_".
+  run_file = (d / export.TREC_DIR / f"run.{export.file_tag(models[0])}.trec").read_text()
+  qid, _, doc, *_ = run_file.splitlines()[0].split()
+  assert qid.startswith("test-session_") and doc.startswith("item#test/")
+  # The selection: the validation argmax among the students, its test value reported.
+  students = [r for r in result.rows if r["status"] == "ok"]
+  best = max(students, key=lambda r: r[f"valid/ndcg@{k}"])
+  text = (d / "results.md").read_text()
+  assert f"Selected on validation: **{best['model']}**" in text
+  assert f"its test ndcg@{k} is {best[f'ndcg@{k}']:.4f}" in text
+  assert "Selected on validation" in result.table
+
+
+def test_selection_is_the_validation_argmax_not_the_test_argmax():
+  from prerank_jax.host import report
+
+  rows = [
+      {"model": "student T=1", "status": "ok", "ndcg@10": 0.70, "valid/ndcg@10": 0.40},
+      {"model": "student T=2", "status": "ok", "ndcg@10": 0.60, "valid/ndcg@10": 0.55},
+      {"model": "student T=4", "status": "diverged", "ndcg@10": math.nan,
+       "valid/ndcg@10": math.nan},
+      {"model": "teacher", "status": "reference", "ndcg@10": 0.9, "valid/ndcg@10": 0.9},
+  ]
+  chosen = report.select_on_valid(rows, "ndcg@10")
+  test_best = max((r for r in rows if r["status"] == "ok"), key=lambda r: r["ndcg@10"])
+  assert chosen["model"] == "student T=2" != test_best["model"]
+  assert (chosen["valid"], chosen["test"], chosen["points"]) == (0.55, 0.60, 2)
+  assert "**student T=2**" in report.selection_text(chosen)
+  # Replicates (sweep.seeds) pool by point: T=1's mean 0.45 beats T=2's single 0.44.
+  seeded = [{"model": f"student T=1 seed={s}", "status": "ok", "ndcg@10": 0.5,
+             "valid/ndcg@10": v} for s, v in ((0, 0.40), (1, 0.50))]
+  seeded.append({"model": "student T=2 seed=0", "status": "ok", "ndcg@10": 0.9,
+                 "valid/ndcg@10": 0.44})
+  chosen = report.select_on_valid(seeded, "ndcg@10")
+  assert chosen["model"] == "student T=1" and chosen["replicates"] == 2
+  assert chosen["valid"] == pytest.approx(0.45)
+  # No validation columns (an old run): nothing chosen, and never on test.
+  old = [{k: v for k, v in r.items() if not k.startswith("valid/")} for r in rows]
+  assert report.select_on_valid(old, "ndcg@10") is None
+  assert "no point is selected" in report.selection_text(None)
+  assert report.headline_metric(["model", "ndcg@10", "R@(10,25%)"], k=10,
+                                keep_ratios=(0.25,)) == "ndcg@10"
+  assert report.headline_metric(["model", "R@(10,25%)"], k=10, keep_ratios=(0.25,),
+                                has_truth=False) == "R@(10,25%)"
