@@ -1,0 +1,325 @@
+"""Score new candidates with an exported student: ``prerank-jax score DIR --input FILE
+--output scores.parquet``.
+
+Input, one row per candidate, with the raw columns the artifact's ``features.json`` names
+(the same columns, under the same names, as the table the run trained on):
+
+* **Parquet** (``.parquet``/``.pq``): read one batch of rows at a time from its row groups
+  (``pyarrow.parquet.ParquetFile.iter_batches``), so a table larger than memory works;
+* **CSV** (anything else, for tabular artifacts; ``.gz``/``.bz2`` are decompressed): read in
+  blocks by pyarrow's streaming CSV reader, every feature column parsed as float64;
+* **LETOR/LibSVM** (an artifact exported from a LETOR run, a file not ending in
+  ``.parquet``/``.pq``/``.csv``): ``label qid:Q f:v ...`` lines, parsed whole (the context
+  input is the query's length, known only after its last line).
+
+Output (Parquet, written to a temporary sibling and renamed into place when every row is
+scored, so a failure leaves no partial file and an earlier output stays as it was): the
+user's ID columns under their own names (the artifact's request column, its candidate column
+when it has one, then ``keep`` columns, in that order), then ``score`` (float32), in input
+order. For LETOR input the ID columns are ``qid`` and ``docid`` (the line's
+``#docid = …`` comment, else its 1-based line number).
+
+Each row becomes the model inputs exactly as the loader made them at training time: a null
+feature reads as 0 and a non-finite one is refused (tabular); LETOR features are normalised
+with the train split's statistics kept in the artifact. Before anything is written, the
+input is refused, naming the column, when a feature or ID column is missing, when a feature
+column is not numeric, or when an output column name would repeat; a value that cannot be
+read as a number in a later CSV block, or an infinite feature, stops the run naming the
+column (and row) with no output written.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator, NamedTuple, Sequence
+
+import numpy as np
+
+from prerank_jax.host.artifact import ArtifactError, StudentArtifact, load_artifact
+
+BATCH_ROWS = 16_384  # rows per scoring call: one compiled shape (the last batch is padded)
+SCORE_COLUMN = "score"
+TABLE_SUFFIXES = (".parquet", ".pq")
+
+
+class ScoreSummary(NamedTuple):
+  """What :func:`score_file` did: rows scored, output path, wall seconds."""
+
+  rows: int
+  output: Path
+  seconds: float
+
+
+def _is_parquet(path: Path) -> bool:
+  return path.suffix.lower() in TABLE_SUFFIXES
+
+
+def _is_csv(path: Path) -> bool:
+  suffixes = [s.lower() for s in path.suffixes]
+  return ".csv" in suffixes or ".tsv" in suffixes
+
+
+def _numeric(t) -> bool:
+  import pyarrow as pa
+
+  return (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+          or pa.types.is_decimal(t) or pa.types.is_null(t))
+
+
+def _check_columns(path: Path, schema, features: Sequence[str], ids: Sequence[str]) -> None:
+  """Refuses a table that lacks a column or holds a non-numeric feature, naming it."""
+  names = list(schema.names)
+  missing = [c for c in features if c not in names]
+  if missing:
+    raise ArtifactError(f"{path}: no feature column(s) {missing}; the artifact needs "
+                        f"{list(features)} (its inputs, in order), the table has {names}")
+  missing = [c for c in ids if c not in names]
+  if missing:
+    raise ArtifactError(f"{path}: no ID column(s) {missing} to pass through; the table has "
+                        f"{names}")
+  for c in features:
+    t = schema.field(c).type
+    if not _numeric(t):
+      raise ArtifactError(f"{path}: feature column {c!r} is {t}, not numeric; features "
+                          "must be numbers (null reads as 0)")
+
+
+def _output_columns(spec: dict, keep: Sequence[str]) -> list[str]:
+  ids = [c for c in (spec.get("request_column"), spec.get("candidate_column")) if c]
+  columns = list(dict.fromkeys([*ids, *keep]))
+  if SCORE_COLUMN in columns:
+    raise ArtifactError(f"an ID or --keep column is named {SCORE_COLUMN!r}, the name of the "
+                        "score column; rename it")
+  return columns
+
+
+def _features_of(batch, names: Sequence[str], *, path: Path, first_row: int) -> np.ndarray:
+  """``[rows, len(names)]`` float64 of a record batch: null → 0, infinity refused."""
+  import pyarrow as pa
+
+  out = np.zeros((batch.num_rows, len(names)), np.float64)
+  for j, name in enumerate(names):
+    column = batch.column(batch.schema.get_field_index(name))
+    try:
+      values = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+      raise ArtifactError(f"{path}: feature column {name!r} ({column.type}) cannot be read "
+                          "as numbers") from None
+    bad = np.flatnonzero(np.isinf(values))
+    if bad.size:
+      raise ArtifactError(f"{path} (row {first_row + bad[0] + 1}): feature column {name!r} "
+                          f"is {values[bad[0]]}; features must be finite (null reads as 0)")
+    out[:, j] = np.nan_to_num(values, nan=0.0)
+  return out
+
+
+class _Padded:
+  """Scores arrays of any length with one compiled shape: rows padded to ``BATCH_ROWS``."""
+
+  def __init__(self, artifact: StudentArtifact, rows: int = BATCH_ROWS):
+    self.artifact, self.rows = artifact, rows
+
+  def __call__(self, context: np.ndarray, items: np.ndarray) -> np.ndarray:
+    n = items.shape[0]
+    out = np.empty(n, np.float32)
+    for start in range(0, n, self.rows):
+      c, x = context[start:start + self.rows], items[start:start + self.rows]
+      k = x.shape[0]
+      if k < self.rows:
+        c = np.concatenate([c, np.zeros((self.rows - k, c.shape[1]), c.dtype)])
+        x = np.concatenate([x, np.zeros((self.rows - k, x.shape[1]), x.dtype)])
+      out[start:start + k] = self.artifact.score(c, x)[:k]
+    return out
+
+
+def _table_batches(path: Path, features: Sequence[str], ids: Sequence[str], *,
+                   rows: int) -> Iterator[Any]:
+  """Record batches of a Parquet or CSV table (only the needed columns), schema checked
+  before the first is returned."""
+  import pyarrow as pa
+
+  needed = list(dict.fromkeys([*ids, *features]))
+  if _is_parquet(path):
+    import pyarrow.parquet as pq
+
+    try:
+      reader = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as e:
+      raise ArtifactError(f"{path}: not a readable Parquet file ({e})") from None
+    _check_columns(path, reader.schema_arrow, features, ids)
+    yield from reader.iter_batches(batch_size=rows, columns=needed)
+    return
+  import pyarrow.csv as pcsv
+
+  try:  # the header and the first block's inferred types: checked before anything else
+    probe = pcsv.open_csv(path)
+  except (pa.ArrowInvalid, OSError) as e:
+    raise ArtifactError(f"{path}: not a readable CSV file ({e})") from None
+  _check_columns(path, probe.schema, features, ids)
+  probe.close()
+  types = {c: pa.float64() for c in features}
+  types.update({c: probe.schema.field(c).type for c in ids if c not in types})
+  reader = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 22),
+                         convert_options=pcsv.ConvertOptions(include_columns=needed,
+                                                             column_types=types))
+  while True:
+    try:
+      batch = reader.read_next_batch()
+    except StopIteration:
+      return
+    except pa.ArrowInvalid as e:
+      raise ArtifactError(f"{path}: {e} (a feature column must hold numbers only)") from None
+    yield batch
+
+
+def _transform(spec: dict, group: str, raw: np.ndarray) -> np.ndarray:
+  """Model inputs of one group from raw values ``[rows, F]`` as ``features.json`` says."""
+  out = np.empty(raw.shape, np.float32)
+  for j, column in enumerate(spec[group]):
+    kind = column.get("transform", "raw")
+    x = raw[:, j]
+    if kind in ("raw", "none"):
+      out[:, j] = x
+    elif kind in ("log_zscore", "zscore"):
+      pre = np.sign(x) * np.log1p(np.abs(x)) if kind == "log_zscore" else x
+      out[:, j] = (pre - column["mean"]) / column["std"]
+    else:
+      raise ArtifactError(f"features.json: column {column['name']!r} has transform "
+                          f"{kind!r}, which this version cannot apply")
+  return out
+
+
+def _write_atomic(output: Path, write) -> None:
+  output.parent.mkdir(parents=True, exist_ok=True)
+  tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+  try:
+    write(tmp)
+    os.replace(tmp, output)
+  finally:
+    if tmp.exists():
+      tmp.unlink()
+
+
+def _score_table(artifact: StudentArtifact, path: Path, output: Path, keep: Sequence[str],
+                 rows: int) -> int:
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+
+  spec = artifact.features
+  context_names = [c["name"] for c in spec["context"]]
+  item_names = [c["name"] for c in spec["items"]]
+  ids = _output_columns(spec, keep)
+  batches = _table_batches(path, [*context_names, *item_names], ids, rows=rows)
+  first = next(batches, None)  # the schema checks run here, before any output exists
+  scorer = _Padded(artifact)
+  count = 0
+
+  def write(tmp: Path) -> None:
+    nonlocal count
+    writer = None
+    for batch in _chain(first, batches):
+      context = _transform(spec, "context", _features_of(batch, context_names, path=path,
+                                                           first_row=count))
+      items = _transform(spec, "items", _features_of(batch, item_names, path=path,
+                                                     first_row=count))
+      scores = scorer(context, items)
+      table = pa.table({**{c: batch.column(batch.schema.get_field_index(c)) for c in ids},
+                        SCORE_COLUMN: pa.array(scores, pa.float32())})
+      if writer is None:
+        writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+      writer.write_table(table)
+      count += batch.num_rows
+    if writer is None:  # an empty input: an empty output with the columns
+      schema = pa.schema([*(pa.field(c, pa.string()) for c in ids),
+                          pa.field(SCORE_COLUMN, pa.float32())])
+      writer = pq.ParquetWriter(tmp, schema)
+    writer.close()
+
+  _write_atomic(output, write)
+  return count
+
+
+def _chain(first, rest) -> Iterator[Any]:
+  if first is not None:
+    yield first
+    yield from rest
+
+
+def _score_letor(artifact: StudentArtifact, path: Path, output: Path) -> int:
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+
+  from prerank_jax.data.letor import parse_file
+
+  spec = artifact.features
+  parsed = parse_file(path)
+  list_size = int(spec["context"][0]["list_size"])
+  ids = [int(c["feature_id"]) for c in spec["items"]]
+  qids, docids, contexts, items = [], [], [], []
+  lines = getattr(parsed, "line_numbers", None)
+  docs = getattr(parsed, "docids", None)
+  for q, (qid, block) in enumerate(zip(parsed.qids, parsed.features)):
+    length = block.shape[0]
+    raw = np.zeros((length, len(ids)), np.float64)
+    present = [j for j, f in enumerate(ids) if f < block.shape[1]]
+    raw[:, present] = block[:, [ids[j] for j in present]]
+    items.append(_transform(spec, "items", raw))
+    contexts.append(np.full((length, 1), np.log1p(length) / np.log1p(list_size), np.float32))
+    qids += [qid] * length
+    if docs is not None:
+      docids += [str(d) for d in docs[q]]
+    elif lines is not None:
+      docids += [str(n) for n in lines[q]]
+    else:  # the loader keeps no line numbers: the document's position in its query
+      docids += [str(i + 1) for i in range(length)]
+  context = np.concatenate(contexts) if contexts else np.zeros((0, 1), np.float32)
+  item = np.concatenate(items) if items else np.zeros((0, len(ids)), np.float32)
+  scores = _Padded(artifact)(context, item)
+  table = pa.table({"qid": pa.array(qids, pa.string()), "docid": pa.array(docids, pa.string()),
+                    SCORE_COLUMN: pa.array(scores, pa.float32())})
+  _write_atomic(output, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+  return len(qids)
+
+
+def score_file(artifact: str | Path | StudentArtifact, input: str | Path, output: str | Path,
+               *, keep: Sequence[str] = (), batch_rows: int = BATCH_ROWS) -> ScoreSummary:
+  """Scores every candidate row of ``input`` with an exported student into ``output``.
+
+  Args:
+    artifact: an artifact directory (:func:`~prerank_jax.host.artifact.export_point`) or a
+      loaded :class:`~prerank_jax.host.artifact.StudentArtifact`.
+    input: a Parquet or CSV table (or a LETOR file for a LETOR artifact); see the module
+      docstring.
+    output: the Parquet file to write: the ID columns, ``keep`` columns, ``score``.
+    keep: more input columns to pass through (tables only).
+    batch_rows: rows read per batch (memory bound of a streamed table).
+
+  Returns:
+    A :class:`ScoreSummary`.
+
+  Raises:
+    ArtifactError: a damaged or mismatched artifact, or an input it cannot score (the
+      message names the column); nothing is written then.
+    FileNotFoundError: ``input`` does not exist.
+  """
+  t0 = time.perf_counter()
+  art = artifact if isinstance(artifact, StudentArtifact) else load_artifact(artifact)
+  path, output = Path(input), Path(output)
+  if not path.is_file():
+    raise FileNotFoundError(f"--input: {path} does not exist")
+  if batch_rows < 1:
+    raise ValueError(f"batch_rows: must be >= 1, got {batch_rows}")
+  kind = art.features.get("kind")
+  if kind == "letor" and not (_is_parquet(path) or _is_csv(path)):
+    if keep:
+      raise ArtifactError("--keep: LETOR input has no columns to keep (qid and docid are "
+                          "passed through)")
+    rows = _score_letor(art, path, output)
+  elif kind == "letor":
+    raise ArtifactError(f"{path}: the artifact was exported from LETOR files; give a "
+                        "LibSVM ranking file (label qid:Q f:v ...), not a table")
+  else:
+    rows = _score_table(art, path, output, keep, batch_rows)
+  return ScoreSummary(rows, output, time.perf_counter() - t0)
