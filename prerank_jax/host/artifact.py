@@ -119,7 +119,12 @@ def write_directory_atomic(out: Path, files: Mapping[str, bytes], manifest: dict
     _write_bytes(tmp / MANIFEST, _json({**manifest, "files": entries}))
     if out.exists():
       os.replace(out, old)
-    os.replace(tmp, out)
+    try:
+      os.replace(tmp, out)
+    except OSError:
+      if old.exists() and not out.exists():  # put the previous artifact back
+        os.replace(old, out)
+      raise
   finally:
     if tmp.exists():
       shutil.rmtree(tmp, ignore_errors=True)
@@ -490,7 +495,38 @@ def export_point(run_dir: str | Path, point: str, out: str | Path, *, overwrite:
   phase = restore_phase(program, "student", points, data, run_dir, tag=tag)
   params = jax.tree.map(lambda x: np.asarray(x[index]), phase.state.params)
   model = phase.trainer.model
-  spec = feature_spec(config, loaded, model)
+  return write_artifact(out, model=model, params=params,
+                        spec=feature_spec(config, loaded, model),
+                        config=json.loads(program.to_json_best_effort()), metrics=row,
+                        point=point, run=str(run_dir.resolve()), dataset=config.dataset,
+                        overwrite=overwrite, platforms=platforms)
+
+
+def write_artifact(out: str | Path, *, model, params: Any, spec: dict, config: dict,
+                   metrics: dict, point: str, run: str = "", dataset: str = "",
+                   overwrite: bool = False, platforms: Sequence[str] = PLATFORMS) -> Path:
+  """Writes the artifact of ``model`` with ``params`` (one point's, unstacked) to ``out``.
+
+  :func:`export_point` calls this with a run's restored point; a test or a benchmark may
+  call it with any :class:`~prerank_jax.models.PureModel` and parameters.
+
+  Args:
+    out: the artifact directory (written atomically; see the module docstring).
+    model: the student as built for training (its ``apply`` is what is exported).
+    params: its parameters (a pytree).
+    spec: the feature spec (:func:`feature_spec`).
+    config: the run's config as a dict; ``metrics``: the point's results row.
+    point, run, dataset: recorded in the manifest.
+    overwrite, platforms: as :func:`export_point`.
+
+  Returns:
+    ``out``.
+  """
+  import jax
+
+  from prerank_jax import __version__
+
+  spec = dict(spec)
   exported, leaves = scoring_function(model, params, platforms=platforms)
   paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
   spec["parameters"] = [{"array": f"p{i:04d}", "path": p, "shape": list(x.shape)}
@@ -499,14 +535,12 @@ def export_point(run_dir: str | Path, point: str, out: str | Path, *, overwrite:
       FUNCTION_FILE: bytes(exported.serialize()),
       PARAMS_FILE: _params_bytes(leaves),
       FEATURES_FILE: _json(spec),
-      CONFIG_FILE: _json(json.loads(program.to_json_best_effort())),
-      METRICS_FILE: _json(row),
+      CONFIG_FILE: _json(config),
+      METRICS_FILE: _json(metrics),
   }
-  from prerank_jax import __version__
-
   manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "point": point,
-              "model": program.student.model.name, "run": str(run_dir.resolve()),
-              "dataset": config.dataset, "platforms": list(exported.platforms),
-              "jax_version": jax.__version__, "prerank_jax_version": __version__,
+              "model": model.name, "run": run, "dataset": dataset,
+              "platforms": list(exported.platforms), "jax_version": jax.__version__,
+              "prerank_jax_version": __version__,
               "inputs": {"context": len(spec["context"]), "items": len(spec["items"])}}
-  return write_directory_atomic(out, files, manifest, overwrite=overwrite)
+  return write_directory_atomic(Path(out), files, manifest, overwrite=overwrite)

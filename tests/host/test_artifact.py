@@ -332,3 +332,39 @@ def test_cuda12_extra_pins_the_constraints_jax_version():
   assert re.search(r"^flatbuffers==", constraints, flags=re.M)
   script = (ROOT / "benchmarks" / "accelerator.sh").read_text()
   assert 'pip install -q -c constraints.txt -e ".[cuda12]"' in script
+
+
+@pytest.mark.slow
+def test_letor_artifact_turns_raw_lines_into_the_loaders_inputs(tmp_path):
+  """A LETOR artifact scores raw LibSVM lines exactly as the model scores the loader's
+  test split: features normalised with the train statistics kept in features.json, the
+  context input from the query's length (an untrained student: the transform is tested)."""
+  import jax
+  import pyarrow.parquet as pq
+
+  from prerank_jax.batch import feature_sizes
+  from prerank_jax.data.registry import load_dataset
+  from prerank_jax.host.artifact import feature_spec, write_artifact
+  from prerank_jax.models import build_model
+  from tests.data.test_tfds_datasets import letor_config, write_letor
+
+  written = write_letor(tmp_path / "raw")           # queries of 8..29 documents
+  config = letor_config(tmp_path, list_size=30, min_list_size=5)  # no truncation
+  loaded = load_dataset(config)
+  test = loaded.splits["test"]
+  model = build_model("mlp_student", feature_sizes=feature_sizes(test), hidden=(8,))
+  params = model.init(jax.random.key(0))
+  spec = feature_spec(config, loaded, model)
+  assert spec["kind"] == "letor" and [c["feature_id"] for c in spec["items"]] == [1, 2, 3]
+  art = write_artifact(tmp_path / "art", model=model, params=params, spec=spec, config={},
+                       metrics={}, point="untrained")
+  score_file(art, tmp_path / "raw" / "Fold1" / "test.txt", tmp_path / "scores.parquet")
+  out = pq.read_table(tmp_path / "scores.parquet")
+  assert out.column_names == ["qid", "docid", "score"]
+  want = np.asarray(model.apply(params, test))[np.asarray(test.valid)]  # request-major
+  assert out["qid"].to_pylist() == [q for q, labels, _ in written["test"]
+                                    for _ in range(len(labels))]
+  np.testing.assert_allclose(out["score"].to_numpy(), want, rtol=1e-5, atol=1e-6)
+  assert np.std(want) > 0
+  with pytest.raises(ArtifactError, match="give a LibSVM ranking file"):
+    score_file(art, tmp_path / "scores.parquet", tmp_path / "again.parquet")
