@@ -91,6 +91,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Run dirs over the same data whose finished teachers (any architecture) join this run's
   # as extra ensemble members: e.g. an mlp_teacher run plus a dcn_v2 run, distilled at once.
   config.teacher.ensemble_with = ()
+  # teacher.model.name="logged": no teacher is trained; the teacher is the production
+  # ranker's scores logged with the data (source.teacher_score_columns for a table,
+  # source.teacher_score_file for LETOR files; docs/guides/logged_teacher.md).
+  config.teacher.score_kind = "logit"  # logit | probability (clipped) | rank (1 = best)
+  config.teacher.missing = "mask"      # a missing score: "mask" it out of distillation, or
+                                       # "refuse" the data
 
   config.student = _role(model_config("mlp_student", hidden=(64, 32)),
                          num_epochs=4 if smoke else 20, batch_size=16 if smoke else 32,

@@ -27,6 +27,10 @@ field                shape            dtype    meaning
                                                column j an ID of item field j (Cs <= Ci)
 ``sequence_mask``    ``[R, L]``       bool     with ``sequence_ids``: a real behaviour
                                                slot, not padding
+``teacher_mask``     ``[R, N, M]``    bool     optional; teacher m scored candidate n (a
+                                               logged ranker's missing scores are False,
+                                               their ``teacher_scores`` a finite filler
+                                               no term reads); None = all present
 ===================  ===============  =======  ==========================================
 
 Categorical IDs index embedding tables. Row 0 of every table is reserved: it is the
@@ -67,6 +71,7 @@ class Batch(NamedTuple):
   item_ids: Optional[Array] = None
   sequence_ids: Optional[Array] = None
   sequence_mask: Optional[Array] = None
+  teacher_mask: Optional[Array] = None
 
   @property
   def num_requests(self) -> int:
@@ -220,7 +225,7 @@ def validate_batch(
 
   expected_ndim = {"context": 2, "items": 3, "cross": 3, "label": 2, "exposed": 2,
                    "valid": 2, "true_relevance": 2, "propensity": 2, "teacher_scores": 3,
-                   "exposure_propensity": 2}
+                   "exposure_propensity": 2, "teacher_mask": 3}
   for field, ndim in expected_ndim.items():
     value = arrays[field]
     if value is None:
@@ -230,7 +235,7 @@ def validate_batch(
       if field == "true_relevance" and require_truth:
         raise BatchError(f"{name}.true_relevance: required here, but it is None")
       _check(field in ("true_relevance", "propensity", "teacher_scores",
-                       "exposure_propensity"), field,
+                       "exposure_propensity", "teacher_mask"), field,
              "is required and may not be None", name)
       continue
     _check(value.ndim == ndim, field,
@@ -239,7 +244,7 @@ def validate_batch(
     _check(value.shape[:len(lead)] == lead, field,
            f"expected leading shape {lead} (R={num_requests}, N={list_size}), "
            f"got {value.shape}", name)
-    if field in ("exposed", "valid"):
+    if field in ("exposed", "valid", "teacher_mask"):
       _check(value.dtype == np.bool_, field, f"must be a bool mask, got dtype {value.dtype}",
              name)
     else:
@@ -271,6 +276,12 @@ def validate_batch(
   if arrays["teacher_scores"] is not None:
     _check(arrays["teacher_scores"].shape[-1] >= 1, "teacher_scores",
            "need at least 1 teacher (M >= 1)", name)
+  if arrays["teacher_mask"] is not None:
+    scores = arrays["teacher_scores"]
+    _check(scores is not None and scores.shape == arrays["teacher_mask"].shape,
+           "teacher_mask", "must have the shape [R, N, M] of teacher_scores, got "
+           f"{arrays['teacher_mask'].shape} and "
+           f"{None if scores is None else scores.shape}", name)
   _validate_ids(arrays, valid, name, vocab)
   return batch
 

@@ -22,7 +22,8 @@ from prerank_jax.models import MODELS, validate_model_options
 from prerank_jax.train.sweep import grid_points
 
 from prerank_jax.data.registry import DATASETS as _DATASETS
-from prerank_jax.data.validation import validate_data_config
+from prerank_jax.data.logged_teacher import LOGGED, MISSING, SCORE_KINDS
+from prerank_jax.data.validation import logged_teacher_sources, validate_data_config
 
 DATASETS = tuple(_DATASETS)  # prerank_jax/data/registry.py
 ROLES = ("teacher", "student")
@@ -61,12 +62,16 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   except ValueError as e:
     raise ConfigError(str(e)) from None
 
+  logged = is_logged_teacher(config)
   for role in ROLES:
-    _choice(config, f"{role}.model.name", MODELS)
-    try:  # every option the model reads (prerank_jax.models.MODEL_OPTIONS)
-      validate_model_options(_get(config, f"{role}.model"), field=f"{role}.model")
-    except ValueError as e:
-      raise ConfigError(str(e)) from None
+    if role == "teacher" and logged:  # the ranker's logged scores: no model to build
+      validate_logged_teacher_fields(config)
+    else:
+      _choice(config, f"{role}.model.name", MODELS)
+      try:  # every option the model reads (prerank_jax.models.MODEL_OPTIONS)
+        validate_model_options(_get(config, f"{role}.model"), field=f"{role}.model")
+      except ValueError as e:
+        raise ConfigError(str(e)) from None
     _choice(config, f"{role}.loss.kd", {*KD_LOSSES, "none"})
     _choice(config, f"{role}.loss.gt", GT_LOSSES)
     _choice(config, f"{role}.loss.ensemble", ENSEMBLES)
@@ -110,10 +115,11 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     raise ConfigError(f"teacher.ensemble_with: must be a tuple of run directories, got "
                       f"{others!r}")
   if not others:  # with ensemble_with, the runner counts the other runs' teachers too
-    n = config.teacher.num_teachers
+    n = logged_teacher_sources(config) if logged else config.teacher.num_teachers
     checks.ensemble_weights(config.student.loss.get("ensemble_weights", ()),
                             "student.loss.ensemble_weights", num_teachers=n,
-                            teachers=f"teacher.num_teachers={n}")
+                            teachers=(f"{n} logged teacher score columns (files)" if logged
+                                      else f"teacher.num_teachers={n}"))
   _int(config, "checkpoint_every", 0)
   validate_distributed(config)
   _choice(config, "wandb.mode", ("offline", "online", "disabled"))
@@ -180,6 +186,29 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   return config
 
 
+def is_logged_teacher(config: ml_collections.ConfigDict) -> bool:
+  """The teacher is the ranker's logged scores (``teacher.model.name="logged"``)."""
+  return _get(config, "teacher.model.name") == LOGGED
+
+
+def validate_logged_teacher_fields(config: ml_collections.ConfigDict) -> None:
+  """Checks the ``teacher.*`` fields of a logged teacher
+  (:mod:`prerank_jax.data.logged_teacher`): ``score_kind``, ``missing``, and no trained
+  teacher to restore or join (the scores come with the data).
+
+  Raises:
+    ConfigError: naming the field.
+  """
+  _choice(config, "teacher.score_kind", SCORE_KINDS)
+  _choice(config, "teacher.missing", MISSING)
+  checks.require(not config.teacher.restore_from, "teacher.restore_from",
+                 "a logged teacher is read from the data, not restored; leave it ''",
+                 config.teacher.restore_from)
+  checks.require(not config.teacher.get("ensemble_with", ()), "teacher.ensemble_with",
+                 "a logged teacher's ensemble is its several score columns (files); leave "
+                 "it ()", config.teacher.get("ensemble_with", ()))
+
+
 def validate_distributed(config: ml_collections.ConfigDict) -> None:
   """Checks ``config.distributed`` (called by the CLI before JAX starts, and by
   :func:`validate_config`).
@@ -232,7 +261,7 @@ def check_against_data(config: ml_collections.ConfigDict, *, shortest_list: int,
   its length (as trec_eval and LightGBM do) and counted in the results' notes; the
   argument is kept for callers."""
   if feature_sizes is not None:
-    for role in ROLES:
+    for role in ROLES if not is_logged_teacher(config) else ("student",):
       try:
         validate_model_options(config[role].model, field=f"{role}.model",
                                feature_sizes=feature_sizes)

@@ -64,11 +64,13 @@ import numpy as np
 from prerank_jax.batch import Batch
 from prerank_jax.data import tfds_base
 from prerank_jax.data.exposure import exposure_probability, seeded_rng
+from prerank_jax.data.ids import SplitIds
+from prerank_jax.data.logged_teacher import LOGGED, attach_logged_teacher
 # configs/letor.py's default student feature set (20 cheap MSLR-WEB feature ids).
 from prerank_jax.data.sources import MSLR_STUDENT_FEATURES
 from prerank_jax.fingerprint import fingerprint
 
-VERSION = "1.2.0"
+VERSION = "1.3.0"
 SPLITS = ("train", "valid", "test")
 NORMALIZERS = ("log_zscore", "zscore", "none")
 
@@ -131,6 +133,7 @@ class ParsedFile:
   features: list[np.ndarray]  # [L_i, max_id + 1] float32; column = feature id
   feature_ids: list[int]      # 1..max_id (and 0 when the file uses id 0)
   qids_in_file: bool = True   # False: names are group numbers of a .query file
+  lines: list | None = None   # [L_i] 0-based data-line indices of each query's documents
 
 
 def _read_groups(path: Path) -> list[int] | None:
@@ -402,7 +405,8 @@ def _grouped(path: Path, raw: np.ndarray, dense: np.ndarray, qid: np.ndarray | N
   members = [slice(int(m[0]), int(m[-1]) + 1) if m.size and m[-1] - m[0] + 1 == m.size
              else m for m in members]
   return ParsedFile(names, [label[m] for m in members], [dense[m] for m in members],
-                    list(range(min_id, max_id + 1)), qids_in_file=groups is None)
+                    list(range(min_id, max_id + 1)), qids_in_file=groups is None,
+                    lines=[np.arange(raw.size)[m] for m in members])
 
 
 def _parse_lines(path: Path, groups: list[int] | None) -> ParsedFile:
@@ -474,7 +478,53 @@ def _parse_lines(path: Path, groups: list[int] | None) -> ParsedFile:
     names = list(order)
     members = [np.asarray(v) for v in order.values()]
   return ParsedFile(names, [label[m] for m in members], [dense[m] for m in members],
-                    list(range(min_id, max_id + 1)), qids_in_file=groups is None)
+                    list(range(min_id, max_id + 1)), qids_in_file=groups is None,
+                    lines=[np.arange(raw.size)[m] for m in members])
+
+
+_DOCID = re.compile(r"docid\s*=\s*(\S+)")
+
+
+def data_line_ids(path: Path) -> np.ndarray:
+  """The candidate ID of every data line of a LibSVM file, in order: the ``docid = …`` of
+  its comment where it has one (LETOR 4.0 writes ``#docid = GX008-86-4444840 inc = 1``),
+  else its 1-based line number in the file. A data line is one with anything before its
+  ``#`` (the parsers skip blank and comment-only lines)."""
+  out = []
+  with open(path, "rb") as f:
+    for number, line in enumerate(f, 1):
+      body, sharp, comment = line.partition(b"#")
+      if not body.strip():
+        continue
+      found = _DOCID.search(comment.decode("utf-8", "replace")) if sharp else None
+      out.append(found.group(1) if found else str(number))
+  return np.asarray(out, dtype=str)
+
+
+def read_score_file(path: Path, *, libsvm: Path, num_lines: int) -> np.ndarray:
+  """One teacher's scores of a LibSVM file, one a line as LightGBM's ``predict`` writes
+  them (blank lines skipped; ``nan`` marks a missing score).
+
+  Raises:
+    ValueError: a line that is not a number (``file:line``), or a count of scores that
+      differs from the LibSVM file's data lines, naming both files and both counts.
+  """
+  values = []
+  with open(path, encoding="utf-8", errors="replace") as f:
+    for number, line in enumerate(f, 1):
+      text = line.strip()
+      if not text:
+        continue
+      try:
+        values.append(float(text.split()[0]))
+      except ValueError:
+        raise ValueError(f"{path}:{number}: not a score: {text[:80]!r} (one number a line, "
+                         "as LightGBM's predict writes)") from None
+  if len(values) != num_lines:
+    raise ValueError(f"source.teacher_score_file: {path} has {len(values)} scores, but "
+                     f"{libsvm} has {num_lines} data lines; the score file must hold one "
+                     "score a line, aligned with the LibSVM file's lines")
+  return np.asarray(values, np.float64)
 
 
 def check_disjoint_splits(parsed: Mapping[str, ParsedFile], files: Mapping[str, str]) -> None:
@@ -507,8 +557,13 @@ def parse_files(files: Mapping[str, str]) -> dict[str, ParsedFile]:
   return out
 
 
+# Per-line fields checked by make_builder before TFDS writes anything, by builder name.
+_PER_LINE: dict[str, dict] = {}
+
+
 def clear_cache() -> None:
   _PARSED.clear()
+  _PER_LINE.clear()
 
 
 # --- turning queries into requests ---------------------------------------------------------
@@ -561,13 +616,20 @@ class Normalizer:
 def make_request(label: np.ndarray, features: np.ndarray, *, rng: np.random.Generator,
                  list_size: int, items_cols: Sequence[int], cross_cols: Sequence[int],
                  num_exposed: int, logging_noise: float, logging_feature: int,
-                 position_bias: float) -> dict[str, np.ndarray]:
-  """One query (normalised features ``[L, D]``, judged labels ``[L]``) → one record."""
+                 position_bias: float, per_document: Mapping[str, np.ndarray] | None = None
+                 ) -> dict[str, np.ndarray]:
+  """One query (normalised features ``[L, D]``, judged labels ``[L]``) → one record.
+
+  ``per_document`` maps extra record fields to ``[L, ...]`` values of the query's documents
+  (the candidate IDs, the logged teacher scores); they follow the same truncation and are
+  padded (``""`` for strings, 0 otherwise)."""
   length = len(label)
   n = list_size
+  per_document = dict(per_document or {})
   if length > n:  # the truncation rule: a uniform random subset, kept in file order
     keep = np.sort(rng.choice(length, size=n, replace=False))
     label, features = label[keep], features[keep]
+    per_document = {k: v[keep] for k, v in per_document.items()}
   k = len(label)
   valid = np.arange(n) < k
   pad = functools.partial(tfds_base.pad_rows, length=n)
@@ -592,15 +654,23 @@ def make_request(label: np.ndarray, features: np.ndarray, *, rng: np.random.Gene
       "true_relevance": pad(label.astype(np.float32)),
       "propensity": pad(theta.astype(np.float32)),
       "exposure_propensity": np.concatenate([exposure, np.ones(n - k, np.float32)]),
+      **{name: ([str(x) for x in v] + [""] * (n - k) if v.dtype.kind in "US"
+                else pad(v)) for name, v in per_document.items()},
   }
 
 
 # --- the builder --------------------------------------------------------------------------
 
-def split_queries(parsed: Mapping[str, ParsedFile], params: Mapping[str, Any]) -> dict:
-  """``{split: [(qid, labels [L], features [L, D])]}``, carving missing splits from train."""
+def split_queries(parsed: Mapping[str, ParsedFile], params: Mapping[str, Any],
+                  per_line: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> dict:
+  """``{split: [(qid, labels [L], features [L, D], per-document fields)]}``, carving
+  missing splits from train. ``per_line[split]`` maps field names to values of every data
+  line of the split's file (``[lines, ...]``); each query gets its documents' rows."""
   width = max(b.shape[1] for f in parsed.values() for b in f.features)
-  queries = {s: list(zip(f.qids, f.labels, [_widen(b, width) for b in f.features]))
+  per_line = per_line or {}
+  queries = {s: list(zip(f.qids, f.labels, [_widen(b, width) for b in f.features],
+                         [{k: v[rows] for k, v in per_line.get(s, {}).items()}
+                          for rows in (f.lines or [None] * len(f.qids))]))
              for s, f in parsed.items()}
   train = queries["train"]
   carve = [s for s in ("valid", "test") if s not in queries]
@@ -636,16 +706,22 @@ def _builder_class():
     VERSION = tfds.core.Version(VERSION)
     RELEASE_NOTES = {"1.0.0": "Initial release.",
                      "1.1.0": "exposure_propensity of the simulated logging policy.",
-                     "1.2.0": "The test split keeps queries shorter than min_list_size."}
+                     "1.2.0": "The test split keeps queries shorter than min_list_size.",
+                     "1.3.0": "Candidate IDs (docid comments, else line numbers); logged "
+                              "teacher scores (source.teacher_score_file)."}
     BUILDER_CONFIGS = [LetorConfig(name="placeholder", items_ids=[1],
                                    params={"list_size": 1},
                                    description="use prerank_jax.data.letor.make_builder")]
 
     def _shapes(self):
       c = self.builder_config
-      return tfds_base.record_shapes(context=1, list_size=c.params["list_size"],
-                                     items=len(c.items_ids), cross=len(c.cross_ids),
-                                     truth=True, propensity=True, exposure=True)
+      shapes = tfds_base.record_shapes(context=1, list_size=c.params["list_size"],
+                                       items=len(c.items_ids), cross=len(c.cross_ids),
+                                       truth=True, propensity=True, exposure=True)
+      teachers = len(c.params.get("teacher_score_file", {}).get("train", ()))
+      if teachers:
+        shapes[tfds_base.LOGGED_SCORES] = ((c.params["list_size"], teachers), np.float32)
+      return shapes
 
     def _info(self):
       c = self.builder_config
@@ -657,11 +733,14 @@ def _builder_class():
                     "cross_feature_ids": c.cross_ids,
                     "files": {s: Path(f).name for s, f in files.items()},
                     "file_signature": tfds_base.file_signature(files.values())
-                    if all(Path(f).is_file() for f in files.values()) else None})
+                    if all(Path(f).is_file() for f in files.values()) else None},
+          candidate_ids=True)
 
     def _split_generators(self, dl_manager):
       c = self.builder_config
-      self._queries = split_queries(parse_files(c.files), c.params)
+      parsed = parse_files(c.files)
+      per_line = _PER_LINE.pop(c.name, None) or per_line_fields(parsed, c.files, c.params)
+      self._queries = split_queries(parsed, c.params, per_line)
       self._normalizer = Normalizer(c.params["normalize"],
                                     [q[2] for q in self._queries["train"]])
       return {split: self._generate_examples(split) for split in SPLITS}
@@ -671,14 +750,15 @@ def _builder_class():
       p = c.params
       shapes = self._shapes()
       index, kept = SPLITS.index(split), 0
-      for q, (qid, label, features) in enumerate(self._queries[split]):
+      for q, (qid, label, features, per_document) in enumerate(self._queries[split]):
         if len(label) < p["min_list_size"] and split != "test":  # test: no silent drops
           continue
         record = make_request(
             label, self._normalizer(features), rng=np.random.default_rng([p["seed"], index, q]),
             list_size=p["list_size"], items_cols=c.items_ids, cross_cols=c.cross_ids,
             num_exposed=p["num_exposed"], logging_noise=p["logging_noise"],
-            logging_feature=p["logging_feature"], position_bias=p["position_bias"])
+            logging_feature=p["logging_feature"], position_bias=p["position_bias"],
+            per_document=per_document)
         record["request_id"] = qid
         yield kept, tfds_base.check_record(record, shapes)
         kept += 1
@@ -751,7 +831,46 @@ def params_of(config) -> dict[str, Any]:
       "student_features": [int(i) for i in s.student_features],
       "teacher_features": [int(i) for i in s.teacher_features],
       "normalize": str(s.normalize), "valid_fraction": float(s.valid_fraction),
-      "test_fraction": float(s.test_fraction), "seed": int(config.seed)}
+      "test_fraction": float(s.test_fraction), "seed": int(config.seed),
+      "teacher_score_file": score_files(config)}
+
+
+def score_files(config) -> dict[str, list[str]]:
+  """``{split: [absolute score file per teacher]}`` of ``source.teacher_score_file``
+  (relative to the manual directory; empty for a config made before the field)."""
+  s = config.source
+  given = s.get("teacher_score_file")
+  if given is None or not any(given[split] for split in SPLITS):
+    return {}
+  manual, _, _ = resolve_files(config.dataset, s)
+  return {split: [str((manual / f).resolve()) for f in given[split]] for split in SPLITS}
+
+
+def per_line_fields(parsed: Mapping[str, ParsedFile], files: Mapping[str, str],
+                    params: Mapping[str, Any]) -> dict[str, dict[str, np.ndarray]]:
+  """``{split: {field: [data lines, ...]}}``: every data line's candidate ID and, with
+  ``teacher_score_file``, its logged scores ``[lines, M]`` (checked: each score file has
+  one score per data line; a file without any score is refused)."""
+  from prerank_jax.data.logged_teacher import check_raw_scores
+
+  out = {}
+  scores = params.get("teacher_score_file") or {}
+  for split in parsed:
+    ids = data_line_ids(Path(files[split]))
+    out[split] = {tfds_base.CANDIDATE_IDS: ids}
+    if scores:
+      if not scores.get(split):
+        raise ValueError(f"source.teacher_score_file.{split}: the {split} file "
+                         f"{files[split]} has no score file; a logged teacher needs one per "
+                         "teacher for every split file")
+      columns = []
+      for path in scores[split]:
+        values = read_score_file(Path(path), libsvm=Path(files[split]), num_lines=len(ids))
+        check_raw_scores(values, name="its scores", source=path,
+                         where=lambda i, path=path: f"{path} (score {i + 1})")
+        columns.append(values)
+      out[split][tfds_base.LOGGED_SCORES] = np.stack(columns, 1).astype(np.float32)
+  return out
 
 
 def make_builder(config) -> tuple[Any, str | None]:
@@ -767,7 +886,11 @@ def make_builder(config) -> tuple[Any, str | None]:
   params = params_of(config)
   # Catalog data is identified by its name; your own files by their paths.
   identity = {"source": dataset, "params": params,
-              "files": None if dataset in CATALOG else files}
+              "files": None if dataset in CATALOG else files,
+              # a rewritten score file (another size) is prepared anew
+              **({"scores": [tfds_base.file_signature([f for f in paths if Path(f).is_file()])
+                             for paths in params["teacher_score_file"].values()]}
+                 if params["teacher_score_file"] else {})}
   name = (f"{dataset.replace('/', '-')}-n{params['list_size']}-e{params['num_exposed']}-"
           f"{fingerprint(identity, length=10)}")
   data_dir = tfds_base.default_data_dir(config.source.data_dir)
@@ -794,6 +917,7 @@ def make_builder(config) -> tuple[Any, str | None]:
     ) + (generic_route_hint(dataset) if dataset in CATALOG else "")
   parsed = parse_files(files)
   check_disjoint_splits(parsed, files)
+  _PER_LINE[name] = per_line_fields(parsed, files, params)  # refused here, before writing
   ids = sorted({i for f in parsed.values() for i in f.feature_ids})
   items_ids, cross_ids = feature_columns(ids, params["student_features"],
                                          params["teacher_features"])
@@ -812,4 +936,21 @@ def load(config, *, show: bool = False) -> tuple[dict[str, Batch], Any]:
     builder = tfds_base.prepare(builder, missing=None, show=show)
   finally:
     clear_cache()
-  return {split: tfds_base.read_split(builder, split) for split in SPLITS}, builder
+  splits = {split: tfds_base.read_split(builder, split) for split in SPLITS}
+  if config.teacher.model.name == LOGGED:
+    given = config.source.teacher_score_file
+    for split in SPLITS:
+      ids = split_ids(config, builder, split)
+      names = given[split] or given["train"]  # a carved split has train's scores
+      splits[split] = attach_logged_teacher(
+          splits[split], tfds_base.read_array_field(builder, split, tfds_base.LOGGED_SCORES),
+          names=[f"score file {f!r}" for f in names],
+          kind=config.teacher.score_kind, missing=config.teacher.missing, split=split,
+          request_ids=ids.request, candidate_ids=ids.candidate)
+  return splits, builder
+
+
+def split_ids(config, builder, split: str) -> SplitIds:
+  """The user's IDs of one prepared split: the qid (or the group number of a ``.query``
+  file) and each document's ``#docid = …`` comment, else its 1-based line number."""
+  return tfds_base.split_ids(builder, split, request_column="qid", candidate_column="docid")

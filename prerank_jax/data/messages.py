@@ -27,10 +27,19 @@ def prepare_command(config, *, kind: str) -> str:
     args.append(f"--config.seed={config.seed}")
   defaults = CONFIG_SOURCES[config_file]
   for key, value in config.source.items():
-    if key not in defaults or value != defaults[key]:
+    default = defaults.get(key)
+    if hasattr(value, "items"):  # a nested field (source.teacher_score_file): per sub-key
+      pairs = [(f"{key}.{k}", v, (default or {}).get(k)) for k, v in value.items()]
+    else:
+      pairs = [(key, value, default if key in defaults else object())]
+    for name, value, default in pairs:
       if isinstance(value, (tuple, list)):
+        if isinstance(default, (tuple, list)) and tuple(value) == tuple(default):
+          continue
         value = "(" + ",".join(repr(v) for v in value) + ("," if len(value) == 1 else "") + ")"
-      args.append(f"--config.source.{key}={value}")
+      elif value == default:
+        continue
+      args.append(f"--config.source.{name}={value}")
   return " ".join(shlex.quote(a) for a in args)
 
 

@@ -31,7 +31,7 @@ from typing import Any, Mapping, NamedTuple
 
 from prerank_jax.batch import Batch
 from prerank_jax.data import letor as _letor_names  # light: numpy only
-from prerank_jax.data.ids import SplitIds
+from prerank_jax.data.ids import SplitIds, check_ids
 from prerank_jax.data.sources import CONFIG_FILES, CONFIG_SOURCES
 from prerank_jax.data.tfds_base import DatasetMissingError
 
@@ -136,9 +136,16 @@ def load_dataset(config, *, show: bool = False) -> Loaded:
     params, seed = simulator_params(config)
     splits, builder = simulator_tfds.load(params, seed=seed, data_dir=config.source.data_dir,
                                           show=show)
-  else:
-    splits, builder = _module(kind).load(config, show=show)
-  return Loaded(splits, builder, builder.info.full_name)
+    return Loaded(splits, builder, builder.info.full_name)
+  module = _module(kind)
+  splits, builder = module.load(config, show=show)
+  ids = None
+  if hasattr(module, "split_ids"):  # tabular, LETOR: the user's request/candidate IDs
+    ids = {name: check_ids(module.split_ids(config, builder, name),
+                           num_requests=batch.num_requests, list_size=batch.list_size,
+                           name=name)
+           for name, batch in splits.items()}
+  return Loaded(splits, builder, builder.info.full_name, ids)
 
 
 def load_splits(config) -> dict[str, Batch]:

@@ -29,7 +29,15 @@ SOURCE_DEFAULTS: Mapping[str, Any] = dict(
     num_negatives=50, history_fraction=0.5,   # movielens
     request_column="request_id", label_column="label", exposed_column="",  # tabular
     truth_column="", propensity_column="", split_column="",
-    context_columns=(), item_columns=(), cross_columns=())
+    context_columns=(), item_columns=(), cross_columns=(),
+    candidate_column="",    # tabular: the candidate IDs; "" = the row number in its file
+    # The logged teacher (teacher.model.name="logged", prerank_jax/data/logged_teacher.py):
+    # tabular: one column of scores per teacher (several: an ensemble);
+    teacher_score_columns=(),
+    # letor: per split file, one score file per teacher, one score a line aligned with the
+    # split's LibSVM file (LightGBM `predict` output), relative to manual_dir; a split
+    # carved from train takes its scores from train's files.
+    teacher_score_file=dict(train=(), valid=(), test=()))
 
 # configs/letor.py's default student feature set: 20 cheap MSLR-WEB features (1-based MSLR
 # ids). They mean nothing in another file, so only MSLR datasets may use them

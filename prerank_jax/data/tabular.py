@@ -13,6 +13,12 @@ One row per (request, candidate). ``config.source`` names the columns:
 * ``truth_column`` (optional): graded truth of every candidate; without it
   ``true_relevance`` is the logged label (0 where not exposed);
 * ``propensity_column`` (optional): examination propensity of exposed rows, in (0, 1];
+* ``candidate_column`` (optional): the user's candidate IDs (any type), carried through to
+  every output; without it a candidate's ID is its 1-based data row number in its file
+  (the header is not a row);
+* ``teacher_score_columns`` (optional): logged scores of rankers trained elsewhere, one
+  column per teacher, null where a ranker gave no score: the teacher of
+  ``teacher.model.name="logged"`` (:mod:`prerank_jax.data.logged_teacher`);
 * ``split_column`` (optional): ``train``/``valid``/``test`` per row. Without it, the files
   ``train_file``/``valid_file``/``test_file`` are the splits, and a split without a file is
   carved from train by request (``valid_fraction``, ``test_fraction``, seeded).
@@ -20,7 +26,13 @@ One row per (request, candidate). ``config.source`` names the columns:
 Checked before anything is written (each error names the file and line, or the Parquet
 row, and the column): features finite; labels finite and >= 0; truth (if named) present,
 finite and >= 0 on every row; propensities (if given) in (0, 1]; the exposed column 0/1;
-a request id in one split file only; every CSV line with the header's number of fields.
+a request id in one split file only; every CSV line with the header's number of fields;
+teacher scores finite or null, and not null on every row of a file.
+
+Each record carries the request ID and its candidates' IDs (a JSON list, ``""`` on
+padding), read back by :func:`split_ids`, and, with ``teacher_score_columns``, the scores as
+read (``logged_scores [N, M]``, NaN where null), turned into the batch's teacher when the
+data are loaded.
 
 A missing (null) feature is 0. Requests with fewer than ``min_list_size`` candidates are
 dropped. **Truncation rule**: a request with more than ``N = list_size`` candidates keeps
@@ -41,9 +53,11 @@ import numpy as np
 
 from prerank_jax.batch import Batch
 from prerank_jax.data import tfds_base
+from prerank_jax.data.ids import SplitIds
+from prerank_jax.data.logged_teacher import LOGGED, attach_logged_teacher, check_raw_scores
 from prerank_jax.fingerprint import fingerprint
 
-VERSION = "1.0.0"
+VERSION = "1.1.0"
 SPLITS = ("train", "valid", "test")
 SPLIT_VALUES = {"train": "train", "valid": "valid", "validation": "valid", "vali": "valid",
                 "test": "test"}
@@ -143,6 +157,9 @@ def check_table(table: Mapping[str, np.ndarray], path: str, s: Mapping[str, Any]
     e = _floats(table[s["exposed_column"]], s["exposed_column"])
     first(~np.isnan(e) & (e != 0) & (e != 1), s["exposed_column"],
           "exposed must be 0 or 1 (or true/false)")
+  for c in s.get("teacher_score_columns", ()):
+    check_raw_scores(_floats(table[c], c), name=f"column {c!r}", source=str(path),
+                     where=lambda row: _where(path, row))
 
 
 def _floats(values: np.ndarray, name: str) -> np.ndarray:
@@ -175,6 +192,10 @@ def make_request(rows: np.ndarray, table: Mapping[str, np.ndarray], s: Mapping[s
         else np.zeros(0, np.int64)
     keep = np.sort(np.concatenate([shown, fill]))
     rows, label, exposed_all = rows[keep], label[keep], exposed_all[keep]
+  if s.get("candidate_column"):
+    candidates = [str(c) for c in table[s["candidate_column"]][rows]]
+  else:  # the 1-based data row number in its file
+    candidates = [str(int(r) + 1) for r in rows]
   k = len(rows)
   pad = functools.partial(tfds_base.pad_rows, length=n)
   feats = lambda cols: (np.nan_to_num(np.stack([_floats(table[c], c)[rows] for c in cols], 1))
@@ -197,7 +218,12 @@ def make_request(rows: np.ndarray, table: Mapping[str, np.ndarray], s: Mapping[s
       "exposed": pad(exposed_all),
       "valid": np.arange(n) < k,
       "request_id": request_id,
+      tfds_base.CANDIDATE_IDS: candidates + [""] * (n - k),
   }
+  scored = list(s.get("teacher_score_columns", ()))
+  if scored:  # as read: NaN where the ranker gave no score (logged_teacher.py)
+    record[tfds_base.LOGGED_SCORES] = pad(np.stack([_floats(table[c], c)[rows]
+                                                    for c in scored], 1).astype(np.float32))
   truth = (np.nan_to_num(_floats(table[s["truth_column"]], s["truth_column"])[rows])
            if s["truth_column"] else logged)
   record["true_relevance"] = pad(truth.astype(np.float32))
@@ -214,12 +240,15 @@ def columns_of(s: Mapping[str, Any]) -> list[str]:
           *s["cross_columns"]]
   cols += [s[k] for k in ("exposed_column", "truth_column", "propensity_column",
                           "split_column") if s[k]]
+  cols += [s["candidate_column"]] if s.get("candidate_column") else []
+  cols += list(s.get("teacher_score_columns", ()))
   return list(dict.fromkeys(cols))
 
 
 def build_requests(files: Mapping[str, str], s: Mapping[str, Any]) -> dict[str, list[dict]]:
   columns = columns_of(s)
-  text = [s["request_column"]] + ([s["split_column"]] if s["split_column"] else [])
+  text = ([s["request_column"]] + ([s["split_column"]] if s["split_column"] else [])
+          + ([s["candidate_column"]] if s.get("candidate_column") else []))
   tables = {split: read_table(path, columns, text_columns=text)
             for split, path in files.items() if path}
   owner: dict[str, str] = {}
@@ -285,17 +314,22 @@ def _builder_class():
     """A Parquet/CSV table in the prerank-jax batch schema (see the module docstring)."""
 
     VERSION = tfds.core.Version(VERSION)
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    RELEASE_NOTES = {"1.0.0": "Initial release.",
+                     "1.1.0": "Candidate IDs; logged teacher scores."}
     BUILDER_CONFIGS = [TabularConfig(name="placeholder", params=dict(
         list_size=1, context_columns=[], item_columns=["x"], cross_columns=[],
         propensity_column=""), description="use prerank_jax.data.tabular.make_builder")]
 
     def _shapes(self):
       p = self.builder_config.params
-      return tfds_base.record_shapes(
+      shapes = tfds_base.record_shapes(
           context=len(p["context_columns"]), list_size=p["list_size"],
           items=len(p["item_columns"]), cross=len(p["cross_columns"]), truth=True,
           propensity=bool(p["propensity_column"]))
+      if p.get("teacher_score_columns"):
+        shapes[tfds_base.LOGGED_SCORES] = ((p["list_size"], len(p["teacher_score_columns"])),
+                                           np.float32)
+      return shapes
 
     def _info(self):
       c = self.builder_config
@@ -304,7 +338,8 @@ def _builder_class():
           self, self._shapes(), description=__doc__, license_note=LICENCE,
           metadata={"params": c.params, "files": files,
                     "file_signature": tfds_base.file_signature(files.values())
-                    if all(Path(f).is_file() for f in files.values()) else None})
+                    if all(Path(f).is_file() for f in files.values()) else None},
+          candidate_ids=True)
 
     def _split_generators(self, dl_manager):
       self._requests = (_CHECKED.pop(self.builder_config.name, None)
@@ -331,9 +366,16 @@ PARAMS = ("list_size", "min_list_size", "request_column", "label_column", "conte
           "propensity_column", "split_column", "valid_fraction", "test_fraction")
 
 
+# Fields added later, with the value a config made before them means.
+NEWER_PARAMS = {"candidate_column": "", "teacher_score_columns": ()}
+
+
 def params_of(config) -> dict[str, Any]:
   s = config.source
   out = {k: (list(s[k]) if isinstance(s[k], (tuple, list)) else s[k]) for k in PARAMS}
+  for k, default in NEWER_PARAMS.items():
+    value = s.get(k, default)
+    out[k] = list(value) if isinstance(value, (tuple, list)) else value
   out["seed"] = int(config.seed)
   return out
 
@@ -387,4 +429,23 @@ def load(config, *, show: bool = False) -> tuple[dict[str, Batch], Any]:
     builder = tfds_base.prepare(builder, missing=None, show=show)
   finally:
     _CHECKED.clear()
-  return {split: tfds_base.read_split(builder, split) for split in SPLITS}, builder
+  splits = {split: tfds_base.read_split(builder, split) for split in SPLITS}
+  if config.teacher.model.name == LOGGED:
+    columns = list(config.source.teacher_score_columns)
+    for split in SPLITS:
+      ids = split_ids(config, builder, split)
+      splits[split] = attach_logged_teacher(
+          splits[split], tfds_base.read_array_field(builder, split, tfds_base.LOGGED_SCORES),
+          names=[f"column {c!r}" for c in columns], kind=config.teacher.score_kind,
+          missing=config.teacher.missing, split=split, request_ids=ids.request,
+          candidate_ids=ids.candidate)
+  return splits, builder
+
+
+def split_ids(config, builder, split: str) -> SplitIds:
+  """The user's IDs of one prepared split: the request column and the candidate column
+  (without one, each candidate's 1-based data row number in its file), under the user's
+  column names."""
+  s = config.source
+  return tfds_base.split_ids(builder, split, request_column=s.request_column,
+                             candidate_column=s.get("candidate_column", "") or "candidate_id")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import threading
@@ -43,6 +44,12 @@ BATCH_FIELDS = ("context", "items", "cross", "label", "exposed", "valid", "true_
                 "sequence_ids", "sequence_mask")
 OPTIONAL_FIELDS = ("true_relevance", "propensity", "exposure_propensity", "context_ids",
                    "item_ids", "sequence_ids", "sequence_mask")
+
+
+# A record's candidate IDs (tabular and LETOR datasets): one JSON text, a list of N strings.
+CANDIDATE_IDS = "candidate_ids"
+# A record's logged teacher scores [N, M] float32, NaN where missing (tabular, LETOR).
+LOGGED_SCORES = "logged_scores"
 
 
 class DatasetMissingError(FileNotFoundError):
@@ -103,19 +110,25 @@ def record_shapes(*, context: int, list_size: int, items: int, cross: int,
   return shapes
 
 
-def features_dict(shapes: Mapping[str, tuple[tuple[int, ...], Any]]):
-  """The TFDS ``FeaturesDict`` of a record: every array as raw bytes, plus ``request_id``."""
+def features_dict(shapes: Mapping[str, tuple[tuple[int, ...], Any]], *,
+                  candidate_ids: bool = False):
+  """The TFDS ``FeaturesDict`` of a record: every array as raw bytes, plus ``request_id``
+  and, with ``candidate_ids``, the user's candidate IDs of the list as one JSON text
+  (:data:`CANDIDATE_IDS`, a list of N strings, ``""`` on padding)."""
   import tensorflow_datasets as tfds
 
   bytes_ = tfds.features.Encoding.BYTES
   features = {name: tfds.features.Tensor(shape=shape, dtype=dtype, encoding=bytes_)
               for name, (shape, dtype) in shapes.items()}
   features["request_id"] = tfds.features.Text()
+  if candidate_ids:
+    features[CANDIDATE_IDS] = tfds.features.Text()
   return tfds.features.FeaturesDict(features)
 
 
 def dataset_info(builder, shapes, *, description: str, homepage: str = "",
-                 citation: str = "", license_note: str = "", metadata: dict | None = None):
+                 citation: str = "", license_note: str = "", metadata: dict | None = None,
+                 candidate_ids: bool = False):
   """``tfds.core.DatasetInfo`` built directly (no ``dataset_info_from_configs``); records
   keep their generation order (``disable_shuffling``), so request ``i`` of a split is the
   ``i``-th record, as in the in-memory loaders."""
@@ -126,7 +139,8 @@ def dataset_info(builder, shapes, *, description: str, homepage: str = "",
   if license_note:
     meta["license"] = license_note
   return tfds.core.DatasetInfo(
-      builder=builder, description=description, features=features_dict(shapes),
+      builder=builder, description=description,
+      features=features_dict(shapes, candidate_ids=candidate_ids),
       homepage=homepage or None, citation=citation or None, disable_shuffling=True,
       metadata=tfds.core.MetadataDict(meta))
 
@@ -141,6 +155,8 @@ def check_record(record: Mapping[str, np.ndarray], shapes) -> dict[str, Any]:
                        f"{value.shape}")
     out[name] = value
   out["request_id"] = str(record["request_id"])
+  if CANDIDATE_IDS in record:
+    out[CANDIDATE_IDS] = json.dumps([str(c) for c in record[CANDIDATE_IDS]])
   return out
 
 
@@ -341,3 +357,38 @@ def request_ids(builder, split: str) -> list[str]:
       rid = record["request_id"]
       ids.append(rid.decode() if isinstance(rid, bytes) else str(rid))
   return ids
+
+
+def read_text_fields(builder, split: str, names: Sequence[str]) -> dict[str, list[str]]:
+  """``{name: [text of every record of the split, in order]}`` for text features such as
+  ``request_id`` and :data:`CANDIDATE_IDS`, parsed straight from the ArrayRecord files."""
+  from tensorflow_datasets.proto import tf_example_pb2
+
+  reader = RecordReader(split_files(builder, split), {})
+  out: dict[str, list[str]] = {name: [] for name in names}
+  for start in range(0, len(reader), 4096):
+    for raw in reader.raw(range(start, min(len(reader), start + 4096))):
+      feature = tf_example_pb2.Example.FromString(raw).features.feature
+      for name in names:
+        out[name].append(feature[name].bytes_list.value[0].decode("utf-8"))
+  return out
+
+
+def read_array_field(builder, split: str, name: str) -> np.ndarray:
+  """One array feature (e.g. :data:`LOGGED_SCORES`) of every record, stacked."""
+  features = builder.info.features
+  shapes = {name: (tuple(features[name].shape), np.dtype(features[name].np_dtype))}
+  return RecordReader(split_files(builder, split), shapes).read_all()[name]
+
+
+def split_ids(builder, split: str, *, request_column: str, candidate_column: str):
+  """The user's IDs of a prepared split (:class:`~prerank_jax.data.ids.SplitIds`), or
+  ``None`` when its records carry no candidate IDs."""
+  from prerank_jax.data.ids import SplitIds
+
+  if CANDIDATE_IDS not in builder.info.features.keys():
+    return None
+  text = read_text_fields(builder, split, ("request_id", CANDIDATE_IDS))
+  candidate = np.asarray([json.loads(c) for c in text[CANDIDATE_IDS]], dtype=str)
+  return SplitIds(np.asarray(text["request_id"], dtype=str), candidate, request_column,
+                  candidate_column)

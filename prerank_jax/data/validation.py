@@ -52,6 +52,11 @@ def validate_data_config(config) -> None:
       _check(kind != "simulator", "streaming.read_from",
              "'records' needs a TFDS dataset (e.g. simulator_tfds), not the in-memory "
              "simulator", st.read_from)
+  teacher = config.get("teacher")
+  _check(teacher is None or teacher.model.name != "logged" or kind in ("tabular", "letor"),
+         "teacher.model.name", "'logged' reads ranker scores logged with the data: a "
+         "Parquet/CSV table (source.teacher_score_columns) or LETOR files "
+         f"(source.teacher_score_file); dataset {name!r} has none", "logged")
   if kind == "simulator":
     return
   s = config.get("source")
@@ -100,3 +105,71 @@ def validate_data_config(config) -> None:
     checks.names(s.context_columns, "source.context_columns")
     checks.names(s.item_columns, "source.item_columns", non_empty=True)
     checks.names(s.cross_columns, "source.cross_columns")
+    _check(isinstance(s.get("candidate_column", ""), str), "source.candidate_column",
+           "must be a column name or '' (the row number)", s.get("candidate_column"))
+  if kind in ("tabular", "letor"):
+    validate_logged_teacher(config, kind)
+
+
+def logged_teacher_sources(config) -> int:
+  """The number M of logged teachers the config names: ``source.teacher_score_columns``
+  (tabular) or the score files per split of ``source.teacher_score_file`` (LETOR); 0 when
+  none (a config made before these fields included)."""
+  s = config.get("source")
+  if s is None:
+    return 0
+  if DATASETS[config.dataset].kind == "letor":
+    files = s.get("teacher_score_file")
+    return max((len(files.get(split, ())) for split in ("train", "valid", "test")),
+               default=0) if files is not None else 0
+  return len(s.get("teacher_score_columns", ()))
+
+
+def validate_logged_teacher(config, kind: str) -> None:
+  """Checks the logged-teacher fields against ``teacher.model.name``.
+
+  ``teacher.model.name="logged"`` needs ``source.teacher_score_columns`` (a Parquet/CSV
+  table) or ``source.teacher_score_file`` (LETOR files), one per teacher; those fields
+  without a logged teacher are refused rather than silently ignored.
+
+  Raises:
+    ValueError: naming the field.
+  """
+  s = config.get("source")
+  logged = config.teacher.model.name == "logged"
+  if kind == "tabular":
+    checks.names(s.get("teacher_score_columns", ()), "source.teacher_score_columns")
+    columns = tuple(s.get("teacher_score_columns", ()))
+    _check(len(set(columns)) == len(columns), "source.teacher_score_columns",
+           "must name distinct columns", columns)
+  if kind == "letor":
+    files = s.get("teacher_score_file")
+    if files is not None:
+      _check(set(files.keys()) == {"train", "valid", "test"}, "source.teacher_score_file",
+             "must map train, valid and test to tuples of score files", files)
+      counts = set()
+      for split in ("train", "valid", "test"):
+        value = files[split]
+        checks.names(value, f"source.teacher_score_file.{split}")
+        if value:
+          counts.add(len(value))
+      _check(len(counts) <= 1, "source.teacher_score_file",
+             "must name the same number of score files (one per teacher) for every split "
+             "that has any", files.to_dict() if hasattr(files, "to_dict") else files)
+      _check(not logged or bool(files["train"]), "source.teacher_score_file.train",
+             "a logged teacher needs the train file's scores (one score file per teacher)",
+             files["train"])
+  if kind not in ("tabular", "letor"):
+    return
+  m = logged_teacher_sources(config)
+  if logged:
+    field = ("source.teacher_score_file" if kind == "letor"
+             else "source.teacher_score_columns")
+    _check(m >= 1, field, "teacher.model.name='logged' needs the logged scores, one "
+           "column (file) per teacher", s.get(field.split(".")[-1]))
+  else:
+    field = ("source.teacher_score_file" if kind == "letor"
+             else "source.teacher_score_columns")
+    _check(m == 0, field, "logged teacher scores are read only as the teacher of "
+           "--config.teacher.model.name=logged; set it, or leave this field empty",
+           s.get(field.split(".")[-1]) if s is not None else None)

@@ -55,12 +55,18 @@ def describe_plan(config: ml_collections.ConfigDict,
             + (f" (in {padded // group} groups of {group})" if group else "")
             + (f" (each batch split over {d} devices)" if d > 1 else ""))
 
-  lines = [f"plan: {1 + len(programs)} compiled programs on {devices} "
-           f"{jax.default_backend()} device(s), run one after another",
-           f"  teacher: {config.teacher.num_teachers} point(s)"
-           f"{layout(config.teacher.num_teachers, config.teacher.batch_size)} × "
-           f"{config.teacher.num_epochs} epochs ({config.teacher.model.name})"
-           + "".join(f" + the teacher of {d}" for d in config.teacher.get("ensemble_with", ()))]
+  if config.teacher.model.name == "logged":  # read with the data, nothing compiled
+    lines = [f"plan: {len(programs)} compiled programs on {devices} "
+             f"{jax.default_backend()} device(s), run one after another",
+             "  teacher: the ranker's logged scores (teacher.model.name=logged; not trained)"]
+  else:
+    lines = [f"plan: {1 + len(programs)} compiled programs on {devices} "
+             f"{jax.default_backend()} device(s), run one after another",
+             f"  teacher: {config.teacher.num_teachers} point(s)"
+             f"{layout(config.teacher.num_teachers, config.teacher.batch_size)} × "
+             f"{config.teacher.num_epochs} epochs ({config.teacher.model.name})"
+             + "".join(f" + the teacher of {d}"
+                       for d in config.teacher.get("ensemble_with", ()))]
   for label, program in programs:
     n = len(student_points(program))
     lines.append(f"  students{' [' + label + ']' if label else ''}: {n} point(s)"

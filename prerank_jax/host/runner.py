@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 
 from prerank_jax.batch import Batch, feature_sizes, validate_batch
-from prerank_jax.config import check_against_data, validate_config
+from prerank_jax.config import check_against_data, is_logged_teacher, validate_config
 from prerank_jax.data.ids import SplitIds
 from prerank_jax.host.identity import data_identity, teacher_identity
 from prerank_jax.host.plan import (describe_plan, student_points, student_programs,
@@ -35,7 +35,8 @@ from prerank_jax.host.rundir import (acquire_lock, commit_run_dir, discard_stagi
                                      release_lock, write_text_atomic)
 from prerank_jax.host.sweep_driver import restore_phase, restore_teacher, train_phase
 from prerank_jax.host.tables import RunResult, finish_run
-from prerank_jax.host.teachers import ensemble_members, ensemble_sources, score_splits
+from prerank_jax.host.teachers import (ensemble_members, ensemble_sources, logged_splits,
+                                       score_splits)
 from prerank_jax.train.loop import SweepData
 
 
@@ -86,7 +87,8 @@ def _run(config: ml_collections.ConfigDict, *, show_progress: bool | None) -> Ru
     print(describe_plan(config, programs))
   timings = {}
   splits, builder, ids = load_data(config)
-  sources = ensemble_sources(config)
+  logged = is_logged_teacher(config)
+  sources = [] if logged else ensemble_sources(config)
   check_against_data(config, shortest_list=int(min(b.valid.sum(-1).min()
                                                    for b in splits.values())),
                      num_train_requests=splits["train"].num_requests,
@@ -108,7 +110,9 @@ def _run(config: ml_collections.ConfigDict, *, show_progress: bool | None) -> Ru
   data = SweepData(splits["train"], splits["valid"])
   teacher_run_dir = (Path(config.teacher.restore_from) if config.teacher.restore_from
                      else Path(config.workdir) / config.name)  # where it will be
-  if config.teacher.restore_from:
+  if logged:  # the ranker's logged scores are the teacher: nothing to train or score
+    teachers, t_tracker = None, None
+  elif config.teacher.restore_from:
     teachers = restore_teacher(config, data, Path(config.teacher.restore_from))
     t_tracker = None
   else:
@@ -117,11 +121,15 @@ def _run(config: ml_collections.ConfigDict, *, show_progress: bool | None) -> Ru
     if is_main():
       write_text_atomic(run_dir / "checkpoints" / "teacher" / "identity.json", json.dumps(
           {"teacher": teacher_identity(config), "data": data_identity(config)}))
-  if bool(np.any(teachers.state.diverged)):
+  if teachers is not None and bool(np.any(teachers.state.diverged)):
     raise FloatingPointError("teacher: training diverged (non-finite loss); lower "
                              "teacher.learning_rate")
-  members = ensemble_members(teachers, data, sources)
-  scored, score_source = score_splits(members, splits, builder)
+  if logged:
+    members = []
+    scored, score_source = logged_splits(splits)
+  else:
+    members = ensemble_members(teachers, data, sources)
+    scored, score_source = score_splits(members, splits, builder)
   timings["teacher_s"] = time.perf_counter() - t0
 
   # Students: the whole grid as one vmapped program, sharded over the devices.
@@ -171,9 +179,13 @@ def _evaluate_run(run_dir: Path) -> RunResult:
   splits, builder, ids = load_data(config)
   data = SweepData(splits["train"], splits["valid"])
   teacher_run_dir = Path(config.teacher.restore_from) if config.teacher.restore_from else run_dir
-  teachers = restore_teacher(config, data, teacher_run_dir)
-  members = ensemble_members(teachers, data, ensemble_sources(config))
-  scored, score_source = score_splits(members, splits, builder)
+  if is_logged_teacher(config):  # read with the data again; nothing to restore
+    members = []
+    scored, score_source = logged_splits(splits)
+  else:
+    teachers = restore_teacher(config, data, teacher_run_dir)
+    members = ensemble_members(teachers, data, ensemble_sources(config))
+    scored, score_source = score_splits(members, splits, builder)
   programs = student_programs(config)
   students = [(label, program, restore_phase(
       program, "student", student_points(program), SweepData(scored["train"], scored["valid"]),

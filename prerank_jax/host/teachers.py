@@ -17,7 +17,7 @@ from prerank_jax.host.identity import data_identity
 from prerank_jax.host.processes import barrier, is_main
 from prerank_jax.host.rundir import load_run_config
 from prerank_jax.host.sweep_driver import Phase, restore_teacher
-from prerank_jax.losses.ensemble import ENSEMBLES
+from prerank_jax.losses.ensemble import ENSEMBLES, teacher_present
 from prerank_jax.train.loop import SweepData
 from prerank_jax.train.sweep import apply_in_chunks
 
@@ -50,6 +50,14 @@ def score_splits(members: list[Phase], splits: dict[str, Batch], builder: Any = 
   return {name: validate_batch(batch._replace(teacher_scores=jnp.asarray(batch.teacher_scores)),
                                name=name, require_teacher=True)
           for name, batch in scored.items()}, how
+
+
+def logged_splits(splits: dict[str, Batch]) -> tuple[dict[str, Batch], dict[str, str]]:
+  """A logged teacher's splits (``teacher.model.name="logged"``): the loader already put the
+  ranker's scores in ``teacher_scores`` (and ``teacher_mask``); nothing is trained, scored
+  or cached. Returns ``(splits, {split: "logged"})`` as :func:`score_splits` does."""
+  return ({name: validate_batch(batch, name=name, require_teacher=True)
+           for name, batch in splits.items()}, {name: "logged" for name in splits})
 
 
 def ensemble_sources(config: ml_collections.ConfigDict
@@ -89,8 +97,19 @@ def ensemble_members(teachers: Phase, data: SweepData,
 def combined_teacher(config: ml_collections.ConfigDict, batch: Batch) -> jax.Array:
   """The teacher the students were distilled from: ``batch.teacher_scores [R, N, M]``
   combined by ``student.loss.ensemble`` with ``student.loss.ensemble_weights``
-  (:data:`prerank_jax.losses.ensemble.ENSEMBLES`); ``[R, N]``, 0 at masked slots. The
-  teacher row, the teacher-consistency metrics and the cascade's reranker all use it."""
+  (:data:`prerank_jax.losses.ensemble.ENSEMBLES`); ``[R, N]``, 0 at padding. The
+  teacher row, the teacher-consistency metrics and the cascade's reranker all use it.
+
+  A logged teacher's missing scores (``batch.teacher_mask``; a ranker that scored only its
+  own top-k) rank after every scored candidate of their list: they get the list's lowest
+  combined score minus 1 (ties among them by lower index, as every ranking here), so the
+  teacher row ranks exactly as the ranker did and puts what it did not score last."""
   loss = config.student.loss
   weights = tuple(loss.get("ensemble_weights", ())) or None
-  return ENSEMBLES[loss.ensemble](batch.teacher_scores, where=batch.valid, weights=weights)
+  present = teacher_present(batch.valid, batch.teacher_mask)
+  combined = ENSEMBLES[loss.ensemble](batch.teacher_scores, where=present, weights=weights)
+  if batch.teacher_mask is None:
+    return combined
+  low = jnp.min(jnp.where(present, combined, jnp.inf), axis=-1, keepdims=True)
+  low = jnp.where(jnp.isfinite(low), low, 0.0)
+  return jnp.where(present, combined, jnp.where(batch.valid, low - 1.0, 0.0))

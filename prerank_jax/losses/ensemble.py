@@ -133,5 +133,29 @@ def mean_rank(
   return jnp.where(valid, -jnp.sum(r * w, axis=-1), 0.0)
 
 
+def teacher_present(valid: jnp.ndarray, teacher_mask: Optional[jnp.ndarray]) -> jnp.ndarray:
+  """Where the combined teacher is defined: valid candidates that every teacher scored.
+
+  Definition:
+    present_i = valid_i ∧ ∀m: mask_{i,m}
+
+  A logged ranker often scores only part of a list (its own top-k); its missing scores
+  (``teacher_mask`` False, :mod:`prerank_jax.data.logged_teacher`) are left out of every
+  distillation term by passing ``where=present`` to the combiner and to the loss, which is
+  the loss on the list with those slots sliced out. An ensemble combines a candidate only
+  when every member scored it, so no member's absence is read as a score.
+
+  Args:
+    valid: ``[..., N]`` bool, real candidates.
+    teacher_mask: ``[..., N, M]`` bool, teacher m scored candidate n; ``None`` = all did.
+
+  Returns:
+    ``[..., N]`` bool.
+  """
+  if teacher_mask is None:
+    return valid
+  return valid & jnp.all(teacher_mask, axis=-1)
+
+
 ENSEMBLES = {"mean_logits": mean_logits, "logit_mean_prob": logit_mean_prob,
              "mean_rank": mean_rank}

@@ -395,9 +395,11 @@ def make_objective(
     if batch.teacher_scores is None:
       raise ValueError(f"batch.teacher_scores: loss.kd={kd!r} needs teacher scores, but "
                        "the batch has none (score the data with the teacher first)")
-    teacher = combine(batch.teacher_scores, where=batch.valid,
+    # A logged teacher's missing scores (batch.teacher_mask) leave every KD term.
+    present = ensemble_module.teacher_present(batch.valid, batch.teacher_mask)
+    teacher = combine(batch.teacher_scores, where=present,
                       weights=ensemble_weights or None)
-    kd_loss = kd_spec.fn(student_scores, teacher, where=batch.valid,
+    kd_loss = kd_spec.fn(student_scores, teacher, where=present,
                          **{h: hparams[h] for h in kd_spec.hparams},
                          **extras(kd_spec, batch, step, kd_rng))
     alpha = hparams["alpha"]

@@ -18,6 +18,7 @@ import optax
 
 from prerank_jax import metrics
 from prerank_jax.batch import Batch
+from prerank_jax.losses.ensemble import teacher_present
 from prerank_jax.losses.registry import make_objective
 from prerank_jax.models import PureModel, build_model
 from prerank_jax.models.precision import with_compute_dtype
@@ -90,9 +91,11 @@ def monitor(scores: jax.Array, batch: Batch, *, k: int, keep_ratio: float) -> di
         where=metrics.has_relevant(batch.true_relevance, where=batch.valid))
   if batch.teacher_scores is not None:
     teacher = jnp.mean(batch.teacher_scores, axis=-1)
-    m = metrics.keep_size(batch.valid, keep_ratio=keep_ratio)
+    # Over the candidates every teacher scored (a logged ranker may score part of a list).
+    present = teacher_present(batch.valid, batch.teacher_mask)
+    m = metrics.keep_size(present, keep_ratio=keep_ratio)
     out["valid_recall_teacher"] = jnp.mean(metrics.teacher_consistency_recall(
-        scores, teacher, where=batch.valid, k=k, m=m))
+        scores, teacher, where=present, k=k, m=m))
   return out
 
 
