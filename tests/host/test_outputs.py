@@ -149,3 +149,75 @@ def test_selection_is_the_validation_argmax_not_the_test_argmax():
                                 keep_ratios=(0.25,)) == "ndcg@10"
   assert report.headline_metric(["model", "R@(10,25%)"], k=10, keep_ratios=(0.25,),
                                 has_truth=False) == "R@(10,25%)"
+
+
+def _write_table(path, *, num_requests: int = 48, seed: int = 0) -> dict[str, list]:
+  """Logs with the user's own ID columns (``session``, ``item id``: a space inside) and a
+  split column; labels null where a candidate was not shown."""
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+
+  rng = np.random.default_rng(seed)
+  cols: dict[str, list] = {k: [] for k in ("session", "item id", "split", "user_f0", "user_f1",
+                                           "item_f0", "item_f1", "item_f2", "cross_f0",
+                                           "label")}
+  for r in range(num_requests):
+    length = int(rng.integers(12, 21))
+    split = ("train" if r < num_requests * 0.5 else
+             "valid" if r < num_requests * 0.75 else "test")
+    u, x = rng.normal(size=2), rng.normal(size=(length, 4))
+    label = ((x[:, 0] + 0.5 * x[:, 3] + 0.3 * rng.normal(size=length)) > 0.5).astype(float)
+    shown = rng.choice(length, size=8, replace=False)
+    for c in rng.permutation(length):  # rows of a request in no particular order
+      cols["session"].append(f"s{r:03d}")
+      cols["item id"].append(f"item {rng.integers(10**6)}-{c}")
+      cols["split"].append(split)
+      cols["user_f0"].append(float(u[0]))
+      cols["user_f1"].append(float(u[1]))
+      for k in range(3):
+        cols[f"item_f{k}"].append(float(x[c, k]))
+      cols["cross_f0"].append(float(x[c, 3]))
+      cols["label"].append(float(label[c]) if c in shown else None)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  pq.write_table(pa.table(cols), path)
+  return cols
+
+
+@pytest.mark.slow
+def test_tabular_run_keys_every_split_by_the_tables_own_ids(tmp_path):
+  """The IDs in scores.parquet name the very rows of the table: each (session, item id)
+  pair's logged label and exposure there equal the table's own (read independently)."""
+  import pyarrow.parquet as pq
+
+  from prerank_jax.config_files import repo_config
+  from prerank_jax.host.runner import run
+
+  cols = _write_table(tmp_path / "raw" / "logs.parquet")
+  config = repo_config("tabular", "smoke")
+  config.workdir, config.progress, config.wandb.mode = str(tmp_path / "runs"), False, "disabled"
+  config.source.data_dir, config.source.manual_dir = str(tmp_path / "tfds"), str(tmp_path / "raw")
+  config.source.update(dict(split_column="split", request_column="session",
+                            candidate_column="item id"))
+  config.sweep.temperature, config.sweep.alpha = (2.0,), (1.0,)
+  result = run(config)
+  table = pq.read_table(result.run_dir / export.SCORES_FILE).to_pandas()
+  assert {"session", "item id", "request", "candidate", "split"} <= set(table.columns)
+  logged = {(s, i): (lab, split) for s, i, lab, split in zip(
+      cols["session"], cols["item id"], cols["label"], cols["split"])}
+  one = table[table["point"] == 0]
+  assert sorted(one["split"].unique()) == ["test", "train", "valid"]
+  for split in ("train", "valid", "test"):
+    part = one[one["split"] == split]
+    # Every candidate of the split's requests, each once (lists of <= 20 are not cut).
+    want = {k for k, (_, s) in logged.items() if s == split}
+    got = list(zip(part["session"], part["item id"]))
+    assert len(got) == len(set(got)) and set(got) == want, split
+    for key, label, exposed in zip(got, part["label"], part["exposed"]):
+      assert exposed == (logged[key][0] is not None), key
+      assert label == (logged[key][0] or 0.0), key
+  # The TREC files: sessions as qids, item IDs with the space made "_".
+  run_file = next((result.run_dir / export.TREC_DIR).glob("run.student*.trec")).read_text()
+  qid, _, doc, *_ = run_file.splitlines()[0].split()
+  assert qid in set(cols["session"])
+  assert doc.startswith("item_") and (qid, doc.replace("_", " ", 1)) in logged
+  assert f"valid/ndcg@{config.eval.k}" in result.columns
