@@ -9,6 +9,10 @@
                                         the config it was started with (its config.json)
   prerank-jax config [--config=<file>[:arg]] [--config.<field>=<value> ...]   print every
                                         field: value, default, allowed range, meaning
+  prerank-jax export <run dir> --point NAME --out DIR   one student as a self-contained
+                                        artifact (jax.export StableHLO, params, feature spec)
+  prerank-jax score DIR --input FILE --output scores.parquet   score new candidates
+                                        (Parquet/CSV/LETOR) with an exported student
   prerank-jax <command> --help          what one command does, with examples
 
 Common overrides: --config.name=<run name>  --config.resume=True  --config.overwrite=True
@@ -22,7 +26,7 @@ import linecache
 import sys
 from pathlib import Path
 
-COMMANDS = ("quickstart", "sweep", "eval", "report", "resume", "config")
+COMMANDS = ("quickstart", "sweep", "eval", "report", "resume", "config", "export", "score")
 USAGE = __doc__
 
 # `prerank-jax <command> --help`: what each command does, its arguments and an example.
@@ -84,6 +88,32 @@ configs/quickstart.py. Nothing is run or written.
 Examples:
   prerank-jax config
   prerank-jax config --config=configs/tabular.py --config.student.num_epochs=5
+""",
+    "export": """prerank-jax export <run dir> --point NAME --out DIR [--overwrite] [--platforms cpu,cuda,tpu]
+
+Writes one sweep point of a finished run as a self-contained artifact: the student's
+scoring function serialised with jax.export (StableHLO, any number of candidates, lowered
+for cpu, cuda and tpu), its parameters, the feature spec (raw columns in order and the
+normalisation learned on train), the config and the point's results row, with a manifest
+of checksums. NAME is a `model` of the run's results.csv. DIR must not exist unless
+--overwrite (it is then replaced only once the new artifact is complete).
+See docs/guides/export_and_serve.md.
+
+Example:
+  prerank-jax export runs/tabular --point "student T=2 α=0.5" --out artifacts/student
+""",
+    "score": """prerank-jax score DIR --input FILE --output scores.parquet [--keep COLUMN ...] [--batch-rows N]
+
+Scores every candidate row of a Parquet or CSV table (or a LETOR file, for an artifact of a
+LETOR run) with the exported student in DIR. Needs only jax and this package's loader, not
+the run or its data. Parquet is read one batch of rows at a time and CSV in blocks, so a
+table larger than memory works. The output has the user's ID columns under their own
+names (the request column, the candidate column if the run had one, and every --keep
+column) and the score in a column `score`. A missing or non-numeric feature column is
+refused, with its name, before anything is written.
+
+Example:
+  prerank-jax score artifacts/student --input new_candidates.parquet --output scores.parquet
 """,
 }
 
@@ -347,6 +377,50 @@ def _run_dir_command(command: str, paths: list[str]) -> int:
   return 0
 
 
+def _serve_command(command: str, args: list[str]) -> int:
+  """``export <run dir> --point NAME --out DIR`` or ``score DIR --input F --output F``."""
+  import argparse
+
+  parser = argparse.ArgumentParser(prog=f"prerank-jax {command}", add_help=False)
+  if command == "export":
+    parser.add_argument("run_dir")
+    parser.add_argument("--point", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--platforms", default="cpu,cuda,tpu")
+  else:
+    parser.add_argument("artifact")
+    parser.add_argument("--input", required=True)
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--keep", action="append", default=[])
+    parser.add_argument("--batch-rows", type=int, default=16_384)
+  try:
+    ns = parser.parse_args(args)
+  except SystemExit:  # argparse printed what is wrong
+    return 2
+  try:
+    if command == "export":
+      from prerank_jax.host.artifact import export_point
+
+      out = export_point(ns.run_dir, ns.point, ns.out, overwrite=ns.overwrite,
+                         platforms=tuple(p.strip() for p in ns.platforms.split(",") if p.strip()))
+      print(f"wrote {out}/ (manifest.json, scoring.jax_export, params.npz, features.json, "
+            "config.json, metrics.json)")
+    else:
+      from prerank_jax.host.scoring import score_file
+
+      summary = score_file(ns.artifact, ns.input, ns.output, keep=ns.keep,
+                           batch_rows=ns.batch_rows)
+      print(f"wrote {summary.output}: {summary.rows} candidates scored in "
+            f"{summary.seconds:.1f} s")
+  except Exception as e:
+    if not raised_by_project(e):
+      raise
+    print(f"prerank-jax {command}: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
 def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv if argv is None else argv)
   if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
@@ -361,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
   if argv[1] == "config":
     return _config_command(argv)
+  if argv[1] in ("export", "score"):
+    return _serve_command(argv[1], argv[2:])
   if argv[1] == "resume":
     return _resume_command(argv)
   if argv[1] in ("eval", "report"):

@@ -423,6 +423,12 @@ def scoring_function(model, params: Any, *, platforms: Sequence[str] = PLATFORMS
   if "cross" in model.inputs:
     raise ValueError(f"export: model {model.name!r} reads cross features, which are not "
                      "available when serving; only students can be exported")
+  options = model.options or {}
+  if (options.get("context_vocab") or options.get("item_vocab")
+      or model.feature_sizes.get("sequence_ids")):
+    raise ValueError(f"export: model {model.name!r} reads categorical ID embeddings or a "
+                     "behaviour sequence; this export takes float features only (a dssm "
+                     "without ID vocabularies exports)")
   leaves, treedef = jax.tree.flatten(params)
   leaves = [np.asarray(x) for x in leaves]
 

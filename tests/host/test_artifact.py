@@ -368,3 +368,32 @@ def test_letor_artifact_turns_raw_lines_into_the_loaders_inputs(tmp_path):
   assert np.std(want) > 0
   with pytest.raises(ArtifactError, match="give a LibSVM ranking file"):
     score_file(art, tmp_path / "scores.parquet", tmp_path / "again.parquet")
+
+
+@pytest.mark.slow
+def test_cli_export_then_score_and_one_line_errors(trained, tmp_path, capsys):
+  import pyarrow.parquet as pq
+
+  from prerank_jax.cli import main
+
+  run_dir, table = trained["run_dir"], trained["table"]
+  out = tmp_path / "cli_artifact"
+  assert main(["prerank-jax", "export", str(run_dir), "--point", point_name("linear"),
+               "--out", str(out), "--platforms", "cpu"]) == 0
+  assert load_artifact(out).exported.platforms == ("cpu",)
+  pq.write_table(table.slice(0, 30), tmp_path / "in.parquet")
+  assert main(["prerank-jax", "score", str(out), "--input", str(tmp_path / "in.parquet"),
+               "--output", str(tmp_path / "s.parquet"), "--keep", "split"]) == 0
+  assert "30 candidates scored" in capsys.readouterr().out
+  assert pq.read_table(tmp_path / "s.parquet").column_names[-2:] == ["split", "score"]
+  pq.write_table(table.slice(0, 30).drop_columns(["user_f0"]), tmp_path / "bad.parquet")
+  assert main(["prerank-jax", "score", str(out), "--input", str(tmp_path / "bad.parquet"),
+               "--output", str(tmp_path / "b.parquet")]) == 2
+  err = capsys.readouterr().err
+  assert "prerank-jax score:" in err and "['user_f0']" in err and "Traceback" not in err
+  assert not (tmp_path / "b.parquet").exists()
+  assert main(["prerank-jax", "export", str(run_dir), "--point", point_name("linear"),
+               "--out", str(out)]) == 2
+  assert "--overwrite" in capsys.readouterr().err
+  assert main(["prerank-jax", "export", str(run_dir), "--out", str(out)]) == 2  # no --point
+  assert "--point" in capsys.readouterr().err
