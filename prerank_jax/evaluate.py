@@ -22,6 +22,7 @@ import numpy as np
 
 from prerank_jax import metrics
 from prerank_jax.batch import Batch
+from prerank_jax.metrics import recflow as recflow_metrics
 
 
 GAINS = ("exp2", "linear")  # eval.gain: 2^y − 1 (Burges et al. 2005) or y (trec_eval)
@@ -32,11 +33,14 @@ def keep_label(ratio: float) -> str:
   return f"{100 * ratio:g}%"
 
 
-def metric_names(*, k: int, keep_ratios: Sequence[float], has_truth: bool = True) -> list[str]:
+def metric_names(*, k: int, keep_ratios: Sequence[float], has_truth: bool = True,
+                 protocol: str = "") -> list[str]:
   """Column names produced by :func:`evaluate_scores`, in display order.
 
   Four groups: against the truth, the cascade against the truth (``sys_*``: the model
-  keeps its top m, the teacher reranks them), against the teacher, from the logs.
+  keeps its top m, the teacher reranks them), against the teacher, from the logs; then a
+  published protocol's columns (``eval.protocol``: ``"recflow"`` adds RecFlow's and
+  LCRON's, :func:`prerank_jax.metrics.recflow.protocol_metric_names`).
   """
   names = []
   if has_truth:
@@ -50,7 +54,7 @@ def metric_names(*, k: int, keep_ratios: Sequence[float], has_truth: bool = True
   names.append(f"ndcg@{k}_logs")
   names += [f"retention@{keep_label(r)}" for r in keep_ratios]
   names += ["auc_logs", "gauc_logs"]
-  return names
+  return names + recflow_metrics.protocol_metric_names(protocol)
 
 
 def excluded_names(*, k: int, has_truth: bool = True) -> list[str]:
@@ -70,6 +74,7 @@ def evaluate_scores(
     relevant_grade: float,
     ndcg_empty: str = "exclude",
     gain: str = "exp2",
+    protocol: str = "",
 ) -> dict[str, jax.Array]:
   """All evaluation metrics of one model's scores, averaged over requests.
 
@@ -124,6 +129,11 @@ def evaluate_scores(
       a relevant candidate (static; see :func:`prerank_jax.metrics.mean_over_defined`).
     gain: ``"exp2"`` (2^y − 1) or ``"linear"`` (y, trec_eval's ``ndcg_cut``) for every NDCG
       column (static; config ``eval.gain``).
+    protocol: ``""`` or ``"recflow"`` (static; config ``eval.protocol``): RecFlow's pooled
+      ``recflow_recall@k``/``recflow_ndcg@k`` (targets ``label > 0``) and LCRON's
+      ``joint_recall@10@20`` (this model keeps 30, ``teacher_scores`` 20 of them),
+      ``lcron_recall@10@{30,20}``, ``lcron_ndcg@10``, ``lcron_kendall_tau`` against
+      ``true_relevance`` (:mod:`prerank_jax.metrics.recflow`).
 
   Returns:
     ``{name: scalar}`` keyed exactly as :func:`metric_names`.
@@ -181,6 +191,11 @@ def evaluate_scores(
                                    keep_ratio=r), where=has_positive)
   out["auc_logs"] = metrics.auc(scores, positive, where=observed)
   out["gauc_logs"] = metrics.gauc(scores, positive, where=observed)
+  if protocol:
+    graded = batch.label if batch.true_relevance is None else batch.true_relevance
+    out.update(recflow_metrics.protocol_metrics(
+        scores, targets=valid & (batch.label > 0), graded=graded,
+        second_scores=teacher_scores, where=valid))
   return out
 
 
@@ -229,7 +244,7 @@ def excluded_lists(
 
 def describe_excluded(excluded: dict, models: Sequence[str], *, num_lists: int, k: int,
                       relevant_grade: float, ndcg_empty: str = "exclude",
-                      gain: str = "exp2") -> str:
+                      gain: str = "exp2", protocol: str = "") -> str:
   """A Markdown list for the run header: how many lists each metric left out.
 
   Args:
@@ -269,13 +284,17 @@ def describe_excluded(excluded: dict, models: Sequence[str], *, num_lists: int, 
   if "shorter_than_k" in excluded:
     lines.append(f"- none left out for being short: {counts('shorter_than_k')} lists have "
                  f"fewer than k={k} candidates and are scored over their length")
+  if protocol == "recflow":
+    lines.append("- recflow_recall@k, recflow_ndcg@k: requests whose valid candidates are "
+                 "all targets or none are skipped, and hits are pooled over the targets of "
+                 "the others (RecFlow's evaluate_recall)")
   return "\n".join(lines)
 
 
 def evaluate_stacked(scores: jax.Array, batch: Batch, *, teacher_scores: jax.Array, k: int,
                      keep_ratios: Sequence[float], relevant_grade: float,
                      ndcg_empty: str = "exclude", gain: str = "exp2",
-                     return_excluded: bool = False):
+                     return_excluded: bool = False, protocol: str = ""):
   """:func:`evaluate_scores` vmapped over a leading model axis: ``scores [P, R, N]``.
 
   Returns ``{name: [P]}``, and with ``return_excluded=True`` also
@@ -288,20 +307,22 @@ def evaluate_stacked(scores: jax.Array, batch: Batch, *, teacher_scores: jax.Arr
     raise ValueError(f"ndcg_empty must be one of {metrics.EMPTY_MODES}, got {ndcg_empty!r}")
   if gain not in GAINS:
     raise ValueError(f"eval.gain: must be one of {GAINS}, got {gain!r}")
+  recflow_metrics.protocol_metric_names(protocol)  # refuses an unknown eval.protocol
   values, excluded = _evaluate_stacked(scores, batch, teacher_scores,
                                        jnp.float32(relevant_grade), k=k,
                                        keep_ratios=tuple(keep_ratios), ndcg_empty=ndcg_empty,
-                                       gain=gain)
+                                       gain=gain, protocol=protocol)
   return (values, excluded) if return_excluded else values
 
 
-@functools.partial(jax.jit, static_argnames=("k", "keep_ratios", "ndcg_empty", "gain"))
+@functools.partial(jax.jit, static_argnames=("k", "keep_ratios", "ndcg_empty", "gain",
+                                             "protocol"))
 def _evaluate_stacked(scores, batch, teacher_scores, relevant_grade, *, k, keep_ratios,
-                      ndcg_empty, gain):
+                      ndcg_empty, gain, protocol=""):
   def fn(s):
     values = evaluate_scores(s, batch, teacher_scores=teacher_scores, k=k,
                              keep_ratios=keep_ratios, relevant_grade=relevant_grade,
-                             ndcg_empty=ndcg_empty, gain=gain)
+                             ndcg_empty=ndcg_empty, gain=gain, protocol=protocol)
     excluded = excluded_lists(s, batch, teacher_scores=teacher_scores, k=k,
                               relevant_grade=relevant_grade)
     return values, excluded

@@ -13,6 +13,8 @@ name                       data
 ``movielens``              GroupLens ml-100k or ml-1m files (``movielens/100k``,
                            ``movielens/1m`` pick one; ``-ratings`` suffixes accepted)
 ``tabular``                your Parquet/CSV table (aliases ``parquet``, ``csv``)
+``recflow``                RecFlow's folders, RecFlow's coarse-ranking or LCRON's protocol
+                           (``configs/recflow.py``)
 =========================  ==============================================================
 
 Every dataset but ``simulator`` is a TFDS builder written as ArrayRecord under
@@ -68,6 +70,7 @@ DATASETS: dict[str, DatasetSpec] = {
     "tabular": DatasetSpec("tabular", "a Parquet/CSV table"),
     "parquet": DatasetSpec("tabular", "a Parquet table"),
     "csv": DatasetSpec("tabular", "a CSV table"),
+    "recflow": DatasetSpec("recflow", "RecFlow's files (the coarse or LCRON protocol)"),
 }
 
 
@@ -89,6 +92,8 @@ def _module(kind: str):
     from prerank_jax.data import movielens as module
   elif kind == "tabular":
     from prerank_jax.data import tabular as module
+  elif kind == "recflow":
+    from prerank_jax.data import recflow as module
   else:
     raise ValueError(f"dataset kind {kind!r} has no TFDS builder")
   return module

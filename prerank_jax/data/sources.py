@@ -74,6 +74,18 @@ TABULAR_SOURCE: Mapping[str, Any] = dict(
     min_list_size=10,
 )
 
+# RecFlow (prerank_jax/data/recflow.py): its protocol, days and files. Dates are ISO days,
+# ranges "first:last" inclusive; the defaults are RecFlow's coarse-ranking split.
+RECFLOW_SOURCE: Mapping[str, Any] = dict(
+    recflow_protocol="coarse",        # coarse (RecFlow's benchmark) | lcron (LCRON's)
+    recflow_train_days="2024-01-13:2024-02-17",
+    recflow_test_day="2024-02-18",
+    recflow_test_file="coarse_rank_test.feather",  # RecFlow's code: prerank_test.feather
+    recflow_label="effective_view",   # long_view | like | follow | forward | comment
+    recflow_per_stage=10,             # lcron: candidates per stage (4 stages: N = 40)
+    list_size=470,                    # coarse: test lists padded to 470 (RecFlow's scripts)
+)
+
 # dataset kind (prerank_jax.data.registry.DatasetSpec.kind) -> the configs/ file that sets
 # it up, named in a missing dataset's prepare command.
 CONFIG_FILES: Mapping[str, str] = {
@@ -82,6 +94,7 @@ CONFIG_FILES: Mapping[str, str] = {
     "letor": "configs/letor.py",
     "movielens": "configs/movielens.py",
     "tabular": "configs/tabular.py",
+    "recflow": "configs/recflow.py",
 }
 
 # config file -> its config.source (without flags such as :smoke).
@@ -90,4 +103,5 @@ CONFIG_SOURCES: Mapping[str, Mapping[str, Any]] = {
     "configs/letor.py": {**SOURCE_DEFAULTS, **LETOR_SOURCE},
     "configs/movielens.py": {**SOURCE_DEFAULTS, **MOVIELENS_SOURCE},
     "configs/tabular.py": {**SOURCE_DEFAULTS, **TABULAR_SOURCE},
+    "configs/recflow.py": {**SOURCE_DEFAULTS, **RECFLOW_SOURCE},
 }

@@ -25,6 +25,36 @@ def _float(s, key: str, low: float, high: float = float("inf"), **open_ends) -> 
   return checks.number_in(s[key], f"source.{key}", low, high, **open_ends)
 
 
+def validate_recflow_source(s) -> None:
+  """``config.source`` of ``dataset="recflow"`` (prerank_jax/data/recflow.py).
+
+  Raises:
+    ValueError: naming the field, its allowed values and the value found.
+  """
+  from prerank_jax.data import recflow
+
+  _check(s.get("recflow_protocol") in recflow.PROTOCOLS, "source.recflow_protocol",
+         f"must be one of {recflow.PROTOCOLS}", s.get("recflow_protocol"))
+  for key in ("recflow_train_days", "recflow_test_day"):
+    try:
+      recflow.parse_days(s[key], f"source.{key}")
+    except ValueError as e:
+      raise ValueError(str(e)) from None
+  train = set(recflow.parse_days(s.recflow_train_days, ""))
+  test = set(recflow.parse_days(s.recflow_test_day, ""))
+  _check(not train & test, "source.recflow_test_day",
+         f"must not overlap source.recflow_train_days ({s.recflow_train_days})",
+         s.recflow_test_day)
+  _check(isinstance(s.recflow_test_file, str) and bool(s.recflow_test_file),
+         "source.recflow_test_file", "must name the coarse test file in others/ "
+         "(coarse_rank_test.feather or prerank_test.feather)", s.recflow_test_file)
+  _check(s.recflow_label in recflow.FEEDBACK, "source.recflow_label",
+         f"must be one of {recflow.FEEDBACK}", s.recflow_label)
+  _int(s, "recflow_per_stage", 1, 1000)
+  _int(s, "list_size", 1)
+  _float(s, "valid_fraction", 0.0, 0.5, open_low=True, open_high=True)
+
+
 def validate_data_config(config) -> None:
   """Checks ``config.source`` for ``config.dataset`` and the input pipeline fields.
 
@@ -72,6 +102,9 @@ def validate_data_config(config) -> None:
            f"must be '' (use config.data) or one of {sorted(PRESETS)}", s.preset)
     if not s.preset:
       validate_simulator_params(config.data, prefix="data")
+    return
+  if kind == "recflow":
+    validate_recflow_source(s)
     return
   n = _int(s, "list_size", 1)
   for key in ("valid_fraction", "test_fraction"):

@@ -1,0 +1,72 @@
+"""RecFlow (Kuaishou, ICLR 2025) in its two published pre-ranking protocols.
+
+  :coarse  RecFlow's coarse-ranking benchmark (RecFlow-ICLR/RecFlow, coarse/): train on the
+           all_stage rows of 2024-01-13..02-17 with BCE on effective_view of the exposed
+           (realshow) rows, test on 2024-02-18's coarse test file padded to 470;
+           recflow_recall@50/100/200 and recflow_ndcg@50/100/200 (RecFlow's own "ndcg":
+           divided by the number of targets, not an NDCG).
+  :lcron   LCRON's two-stage protocol (kwai/LCRON, deep_components/dataset2.py): 40
+           candidates a request (10 each of rank_pos, rank_neg, coarse_neg, prerank_neg),
+           train 2024-01-13..02-03, test 02-04; the headline joint_recall@10@20: this
+           pre-ranker keeps its top 30, the teacher (the ranker, fixed) its top 20 of those.
+  ,world   the days of experiments/recflow_world.py's 6-day world (train 01-13..01-17,
+           test 01-18) instead of RecFlow's; ,smoke implies it and shrinks the run.
+
+Prepare once, then run (the data cannot be downloaded automatically; see
+docs/guides/recflow.md):
+  python -m prerank_jax.data --config=configs/recflow.py:coarse --config.source.manual_dir=~/data/RecFlow
+  prerank-jax sweep --config=configs/recflow.py:coarse --config.source.manual_dir=~/data/RecFlow
+On the simulated world:
+  python experiments/recflow_world.py --out /tmp/recflow --smoke
+  prerank-jax sweep --config=configs/recflow.py:coarse,smoke --config.source.manual_dir=/tmp/recflow
+
+Every run's results.csv carries both protocols' columns (config.eval.protocol="recflow":
+prerank_jax/metrics/recflow.py); the protocol's headline columns are named above.
+
+Models: the float students and teachers of the quickstart over features derived from
+RecFlow's IDs (prerank_jax/data/recflow.py); the records also carry the ID fields
+(batch.context_ids, item_ids, sequence_ids) for the DSSM/DIN models, whose vocabularies
+come from others/id_cnt.pkl.
+
+Expected runtime on the shared 2-core CPU: ``:coarse,smoke`` and ``:lcron,smoke`` on the
+--smoke world, about a minute each, mostly preparation and compilation (measured in
+tests/data/test_recflow.py). Full RecFlow (about 50 M stage rows a day) was not run here:
+the data are not on these machines.
+"""
+
+from __future__ import annotations
+
+from prerank_jax.config_files import quickstart_based
+from prerank_jax.data.sources import RECFLOW_SOURCE
+
+WORLD_DAYS = dict(recflow_train_days="2024-01-13:2024-01-17", recflow_test_day="2024-01-18")
+
+
+def get_config(arg: str | None = None):
+  """``arg``: one of 'coarse', 'lcron' (default 'coarse'), plus optional flags 'world' and
+  'smoke', separated by commas (e.g. ``coarse,smoke``)."""
+  config, flags = quickstart_based(__file__, arg, ("coarse", "lcron", "world", "smoke"))
+  protocols = flags & {"coarse", "lcron"}
+  if len(protocols) > 1:
+    raise ValueError(f"configs/recflow.py: pick one protocol, 'coarse' or 'lcron'; got {arg!r}")
+  protocol = next(iter(protocols), "coarse")
+  smoke = "smoke" in flags
+  config.name = f"recflow_{protocol}"
+  config.dataset = "recflow"
+  with config.unlocked():
+    config.source.update(RECFLOW_SOURCE)
+    config.source.recflow_protocol = protocol
+    if protocol == "lcron":
+      config.source.recflow_train_days = "2024-01-13:2024-02-03"
+      config.source.recflow_test_day = "2024-02-04"
+    if smoke or "world" in flags:
+      config.source.update(WORLD_DAYS)
+    if smoke:
+      config.source.list_size = 60    # the --smoke world's lists (60 retrieved)
+    # RecFlow's and LCRON's metrics in results.csv (prerank_jax/metrics/recflow.py).
+    config.eval.protocol = "recflow"
+  # The graded truth: the stage label (6 = click) in coarse, LCRON's 30 - rank_index
+  # (rank_pos: 21..30) in lcron.
+  config.eval.relevant_grade = 6.0 if protocol == "coarse" else 20.0
+  config.eval.gain = "linear"
+  return config
