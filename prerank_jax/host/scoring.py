@@ -17,7 +17,8 @@ scored, so a failure leaves no partial file and an earlier output stays as it wa
 user's ID columns under their own names (the artifact's request column, its candidate column
 when it has one, then ``keep`` columns, in that order), then ``score`` (float32), in input
 order. For LETOR input the ID columns are ``qid`` and ``docid`` (the line's
-``#docid = …`` comment, else its 1-based line number).
+``#docid = …`` comment, else its 1-based line number in the file, as the loader names
+candidates), grouped by query (queries in the order of their first line).
 
 Each row becomes the model inputs exactly as the loader made them at training time: a null
 feature reads as 0 and a non-finite one is refused (tabular); LETOR features are normalised
@@ -251,15 +252,16 @@ def _score_letor(artifact: StudentArtifact, path: Path, output: Path) -> int:
   import pyarrow as pa
   import pyarrow.parquet as pq
 
-  from prerank_jax.data.letor import parse_file
+  from prerank_jax.data import letor
 
   spec = artifact.features
-  parsed = parse_file(path)
+  parsed = letor.parse_file(path)
+  lines = getattr(parsed, "lines", None)
+  line_ids = (letor.data_line_ids(path) if lines is not None
+              and hasattr(letor, "data_line_ids") else None)
   list_size = int(spec["context"][0]["list_size"])
   ids = [int(c["feature_id"]) for c in spec["items"]]
   qids, docids, contexts, items = [], [], [], []
-  lines = getattr(parsed, "line_numbers", None)
-  docs = getattr(parsed, "docids", None)
   for q, (qid, block) in enumerate(zip(parsed.qids, parsed.features)):
     length = block.shape[0]
     raw = np.zeros((length, len(ids)), np.float64)
@@ -268,11 +270,9 @@ def _score_letor(artifact: StudentArtifact, path: Path, output: Path) -> int:
     items.append(_transform(spec, "items", raw))
     contexts.append(np.full((length, 1), np.log1p(length) / np.log1p(list_size), np.float32))
     qids += [qid] * length
-    if docs is not None:
-      docids += [str(d) for d in docs[q]]
-    elif lines is not None:
-      docids += [str(n) for n in lines[q]]
-    else:  # the loader keeps no line numbers: the document's position in its query
+    if line_ids is not None:  # the loader's candidate IDs: #docid = …, else the line number
+      docids += [str(d) for d in line_ids[lines[q]]]
+    else:  # a .query group file without line indices: the document's place in its query
       docids += [str(i + 1) for i in range(length)]
   context = np.concatenate(contexts) if contexts else np.zeros((0, 1), np.float32)
   item = np.concatenate(items) if items else np.zeros((0, len(ids)), np.float32)

@@ -364,6 +364,10 @@ def test_letor_artifact_turns_raw_lines_into_the_loaders_inputs(tmp_path):
   want = np.asarray(model.apply(params, test))[np.asarray(test.valid)]  # request-major
   assert out["qid"].to_pylist() == [q for q, labels, _ in written["test"]
                                     for _ in range(len(labels))]
+  valid = np.asarray(test.valid)  # the loader's candidate IDs: here the line numbers
+  assert out["docid"].to_pylist() == loaded.ids["test"].candidate[valid].tolist()
+  assert out["qid"].to_pylist() == np.repeat(loaded.ids["test"].request,
+                                             valid.sum(1)).tolist()
   np.testing.assert_allclose(out["score"].to_numpy(), want, rtol=1e-5, atol=1e-6)
   assert np.std(want) > 0
   with pytest.raises(ArtifactError, match="give a LibSVM ranking file"):
