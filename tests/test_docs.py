@@ -1,0 +1,111 @@
+"""The README stays an entry point and the documentation site's sources stay buildable.
+
+Fast checks (no Sphinx build: `.ci/run` builds the site with warnings as errors): the
+README's length, its links and commands, every page's title, the toctrees' globs and the
+docstring conversion the site's extension applies.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+README = ROOT / "README.md"
+
+sys.path.insert(0, str(DOCS / "_ext"))
+import prerank_docs  # noqa: E402  (docs/_ext/prerank_docs.py)
+
+
+def test_readme_is_at_most_150_lines():
+  assert len(README.read_text().splitlines()) <= 150
+
+
+def test_readme_links_point_at_existing_files():
+  links = re.findall(r"\]\(([^)#]+)\)", README.read_text())
+  local = [link for link in links if not link.startswith("http")]
+  assert local, "the README links into the docs"
+  missing = [link for link in local if not (ROOT / link).exists()]
+  assert not missing, missing
+
+
+def test_readme_commands_are_the_ci_commands():
+  readme = README.read_text()
+  ci = (ROOT / ".ci" / "run").read_text()
+  assert '-e ".[test,docs]"' in ci
+  assert ".venv/bin/python -m pytest -q" in readme and "-m pytest -q" in ci
+  sphinx = re.search(r"-m sphinx -W --keep-going -j 2 .*-b html docs docs/_build/html", ci)
+  assert sphinx and "-m sphinx -W --keep-going -j 2 -b html docs docs/_build/html" in readme
+  assert "prerank-jax quickstart --config=configs/quickstart.py:smoke" in readme
+
+
+def test_readme_shows_no_placeholder_and_no_history():
+  readme = README.read_text()
+  assert "SMOKE_TABLE" not in readme
+  assert not re.search(r"issue \d+|git show", readme)
+
+
+def _pages():
+  return sorted(p for p in DOCS.rglob("*.md")
+                if not {"_build", "_generated"} & set(p.relative_to(DOCS).parts))
+
+
+@pytest.mark.parametrize("page", _pages(), ids=lambda p: str(p.relative_to(DOCS)))
+def test_every_page_starts_with_a_title(page):
+  assert page.read_text().startswith("# "), f"{page} must start with a '# Title' line"
+
+
+def test_the_index_picks_up_every_page_of_the_shared_folders():
+  index = (DOCS / "index.md").read_text()
+  for folder in ("guides", "reference", "research", "developer"):
+    assert f"{folder}/*" in index, f"docs/index.md: a glob toctree for {folder}/"
+  for page in ("start/install", "start/quickstart", "start/concepts", "api/index",
+               "benchmarks", "changelog"):
+    assert page in index
+
+
+def test_docstring_conventions_become_valid_rst():
+  lines = [
+      "Listwise KD.",
+      "",
+      "Definition:",
+      "  p = softmax(t / T)",
+      "      (aligned continuation)",
+      "Pair weights:",
+      "  ``uniform``: 1",
+      "Recall is |S ∩ T| / |T|; ``a | b`` stays literal.",
+      "",
+      "Args:",
+      "  x: ``[..., N]`` scores.",
+      "",
+      "=====  =====",
+      "name   role",
+      "=====  =====",
+      "``mlp_heavy_no_cross`` ablation",
+      "=====  =====",
+  ]
+  out = prerank_docs.rst_docstring(lines)
+  assert "Definition::" in out and "Pair weights::" in out
+  assert "Recall is \\|S ∩ T\\| / \\|T\\|; ``a | b`` stays literal." in out
+  assert "Args:" in out  # napoleon's sections are left to napoleon
+  table = out.index("  =====  =====")
+  assert out[table - 2] == "::"  # the table is a literal block
+  # A literal block always ends with a blank line before less-indented text.
+  assert out[out.index("Pair weights::") - 1] == ""
+
+
+def test_generated_reference_covers_every_field_and_command(tmp_path):
+  from prerank_jax import cli
+
+  (tmp_path / "_generated").mkdir()
+  prerank_docs.generate(tmp_path)
+  fields = (tmp_path / "_generated" / "config_fields.md").read_text()
+  assert "| `sweep.temperature` | `(1, 2, 5)` |" in fields
+  assert "(not documented)" not in fields
+  commands = (tmp_path / "_generated" / "cli_help.md").read_text()
+  for command in cli.COMMANDS:
+    assert f"## `prerank-jax {command}`" in commands
