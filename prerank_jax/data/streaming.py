@@ -418,7 +418,8 @@ def index_batches(train: Batch, run_rngs: Any, *, batch_size: int, num_epochs: i
 
 def make_source(config, train: Batch):
   """``BatchSource(train)`` or, with ``streaming.read_from="records"``, the prepared TFDS
-  dataset's train records plus ``train.teacher_scores``."""
+  dataset's train records plus ``train.teacher_scores`` (and a logged teacher's
+  ``teacher_mask``)."""
   if config.streaming.read_from == "memory":
     return BatchSource(train)
   from prerank_jax.data import registry, tfds_base
@@ -428,4 +429,5 @@ def make_source(config, train: Batch):
     raise tfds_base.DatasetMissingError(missing or f"{config.dataset}: not prepared")
   reader = RecordReader(tfds_base.split_files(builder, "train"),
                         tfds_base.builder_shapes(builder))
-  return RecordSource(reader, {"teacher_scores": train.teacher_scores})
+  return RecordSource(reader, {"teacher_scores": train.teacher_scores,
+                               "teacher_mask": train.teacher_mask})  # None: left out

@@ -107,7 +107,8 @@ class GrainFeed:
                          f"{self.input.step}, its state at step {step}")
 
   def _put(self, arrays: Mapping[str, np.ndarray]) -> Batch:
-    batch = Batch(**{name: arrays.get(name) for name in (*BATCH_FIELDS, "teacher_scores")})
+    batch = Batch(**{name: arrays.get(name)
+                     for name in (*BATCH_FIELDS, "teacher_scores", "teacher_mask")})
     if self.mesh is None:
       return jax.device_put(batch)
     # [k, P, B, ...]: points sharded over the mesh like the state; [k, B, ...]: replicated.

@@ -447,3 +447,25 @@ def test_letor_score_file_with_wrong_line_count_refused_with_both_counts(tmp_pat
                                        rf".*test.txt has {len(lines)} data lines"):
     load_dataset(config)
   assert not any((tmp_path / "tfds").rglob("dataset_info.json"))  # nothing prepared
+
+
+@pytest.mark.parametrize("read_from", ["memory", "records"])
+def test_streamed_input_keeps_the_mask(tmp_path, read_from):
+  """With input_pipeline=grain (order=device) the students equal the device-resident
+  pipeline's on a logged teacher with missing scores: the mask travels with the batches
+  (were it dropped, the filler 0 would be distilled and the students would differ)."""
+  from prerank_jax.host.runner import run
+
+  write_logs(tmp_path / "raw" / "logs.parquet", missing_top=4)
+  results = {}
+  for pipeline in ("device", "grain"):
+    config = logged_config(tmp_path)
+    config.name = pipeline
+    config.sweep.group_size = 0
+    config.input_pipeline = pipeline
+    config.streaming.read_from = read_from
+    config.streaming.steps_per_call = 2
+    results[pipeline] = {r["model"]: r["ndcg@10"] for r in run(config).rows}
+  assert results["device"].keys() == results["grain"].keys()
+  for model, value in results["device"].items():
+    assert results["grain"][model] == pytest.approx(value, abs=1e-5), model
