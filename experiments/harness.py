@@ -338,7 +338,10 @@ def world_values(frame: pd.DataFrame, metric: str) -> pd.Series:
   Rows that diverged or hold a non-finite value are left out (:func:`_kept_rows` counts
   them); a world with no kept row is absent from the result, never a NaN mean.
   """
-  kept, _ = _kept_rows(frame, metric)
+  return _world_means(_kept_rows(frame, metric)[0], metric)
+
+
+def _world_means(kept: pd.DataFrame, metric: str) -> pd.Series:
   values = pd.to_numeric(kept[metric], errors="coerce").astype(float)
   return values.groupby(kept["seed"]).mean()
 
@@ -387,15 +390,22 @@ def claim_margin(claim: Claim, metric: str) -> float:
 
 
 def _metric_stats(mine: pd.DataFrame, base: pd.DataFrame, metric: str, direction: int,
-                  margin: float, worlds: Sequence[int]) -> dict[str, Any]:
-  """Every statistic of one paired comparison on one metric (see the module doc)."""
-  a, b = world_values(mine, metric), world_values(base, metric)
+                  margin: float, worlds: Sequence[int], *, full: bool = True
+                  ) -> dict[str, Any]:
+  """The statistics of one paired comparison on one metric (see the module doc): the
+  interval, dropped rows and raw verdict, and with ``full`` the tests and the power."""
+  (kept_a, drop_a), (kept_b, drop_b) = _kept_rows(mine, metric), _kept_rows(base, metric)
+  a, b = _world_means(kept_a, metric), _world_means(kept_b, metric)
   paired = paired_interval(a, b)
   common = a.index.intersection(b.index).sort_values()
   d = (a.loc[common] - b.loc[common]).to_numpy(float)
   n = int(d.size)
-  dropped = {k: _kept_rows(mine, metric)[1][k] + _kept_rows(base, metric)[1][k]
-             for k in ("diverged", "non-finite")}
+  dropped = {k: drop_a[k] + drop_b[k] for k in ("diverged", "non-finite")}
+  missing = sorted(int(w) for w in set(worlds) - set(int(w) for w in common))
+  raw = verdict(paired["lo"], paired["hi"], direction, margin)
+  if not full:
+    return {**paired, "margin": margin, "missing": missing, "dropped": dropped,
+            "raw_verdict": raw}
   sd = float(d.std(ddof=1)) if n > 1 else math.nan
   if direction == 0:
     p_t = stats.equivalence_p(d, margin) if n > 1 else math.nan
@@ -409,10 +419,8 @@ def _metric_stats(mine: pd.DataFrame, base: pd.DataFrame, metric: str, direction
           "p_diff_t": stats.paired_t_p(d) if n > 1 else math.nan,
           "p_diff_perm": stats.sign_flip_test(d) if n > 0 else math.nan,
           "mde": stats.min_detectable_effect(sd, n, alpha=ALPHA, power=POWER),
-          "needs": needs, "margin": margin,
-          "missing": sorted(int(w) for w in set(worlds) - set(int(w) for w in common)),
-          "dropped": dropped,
-          "raw_verdict": verdict(paired["lo"], paired["hi"], direction, margin)}
+          "needs": needs, "margin": margin, "missing": missing, "dropped": dropped,
+          "raw_verdict": raw}
 
 
 def claim_stats(frame: pd.DataFrame, claim: Claim,
@@ -423,7 +431,8 @@ def claim_stats(frame: pd.DataFrame, claim: Claim,
   worlds = sorted(int(w) for w in frame["seed"].unique())
   primary = _metric_stats(mine, base, claim.metric, claim.direction,
                           claim_margin(claim, claim.metric), worlds)
-  second = {m: _metric_stats(mine, base, m, claim.direction, claim_margin(claim, m), worlds)
+  second = {m: _metric_stats(mine, base, m, claim.direction, claim_margin(claim, m), worlds,
+                            full=False)
             for m in secondary if m != claim.metric and m in frame.columns}
   return {"claim": claim.text, "metric": claim.metric, "direction": claim.direction,
           "against": against, "source": claim.source, **primary, "secondary": second}

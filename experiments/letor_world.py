@@ -61,7 +61,7 @@ LOGGING_KNOBS = ("logging_noise", "logging_popularity", "position_bias")
 # and 12.7 minutes for E2, E7 and E1 with a warm compilation cache; see the README).
 FULL_WORLD = {"num_requests": 1000, "num_eval_requests": 300}
 FULL_WORLD_SEEDS: dict[str, tuple[int, ...]] = {}  # per experiment, if ever needed
-DEFAULT_WORLD_SEEDS = (0, 1, 2, 3, 4)  # the issue's minimum of 5 world seeds
+DEFAULT_WORLD_SEEDS = tuple(range(10))  # 10 worlds, as the simulator's experiments (issue 23)
 FULL_REPLICATES = (0,)
 
 

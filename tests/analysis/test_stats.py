@@ -316,3 +316,26 @@ def test_worlds_needed_is_the_first_world_count_that_reaches_the_target(sd):
   normal = (sps.norm.ppf(0.95) + sps.norm.ppf(0.9)) ** 2 * 0.05 ** 2 / 0.005 ** 2
   assert big == pytest.approx(normal, rel=0.02)
   assert pstats.worlds_needed(math.nan, 0.01) == -1
+
+
+def test_power_stays_finite_far_in_the_tail():
+  """scipy's noncentral t CDF is NaN for a large noncentrality; the power is then ~1 and
+  the world count search must stay monotone (a NaN once made it answer 626 for 6)."""
+  for n in (100, 500, 5000):
+    assert pstats.t_power(0.01, 0.005, n) == pytest.approx(1.0)
+    assert pstats.tost_power(0.02, n, 0.005) <= 1.0
+  needs = [pstats.worlds_needed(sd, 0.01) for sd in (0.002, 0.005, 0.01, 0.02, 0.05)]
+  assert needs == sorted(needs) and all(n >= 2 for n in needs)
+
+
+@pytest.mark.parametrize("n", [5, 7, 12])
+def test_tost_power_bounds_a_simulated_tost(n):
+  """The 2q − 1 approximation is a lower bound of TOST's power at a true difference of 0
+  (checked by simulation, 20,000 draws)."""
+  sd, margin = 0.004, 0.005
+  d = np.random.default_rng(n).normal(0.0, sd, size=(20_000, n))
+  mean, se = d.mean(1), d.std(1, ddof=1) / math.sqrt(n)
+  t = sps.t.ppf(0.95, n - 1)
+  simulated = np.mean((mean - t * se > -margin) & (mean + t * se < margin))
+  assert pstats.tost_power(sd, n, margin) <= simulated + 0.01
+  assert pstats.tost_power(sd, n, margin) >= simulated - 0.08
