@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-CONFIG_FILES = ("letor", "tabular", "movielens", "large_lists")
 
 
 def _show(value) -> str:
@@ -24,22 +23,33 @@ def _show(value) -> str:
 def generate(docs: Path) -> None:
   """Writes the generated Markdown files under ``docs/_generated/``."""
   from prerank_jax import cli
-  from prerank_jax.config_files import repo_config
+  from prerank_jax.config_files import REPO_CONFIGS, repo_config
   from prerank_jax.host.config_reference import describe_fields, flatten, format_markdown
 
   out = docs / "_generated"
   out.mkdir(exist_ok=True)
   base = repo_config("quickstart")
   rows = describe_fields(base)
-  missing = [r.field for r in rows if not r.documented]
+  missing = sorted({r.field for p in REPO_CONFIGS.glob("*.py")
+                    for r in describe_fields(repo_config(p.stem)) if not r.documented})
   if missing:
     raise RuntimeError(f"config fields without a reference entry: {missing}; add them to "
                        "prerank_jax/host/config_reference.py::FIELDS")
   _write(out / "config_fields.md", format_markdown(rows))
+  # Fields that only other config files add (e.g. the recflow source fields, the ID world).
+  extra = {}
+  for p in sorted(REPO_CONFIGS.glob("*.py")):
+    for r in describe_fields(repo_config(p.stem)):
+      if r.field not in dict(flatten(base)) and r.field not in extra:
+        extra[r.field] = (p.stem, r)
+  lines = ["| field | set by | default there | allowed | meaning |", "|---|---|---|---|---|"]
+  lines += [f"| `{f}` | `configs/{stem}.py` | `{_show(r.default)}` | {_md(r.allowed)} | "
+            f"{_md(r.meaning)} |" for f, (stem, r) in extra.items()]
+  _write(out / "config_extra.md", "\n".join(lines) + "\n")
 
   base_values = dict(flatten(base))
   lines = []
-  for name in CONFIG_FILES:
+  for name in sorted(p.stem for p in REPO_CONFIGS.glob("*.py") if p.stem != "quickstart"):
     config = repo_config(name)
     changed = [(f, v) for f, v in flatten(config) if _show(base_values.get(f)) != _show(v)]
     lines += [f"### `configs/{name}.py`", "", "| field | value |", "|---|---|"]
@@ -56,6 +66,10 @@ def generate(docs: Path) -> None:
     parts += [f"## `prerank-jax {command}`", "", "```text", cli.command_help(command).rstrip(),
               "```", ""]
   _write(out / "cli_help.md", "\n".join(parts))
+
+
+def _md(text: str) -> str:
+  return text.replace("|", "\\|").replace("*", "\\*")
 
 
 def _write(path: Path, text: str) -> None:

@@ -212,6 +212,24 @@ FIELDS: dict[str, tuple[Spec, str]] = {
     "source.teacher_score_file.test": (text("a tuple of files relative to "
                                             "source.manual_dir"),
                                        "letor: logged teacher scores of the test file"),
+    "eval.protocol": (text("'' or 'recflow' (an unknown name is refused when the run "
+                           "evaluates)"),
+                      "'recflow' adds RecFlow's and LCRON's published metrics to the "
+                      "results"),
+    "source.recflow_protocol": (choice("coarse", "lcron"),
+                                "recflow: RecFlow's coarse-ranking benchmark or LCRON's "
+                                "two-stage protocol"),
+    "source.recflow_train_days": (text("'YYYY-MM-DD:YYYY-MM-DD' (inclusive) or one day"),
+                                  "recflow: the days read as the train split"),
+    "source.recflow_test_day": (text("'YYYY-MM-DD' or a range, not overlapping the train "
+                                     "days"), "recflow: the test day(s)"),
+    "source.recflow_test_file": (text("a file name in others/"),
+                                 "recflow: the coarse-ranking test file"),
+    "source.recflow_label": (choice("effective_view", "long_view", "like", "follow",
+                                    "forward", "comment"),
+                             "recflow: the feedback used as the label"),
+    "source.recflow_per_stage": (integer(1, 1000), "recflow/lcron: candidates per stage "
+                                 "(4 stages: N = 4 x this)"),
     "teacher.score_kind": (text("one of 'logit', 'probability', 'rank' (checked when "
                                 "teacher.model.name='logged')"),
                            "logged teacher: what the logged scores are (probabilities are "
@@ -245,6 +263,13 @@ SIMULATOR_MEANINGS: Mapping[str, str] = {
     "position_bias": "eta: exposed position p is examined with propensity (1/p)^eta",
     "label_grades": "K of the logged labels (2 = clicks)",
     "relevance_grades": "K of the true relevance grades",
+    # The ID world (optional knobs; data.ids=False leaves the float-only world unchanged).
+    "ids": "the ID world: items get Zipf-distributed categories and authors, users a "
+           "behaviour sequence; the batch carries integer ID features",
+    "num_authors": "ID world: number of authors",
+    "num_categories": "ID world: number of categories",
+    "sequence_length": "ID world: L, length of each user's behaviour sequence",
+    "zipf_exponent": "ID world: exponent a of the Zipf popularity P(rank k) ∝ k^(−a)",
 }
 
 
@@ -274,11 +299,17 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, 
       yield f"{prefix}{key}", value
 
 
+def simulator_knobs() -> dict[str, tuple]:
+  """The simulator's own range tables (``config.data``): ``{knob: (kind, low, high, …)}``,
+  the required knobs and the optional ID-world knobs."""
+  from prerank_jax.data import simulator
+  return {**simulator._KNOBS, **getattr(simulator, "_ID_KNOBS", {})}
+
+
 def _registry_entry(field: str) -> tuple[Spec, str] | None:
   """Range and meaning of a field described by one of the code's validation tables."""
   from prerank_jax.config import DATASETS
   from prerank_jax.data.letor import NORMALIZERS
-  from prerank_jax.data.simulator import _KNOBS  # the simulator's own range table
   from prerank_jax.data.simulator_tfds import PRESETS as TFDS_PRESETS
   from prerank_jax.data.validation import INPUT_PIPELINES, STREAM_ORDERS, STREAM_READS
   from prerank_jax.evaluate import GAINS
@@ -313,9 +344,12 @@ def _registry_entry(field: str) -> tuple[Spec, str] | None:
   }
   if field in fixed:
     return fixed[field]
-  if parts[0] == "data" and len(parts) == 2 and parts[1] in _KNOBS:
-    kind, low, high = _KNOBS[parts[1]]
+  knobs = simulator_knobs()
+  if parts[0] == "data" and len(parts) == 2 and parts[1] in knobs:
+    kind, low, high = knobs[parts[1]][:3]
     meaning = SIMULATOR_MEANINGS.get(parts[1], "")
+    if kind == "bool":
+      return BOOL, meaning
     if isinstance(high, str):
       return text(f"{kind} in [{low}, data.{high}]"), meaning
     high = math.inf if high is None else high

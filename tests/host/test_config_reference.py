@@ -16,11 +16,11 @@ import pytest
 
 from prerank_jax.config import validate_config
 from prerank_jax.config_files import repo_config
-from prerank_jax.data.simulator import _KNOBS
+from prerank_jax.config_files import REPO_CONFIGS
 from prerank_jax.host import config_reference as ref
 
-CONFIGS = [("quickstart", None), ("quickstart", "smoke"), ("letor", None), ("tabular", None),
-           ("movielens", None), ("large_lists", None)]
+# Every shipped config file (a new one is picked up), plus the quickstart's smoke config.
+CONFIGS = [(p.stem, None) for p in sorted(REPO_CONFIGS.glob("*.py"))] + [("quickstart", "smoke")]
 
 
 def _fields(name, arg):
@@ -42,7 +42,7 @@ def test_every_description_names_a_field():
     expanded = ([entry.replace("<role>", r) for r in ("teacher", "student")]
                 if "<role>" in entry else [entry])
     assert any(f in fields for f in expanded), f"FIELDS[{entry!r}] names no config field"
-  assert set(ref.SIMULATOR_MEANINGS) == set(_KNOBS)
+  assert set(ref.SIMULATOR_MEANINGS) == set(ref.simulator_knobs())
 
 
 def test_defaults_are_the_config_files_and_overrides_are_shown():
