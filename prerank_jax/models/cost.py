@@ -7,6 +7,11 @@
 - :func:`measure_scoring` times one request of ``N`` candidates on the current device
   (jit-compiled, warmed up, median of repeats), the latency a serving system would see.
 
+ID models (``dssm``, ``din``) add their embedding lookups, which XLA's analysis counts as
+no FLOPs (a gather): each looked-up row of width ``d`` counts ``d`` FLOPs, the adds of an
+``EmbeddingBag`` sum over it (:func:`lookup_flops`). Target attention is matmuls and
+elementwise work, which XLA counts itself.
+
 Two-tower models are costed both ways (``cached=False/True``): the full forward runs both
 towers; the cached path takes precomputed item embeddings (:meth:`PureModel.item_embeddings`)
 and runs only the context tower and the per-candidate interaction.
@@ -24,6 +29,7 @@ import numpy as np
 
 from prerank_jax.batch import Batch
 from prerank_jax.models import PureModel, param_count
+from prerank_jax.models.embeddings import IdEmbeddings
 
 
 def _analysed_flops(fn: Callable, *args: Any) -> float:
@@ -48,8 +54,28 @@ def flops_per_candidate(model: PureModel, params: Any, batch: Batch, *,
     item_emb = jax.jit(model.item_embeddings)(params, batch)
     flops = _analysed_flops(model.score_cached, params, jnp.asarray(batch.context), item_emb)
   else:
-    flops = _analysed_flops(model.apply, params, batch)
+    flops = _analysed_flops(model.apply, params, batch) + lookup_flops(model, params, batch)
   return flops / (batch.num_requests * batch.list_size)
+
+
+def lookup_flops(model: PureModel, params: Any, batch: Batch) -> float:
+  """FLOPs of the embedding lookups of one forward pass over ``batch``: ``d`` per row read.
+
+  Definition: ``d · (R·Cc + R·L·Cs + R·N·Ci)`` for a model with ID tables of width ``d``
+  (every behaviour slot is gathered, padding too, as the compiled program does); 0 for a
+  model without ID tables.
+  """
+  tables = getattr(model.bind(params), "embeddings", None)
+  if not isinstance(tables, IdEmbeddings):
+    return 0.0
+  rows = 0
+  if len(tables.context):
+    rows += int(np.prod(batch.context_ids.shape))
+  if len(tables.items):
+    rows += int(np.prod(batch.item_ids.shape))
+  if getattr(model.bind(params), "sequence_columns", 0):
+    rows += int(np.prod(batch.sequence_ids.shape))
+  return float(rows * tables.dim)
 
 
 def request_batch(feature_sizes: dict[str, int], num_candidates: int, *,
@@ -62,6 +88,17 @@ def request_batch(feature_sizes: dict[str, int], num_candidates: int, *,
   rng = np.random.default_rng(seed)
   r, n = num_requests, num_candidates
   normal = lambda *shape: rng.standard_normal(shape).astype(np.float32)
+  # ID columns (``"context_ids"`` etc. in feature_sizes): IDs 1 (row 1 exists in every
+  # table); a full behaviour sequence of ``"sequence_length"`` slots.
+  ids = {}
+  if "context_ids" in feature_sizes:
+    ids["context_ids"] = np.ones((r, feature_sizes["context_ids"]), np.int32)
+  if "item_ids" in feature_sizes:
+    ids["item_ids"] = np.ones((r, n, feature_sizes["item_ids"]), np.int32)
+  if "sequence_ids" in feature_sizes:
+    length = feature_sizes["sequence_length"]
+    ids["sequence_ids"] = np.ones((r, length, feature_sizes["sequence_ids"]), np.int32)
+    ids["sequence_mask"] = np.ones((r, length), bool)
   return Batch(
       context=normal(r, feature_sizes["context"]),
       items=normal(r, n, feature_sizes["items"]),
@@ -70,6 +107,7 @@ def request_batch(feature_sizes: dict[str, int], num_candidates: int, *,
       exposed=np.zeros((r, n), bool),
       valid=np.ones((r, n), bool),
       true_relevance=rng.uniform(0, 3, (r, n)).astype(np.float32),
+      **ids,
   )
 
 

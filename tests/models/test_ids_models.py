@@ -229,3 +229,21 @@ def test_din_beats_gt_only_dssm_and_distillation_moves_dssm_towards_it():
     # Every world shows the ordering (a 1-in-8 chance per claim if there were none); the
     # t interval over 3 worlds (t = 4.30) is printed, too wide to require above 0.
     assert min(diffs) > 0 and mean > 0, (name, diffs)
+
+
+def test_flops_per_candidate_count_the_lookups(batch):
+  from prerank_jax.models.cost import _analysed_flops, flops_per_candidate, request_batch
+  for name in ("dssm", "din"):
+    model, params = _model(name, batch)
+    probe = request_batch(model.feature_sizes, 7, num_requests=2)
+    validate_batch(probe, vocab=VOCAB)
+    r, n, length = 2, 7, WORLD["sequence_length"]
+    rows = r * 1 + r * n * 3 + r * length * 3          # Cc, Ci and Cs columns, d = 4 each
+    expected = (_analysed_flops(model.apply, params, probe) + 4 * rows) / (r * n)
+    assert flops_per_candidate(model, params, probe) == pytest.approx(expected)
+  din, din_params = _model("din", batch)
+  dssm, dssm_params = _model("dssm", batch)
+  probe = request_batch(din.feature_sizes, 7)
+  # Target attention over L slots per candidate makes DIN dearer than the student.
+  assert flops_per_candidate(din, din_params, probe) > flops_per_candidate(
+      dssm, dssm_params, probe)
