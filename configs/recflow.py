@@ -11,6 +11,10 @@
            pre-ranker keeps its top 30, the teacher (the ranker, fixed) its top 20 of those.
   ,world   the days of experiments/recflow_world.py's 6-day world (train 01-13..01-17,
            test 01-18) instead of RecFlow's; ,smoke implies it and shrinks the run.
+  ,ids     RecFlow's own models: a DSSM student (towers 128-64-32) and a DIN teacher over
+           the ID embeddings and the behaviour sequence. Their table sizes come from the
+           data's others/id_cnt.pkl: pass the overrides that
+           prerank_jax.data.recflow.vocab_flags(DIR) prints (recflow_world.py prints them).
 
 Prepare once, then run (the data cannot be downloaded automatically; see
 docs/guides/recflow.md):
@@ -23,10 +27,9 @@ On the simulated world:
 Every run's results.csv carries both protocols' columns (config.eval.protocol="recflow":
 prerank_jax/metrics/recflow.py); the protocol's headline columns are named above.
 
-Models: the float students and teachers of the quickstart over features derived from
-RecFlow's IDs (prerank_jax/data/recflow.py); the records also carry the ID fields
-(batch.context_ids, item_ids, sequence_ids) for the DSSM/DIN models, whose vocabularies
-come from others/id_cnt.pkl.
+Models: without ,ids the float students and teachers of the quickstart over features
+derived from RecFlow's IDs (prerank_jax/data/recflow.py); the records always carry the ID
+fields (batch.context_ids, item_ids, sequence_ids) that ,ids's DSSM and DIN read.
 
 Expected runtime on the shared 2-core CPU: ``:coarse,smoke`` and ``:lcron,smoke`` on the
 --smoke world, about a minute each, mostly preparation and compilation (measured in
@@ -38,14 +41,16 @@ from __future__ import annotations
 
 from prerank_jax.config_files import quickstart_based
 from prerank_jax.data.sources import RECFLOW_SOURCE
+from prerank_jax.models import model_config
 
 WORLD_DAYS = dict(recflow_train_days="2024-01-13:2024-01-17", recflow_test_day="2024-01-18")
 
 
 def get_config(arg: str | None = None):
-  """``arg``: one of 'coarse', 'lcron' (default 'coarse'), plus optional flags 'world' and
-  'smoke', separated by commas (e.g. ``coarse,smoke``)."""
-  config, flags = quickstart_based(__file__, arg, ("coarse", "lcron", "world", "smoke"))
+  """``arg``: one of 'coarse', 'lcron' (default 'coarse'), plus optional flags 'world',
+  'ids' and 'smoke', separated by commas (e.g. ``coarse,smoke``)."""
+  config, flags = quickstart_based(__file__, arg, ("coarse", "lcron", "world", "ids",
+                                                  "smoke"))
   protocols = flags & {"coarse", "lcron"}
   if len(protocols) > 1:
     raise ValueError(f"configs/recflow.py: pick one protocol, 'coarse' or 'lcron'; got {arg!r}")
@@ -69,4 +74,11 @@ def get_config(arg: str | None = None):
   # (rank_pos: 21..30) in lcron.
   config.eval.relevant_grade = 6.0 if protocol == "coarse" else 20.0
   config.eval.gain = "linear"
+  if "ids" in flags:  # the vocabularies: vocab_flags(manual_dir), see the docstring
+    config.teacher.model = model_config(
+        "din", hidden=(64, 32) if smoke else (256, 128),
+        attention_hidden=(16,) if smoke else (32,), id_embed_dim=8 if smoke else 16)
+    config.student.model = model_config(
+        "dssm", id_tower=(32, 16, 8) if smoke else (128, 64, 32),
+        id_embed_dim=8 if smoke else 16)
   return config

@@ -61,7 +61,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from prerank_jax.data.recflow import (  # noqa: E402
-    COLUMNS, FOLDERS, ID_CNT_FIELDS, REQUEST_DICT_COLUMNS, SEQ_COLUMNS, SEQ_LEN, STAGES)
+    COLUMNS, FOLDERS, ID_CNT_FIELDS, SEQ_COLUMNS, SEQ_LEN, STAGES, vocab_flags)
 
 FIRST_DAY = datetime.date(2024, 1, 13)
 # Per request: retrieved, kept by pre-rank, kept by coarse rank, reranked, exposed.
@@ -286,8 +286,9 @@ def write_world(out: Path, *, smoke: bool = False, seed: int = 0, days: int = 6,
   test = test_parts[0]
   for test_name in ("coarse_rank_test.feather", "prerank_test.feather"):
     write_feather(out / "others" / test_name, test)
-  id_cnt = {f: len(seen[f]) if f not in ("video_id", "author_id", "user_id", "device_id")
-            else int(max(seen[f])) + 1 for f in ID_CNT_FIELDS}
+  # IDs are contiguous from 0, so the number of distinct IDs of a field is its largest + 1
+  # (RecFlow's tables have id_cnt + 2 rows: padding 0 and the IDs shifted by 1).
+  id_cnt = {f: int(max(seen[f])) + 1 for f in ID_CNT_FIELDS}
   with open(out / "others" / "id_cnt.pkl", "wb") as f:
     pickle.dump(id_cnt, f, protocol=4)
   return summary
@@ -307,6 +308,8 @@ def main(argv=None) -> None:
                         requests=args.requests or None)
   print(f"wrote {summary['requests']} requests, {summary['rows']} stage rows over "
         f"{summary['days'][0]}..{summary['days'][-1]} to {args.out}")
+  print("ID table sizes for configs/recflow.py:<coarse|lcron>,ids (DSSM/DIN):\n  "
+        + " ".join(vocab_flags(args.out)))
 
 
 if __name__ == "__main__":

@@ -559,6 +559,17 @@ def load(config, *, show: bool = False) -> tuple[dict[str, Batch], Any]:
   return splits, builder
 
 
+def vocab_flags(manual: str | Path) -> list[str]:
+  """The command-line overrides that give ``configs/recflow.py:<protocol>,ids``'s DSSM
+  student and DIN teacher the ID table sizes of the files in ``manual``
+  (``others/id_cnt.pkl``: :func:`id_vocab`)."""
+  vocab = id_vocab(load_pickle(Path(manual) / "others" / "id_cnt.pkl"))
+  text = lambda sizes: "(" + ",".join(str(v) for v in sizes) + ")"
+  return [f"--config.{role}.model.{field}_vocab={text(sizes)}"
+          for role in ("student", "teacher")
+          for field, sizes in (("context", vocab.context), ("item", vocab.items))]
+
+
 def prepared_vocab(builder) -> IdVocab:
   """The ID table sizes a prepared RecFlow dataset was written with."""
   meta = json.loads((Path(str(builder.data_path)) / "metadata.json").read_text())

@@ -266,3 +266,15 @@ def test_sweep_end_to_end_carries_both_protocols_columns(world, tmp_path, protoc
   for model in ("teacher", student):
     expected = recflow_formula(scores[scores["model"] == model])
     assert results.loc[model, "recflow_recall@50"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_ids_flag_takes_recflows_models_and_the_data_vocabularies(world):
+  config = repo_config("recflow", "lcron,ids,smoke")
+  assert (config.student.model.name, config.teacher.model.name) == ("dssm", "din")
+  id_cnt = pickle.loads((world / "others" / "id_cnt.pkl").read_bytes())
+  flags = dict(f.removeprefix("--config.").split("=") for f in recflow.vocab_flags(world))
+  for role in ("student", "teacher"):
+    assert flags[f"{role}.model.context_vocab"] == "(" + ",".join(
+        str(id_cnt[f] + 2) for f in recflow.CONTEXT_ID_FIELDS) + ")"
+    assert flags[f"{role}.model.item_vocab"] == "(" + ",".join(
+        str(id_cnt[f] + 2) for f in recflow.ITEM_ID_FIELDS) + ")"
