@@ -59,6 +59,8 @@ def fsltr_priority_loss(
   Args:
     student_scores: ``[..., N]`` student logits.
     teacher_scores: ``[..., N]`` teacher logits (frozen; only their top-K is used).
+      Assumes only an order: the loss reads the teacher's top-K set, unchanged by any
+      increasing transform (a logged rank included).
     where: ``[..., N]`` bool, valid candidates.
     labels: ``[..., N]`` graded labels (0 where not exposed).
     exposed: ``[..., N]`` bool, candidates the cascade showed.
@@ -301,6 +303,8 @@ def soft_recall_loss(
   Args:
     student_scores: ``[..., N]`` student logits.
     teacher_scores: ``[..., N]`` teacher logits (frozen; only their top-k is used).
+      Assumes only an order: the loss reads the teacher's top-k set, unchanged by any
+      increasing transform (a logged rank included).
     where: ``[..., N]`` bool, valid candidates.
     recall_k: k ≥ 1, traced.
     recall_keep_ratio: in (0, 1], traced.
@@ -382,6 +386,9 @@ def rankflow_loss(
   Args:
     student_scores: ``[..., N]`` student logits.
     teacher_scores: ``[..., N]`` teacher logits (frozen).
+      Assumes logits: the top-k term reads only their order, the MSE term their values
+      (through σ with ``rankflow_space="prob"``, i.e. calibrated logits); a rank enters as
+      −rank.
     where: ``[..., N]`` bool, valid candidates.
     rankflow_topk: k ≥ 1, traced.
     rankflow_beta: β in [0, 1], the weight of the top-k term against the MSE, traced

@@ -129,6 +129,9 @@ def hinton_listwise_kd(
   Args:
     student_scores: ``[..., N]`` student logits.
     teacher_scores: ``[..., N]`` teacher logits (frozen; no gradient flows to them).
+      Assumes logits: softmax(t/T) reads only their differences within a list, and their
+      scale sets the target's sharpness; a logged probability enters as its logit, a rank as
+      −rank (``teacher.score_kind``).
     where: ``[..., N]`` bool, valid candidates.
     temperature: T > 0, a traced scalar.
     kd_temperature_squared: static; ``False`` drops the T² factor (for the "with and
@@ -181,6 +184,9 @@ def hinton_pointwise_kd(
   Args:
     student_scores: ``[..., N]`` student logits.
     teacher_scores: ``[..., N]`` teacher logits (frozen).
+      Assumes calibrated logits (log-odds): each σ(t_i/T) is a target probability, so their
+      level matters; a logged probability enters as its logit (clipped), a rank as −rank,
+      which is not calibrated (prefer an order-only loss for ranks).
     where: ``[..., N]`` bool, valid candidates.
     temperature: T > 0, a traced scalar.
     kd_temperature_squared: static; ``False`` drops the T² factor.
@@ -212,6 +218,8 @@ def logit_mse(
   Args:
     student_scores: ``[..., N]`` student logits.
     teacher_scores: ``[..., N]`` teacher logits (frozen).
+      Assumes logits on the student's scale: their values are regressed, level and scale
+      included; a rank enters as −rank.
     where: ``[..., N]`` bool, valid candidates.
     reduce_fn: ``jnp.mean``, ``jnp.sum`` or ``None`` (per candidate).
 

@@ -44,6 +44,8 @@ def listnet_distill(
   Args:
     student_scores: ``[..., N]`` student logits.
     teacher_scores: ``[..., N]`` teacher logits (frozen).
+      Assumes logits: softmax(t/T) reads only their differences within a list, and their
+      scale sets the target's sharpness; a rank enters as −rank.
     where: ``[..., N]`` bool, valid candidates.
     temperature: T > 0, a traced scalar.
     kd_temperature_squared: static; ``False`` drops the T² factor.

@@ -110,6 +110,8 @@ def ranknet_distill(
   Args:
     student_scores: ``[..., N]`` student logits.
     teacher_scores: ``[..., N]`` teacher logits (frozen).
+      Assumes logits: the targets σ((t_i − t_j)/T) read pairwise differences (shift-
+      invariant, scale matters); a rank enters as −rank, so a target is σ((r_j − r_i)/T).
     where: ``[..., N]`` bool, valid candidates.
     temperature: T > 0, traced.
     pairwise_weighting: ``"uniform"``, ``"teacher_gap"`` or ``"delta_ndcg"`` (static).
@@ -177,6 +179,8 @@ def soft_pairwise_distill(
   Args:
     student_scores: ``[..., N]`` student logits.
     teacher_scores: ``[..., N]`` teacher logits (frozen).
+      Assumes logits: the targets σ((t_i − t_j)/T) read pairwise differences (shift-
+      invariant, scale matters); a rank enters as −rank, so a target is σ((r_j − r_i)/T).
     where: ``[..., N]`` bool, valid candidates.
     temperature: T > 0, traced.
     pairwise_top: P ≥ 0 (static); 0 = all pairs.

@@ -141,6 +141,8 @@ def rankdistil_loss(
   Args:
     student_scores: ``[..., N]`` student logits.
     teacher_scores: ``[..., N]`` teacher logits (frozen).
+      Assumes logits: permutations are sampled from the Plackett–Luce model softmax(t/T),
+      whose sharpness their scale sets; a rank enters as −rank.
     where: ``[..., N]`` bool, valid candidates.
     rng: a PRNG key (the trainer passes a fresh one each step); required.
     temperature: T > 0 of the teacher's PL model, traced.

@@ -225,6 +225,8 @@ def ranking_distillation(
   Args:
     student_scores: ``[..., N]`` student logits.
     teacher_scores: ``[..., N]`` teacher logits (frozen).
+      Assumes only an order: the loss reads the ranks of t, so any increasing transform (a
+      logged rank as −rank, a probability as its logit) gives the same loss.
     where: ``[..., N]`` bool, valid candidates.
     labels: ``[..., N]`` graded labels (read only where ``exposed``).
     exposed: ``[..., N]`` bool, the label was observed.

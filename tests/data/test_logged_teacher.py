@@ -469,3 +469,22 @@ def test_streamed_input_keeps_the_mask(tmp_path, read_from):
   assert results["device"].keys() == results["grain"].keys()
   for model, value in results["device"].items():
     assert results["grain"][model] == pytest.approx(value, abs=1e-5), model
+
+
+@pytest.mark.parametrize("kd", ["ranking_distillation", "fsltr_priority", "soft_recall"])
+def test_order_only_losses_read_only_the_teachers_order(kd):
+  """The losses whose docstrings say they assume only an order give the same loss for a
+  logged rank's −rank, the ranker's logits, and any increasing transform of them."""
+  batch, raw = _lists(r=4, n=8, m=1, seed=4)
+  batch = batch._replace(label=(np.arange(8) % 3 == 0).astype(np.float32)[None].repeat(4, 0),
+                         exposed=np.ones((4, 8), bool) & batch.valid)
+  ranks = np.argsort(np.argsort(-raw, axis=1), axis=1) + 1.0  # 1 = best within each list
+  objective = make_objective(kd=kd, gt="bce")
+  hp = {"alpha": 1.0, "rd_topk": 3.0, "rd_lambda": 1.0, "rd_mu": 0.5, "rd_warmup_steps": 0.0,
+        "fsltr_topk": 3.0, "recall_k": 3.0, "recall_keep_ratio": 0.5, "neuralsort_tau": 1.0}
+  s = jnp.asarray(np.random.default_rng(5).normal(size=(4, 8)), jnp.float32)
+  value = lambda t: float(objective(s, batch._replace(teacher_scores=np.float32(t)), hp,
+                                    step=3, rng=jax.random.key(1)))
+  base = value(raw)
+  assert value(to_logits(ranks, kind="rank")) == pytest.approx(base, rel=1e-6)
+  assert value(np.exp(raw) * 3.0 - 1.0) == pytest.approx(base, rel=1e-6)
