@@ -144,7 +144,7 @@ def test_smoke_run_numbers_equal_pytrec_eval_on_the_exports(smoke_config):
   qrels = _parse_qrels((trec / export.QRELS_FILE).read_text())
   table = pq.read_table(d / export.SCORES_FILE).to_pandas()
   # The simulator has no IDs: internal indices only, every split (docs/reference/outputs.md).
-  assert list(table.columns) == list(export.COLUMNS[:5]) + list(export.COLUMNS[5:])
+  assert list(table.columns) == list(export.COLUMNS)
   assert list(table["split"].unique()) == ["train", "valid", "test"]
   for split in ("train", "valid", "test"):
     assert len(table[table["split"] == split]) == len(result.rows) * int(
