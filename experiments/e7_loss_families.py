@@ -5,7 +5,8 @@ Every registered KD loss trains the same student (MLP 64-32, 20 epochs, batch 32
 every other hyperparameter at its registered default (the reference's, where one exists):
 the losses are structural programs of one run per world, sharing the teacher, each with its
 own ground-truth-only student. Nothing is tuned per method. Claims: each family beats the
-ground-truth-only student on true NDCG@10 (the papers each claim this for their loss).
+ground-truth-only student (the papers each claim this for their loss), judged on the
+primary metric recall@25% of the truly relevant, with NDCG@10 beside it.
 
   python experiments/e7_loss_families.py [--smoke] [--from-results]
   python experiments/e7_loss_families.py --letor [--smoke]   # on LETOR files (letor_world.py)

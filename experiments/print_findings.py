@@ -252,11 +252,11 @@ def block(results: Path = RESULTS) -> str:
   findings = distinct_findings(claims)
   return "\n\n".join([
       BEGIN,
-      "### Distinct findings\n\n" + findings_table(findings),
-      "### Counts\n\n" + counts(claims, findings),
-      "### Verdicts that differ from the former rule\n\n" + changed_verdicts(findings),
-      "### Recall against NDCG differences\n\n" + margin_ratio(results),
-      "### Re-running at 10 worlds\n\n" + rerun_table(results),
+      "## Distinct findings\n\n" + findings_table(findings),
+      "## Counts\n\n" + counts(claims, findings),
+      "## Verdicts that differ from the former rule\n\n" + changed_verdicts(findings),
+      "## Recall against NDCG differences\n\n" + margin_ratio(results),
+      "## Re-running at 10 worlds\n\n" + rerun_table(results),
       END])
 
 

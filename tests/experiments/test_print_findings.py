@@ -44,7 +44,7 @@ def test_each_comparison_is_listed_once(block):
   findings = print_findings.distinct_findings(claims)
   keys = {(c["mine_key"], c["base_key"], c["metric"]) for c in claims}
   assert len(findings) == len(keys) <= len(claims)
-  rows = [line for line in block.split("### Distinct findings")[1].split("###")[0].splitlines()
+  rows = [line for line in block.split("## Distinct findings")[1].split("## ")[0].splitlines()
           if line.startswith("| ") and not line.startswith("| #")]
   assert len(rows) == len(findings)
   letor = [r for r in rows if "-LETOR (" in r]
