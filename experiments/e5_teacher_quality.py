@@ -55,7 +55,7 @@ CLAIMS = [
 
 
 def figures(frame: pd.DataFrame, table: pd.DataFrame, out_dir: Path) -> list[Path]:
-  """Teacher NDCG@10 beside its students' Δ vs gt-only, per teacher variant."""
+  """Teacher NDCG@10 beside its students' Δ recall@25% (the primary metric) vs gt-only."""
   plt = harness.pyplot()
   import numpy as np
   teachers = table[table["role"] == "teacher"].set_index("method")
@@ -70,13 +70,13 @@ def figures(frame: pd.DataFrame, table: pd.DataFrame, out_dir: Path) -> list[Pat
   students = table[table["role"] == "student"]
   for k, alpha in enumerate(sorted(students["alpha"].unique())):
     rows = students[students["alpha"] == alpha].set_index("method").reindex(names)
-    ax2.barh(y + 0.4 * k - 0.2, rows["ndcg@10_diff"], height=0.4,
-             xerr=np.nan_to_num(rows["ndcg@10_diff_ci"].to_numpy(float)), capsize=3,
+    ax2.barh(y + 0.4 * k - 0.2, rows[f"{harness.PRIMARY}_diff"], height=0.4,
+             xerr=np.nan_to_num(rows[f"{harness.PRIMARY}_diff_ci"].to_numpy(float)), capsize=3,
              label=f"α = {alpha:g}")
   ax2.axvline(0, color="k", lw=0.8)
   ax2.set_yticks(y, names)
   ax2.invert_yaxis()
-  ax2.set_xlabel("student Δ NDCG@10 vs gt-only (95% CI)")
+  ax2.set_xlabel(f"student Δ {harness.PRIMARY} vs gt-only (95% CI)")
   ax2.legend()
   return [harness.save_figure(fig, out_dir / "e5_teacher_quality.png")]
 

@@ -58,7 +58,8 @@ def claims(largest: int) -> list[Claim]:
 
 
 def figures(frame: pd.DataFrame, table: pd.DataFrame, out_dir: Path) -> list[Path]:
-  """Student Δ NDCG@10 vs gt-only against the ensemble size, one line per combiner."""
+  """Student Δ recall@25% (the primary metric) vs gt-only against the ensemble size, one
+  line per combiner."""
   plt = harness.pyplot()
   students = table[table["role"] == "student"]
   fig, ax = plt.subplots(figsize=(6, 4))
@@ -69,13 +70,13 @@ def figures(frame: pd.DataFrame, table: pd.DataFrame, out_dir: Path) -> list[Pat
       rows = one if n == 1 else students[students["method"] == name(n, combiner)]
       if len(rows):
         sizes.append(n + 0.06 * (k - 1))
-        means.append(float(rows["ndcg@10_diff"].iloc[0]))
-        cis.append(float(np.nan_to_num(rows["ndcg@10_diff_ci"].iloc[0])))
+        means.append(float(rows[f"{harness.PRIMARY}_diff"].iloc[0]))
+        cis.append(float(np.nan_to_num(rows[f"{harness.PRIMARY}_diff_ci"].iloc[0])))
     ax.errorbar(sizes, means, yerr=cis, fmt="o-", capsize=3, label=combiner)
   ax.axhline(0, color="k", lw=0.8)
   ax.set_xticks(SIZES)
   ax.set_xlabel("teachers in the ensemble")
-  ax.set_ylabel("student Δ NDCG@10 vs gt-only (95% CI)")
+  ax.set_ylabel(f"student Δ {harness.PRIMARY} vs gt-only (95% CI)")
   ax.legend()
   return [harness.save_figure(fig, out_dir / "e6_ensembles.png")]
 
