@@ -20,6 +20,8 @@ Steps, each a ``prerank-jax quickstart`` process (the quickstart sweep: 10 point
   python benchmarks/soak.py [--minutes 30] [--checkpoint-seconds 60] [--seed 0]
       [--config configs/quickstart.py] [--epoch-seconds S]
   python benchmarks/soak.py --table        # the README table from the results file
+  python benchmarks/soak.py --reference-only --minutes 2 ...   # step 2 alone: the RSS
+      slope of one uninterrupted process, no kills (a short check on a busy machine)
 
 Writes ``benchmarks/results/soak.json`` (``--out``). Expected runtime: about the minutes
 plus the calibration and one start-up (data, compilation, teacher restore) per segment; on
@@ -213,6 +215,38 @@ def soak(minutes: float, checkpoint_seconds: float, seed: int, out: Path,
   return report
 
 
+def reference_only(minutes: float, checkpoint_seconds: float, out: Path,
+                   epoch_s: float) -> dict:
+  """Step 2 alone: one uninterrupted process trained for ``minutes``, its RSS slope while
+  it trains students, and the size of each student checkpoint step on disk (which must
+  not grow with the epoch count). No calibration, no kills."""
+  work = Path(tempfile.mkdtemp(prefix="prerank-soak-"))
+  env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(work / "xla_cache"),
+         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+  epochs = max(8, int(round(minutes * 60 / epoch_s)))
+  every = max(1, int(round(checkpoint_seconds / epoch_s)))
+  print(f"soak (reference only): {epochs} epochs, a checkpoint every {every}; in {work}",
+        flush=True)
+  ref = _segment(_args(work, "reference", epochs, every), env, work / "reference",
+                 log=work / "reference.log")
+  assert ref["returncode"] == 0, (work / "reference.log").read_text()[-3000:]
+  steps = work / "reference" / "checkpoints" / "student"
+  sizes = {p.name: sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+           for p in sorted(steps.iterdir(), key=lambda p: p.name) if p.name.isdigit()}
+  report = {"machine": machine(), "command": " ".join(sys.argv), "minutes": minutes,
+            "mode": "reference only", "config": f"{CONFIG}, teacher.num_epochs=2",
+            "student_epoch_s": epoch_s, "student_epochs": epochs, "checkpoint_every": every,
+            "reference": {"seconds": ref["seconds"],
+                          "rss": _slope(ref["rss"], ref["first_student_checkpoint_s"],
+                                        ref["last_student_checkpoint_s"])},
+            "checkpoint_step_bytes": sizes, "raw_rss": {"reference": ref["rss"]}}
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps(report, indent=1))
+  print(f"soak: wrote {out}\n" + json.dumps({k: report[k] for k in (
+      "reference", "checkpoint_step_bytes")}), flush=True)
+  return report
+
+
 def table(report: dict) -> str:
   """The README's table (markdown) from a soak report."""
   rows = ["| process | ran (s) | killed | checkpoint reached | RSS while training: first → "
@@ -246,6 +280,8 @@ def main() -> None:
   parser.add_argument("--config", default="configs/quickstart.py",
                       help="the quickstart config file (default: the 'small' simulator)")
   parser.add_argument("--out", type=Path, default=RESULTS)
+  parser.add_argument("--reference-only", action="store_true",
+                      help="run only the uninterrupted process (needs --epoch-seconds)")
   parser.add_argument("--table", action="store_true",
                       help="print the README table from --out and exit")
   args = parser.parse_args()
@@ -253,6 +289,11 @@ def main() -> None:
   CONFIG = args.config
   if args.table:
     print(table(json.loads(args.out.read_text())))
+    return
+  if args.reference_only:
+    if args.epoch_seconds is None:
+      parser.error("--reference-only needs --epoch-seconds")
+    reference_only(args.minutes, args.checkpoint_seconds, args.out, args.epoch_seconds)
     return
   report = soak(args.minutes, args.checkpoint_seconds, args.seed, args.out, args.epoch_seconds)
   print(table(report))

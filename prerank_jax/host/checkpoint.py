@@ -1,10 +1,21 @@
 """Orbax checkpoints of a whole sweep: stacked params, optimizer states, keys, position.
 
 A checkpoint holds the :class:`~prerank_jax.train.loop.TrainState` of every sweep point
-(typed PRNG keys are stored as raw key data) plus JSON metadata: the number of chunks done
-and the per-epoch history so far. The data order needs no extra state: each epoch's
-permutation is drawn from the key carried in the state, so restoring the state restores
-the order, and a resumed run is bit-identical to an uninterrupted one on CPU.
+(typed PRNG keys are stored as raw key data) plus small JSON metadata: the number of chunks
+done, the point names, the input position. The data order needs no extra state: each
+epoch's permutation is drawn from the key carried in the state, so restoring the state
+restores the order, and a resumed run is bit-identical to an uninterrupted one on CPU.
+
+The per-epoch history is not in the checkpoint, whose size therefore does not grow with
+the epoch count (issue 20 §5: rewriting the whole history into every checkpoint made a
+checkpoint of a 12,000-epoch run 12 MB, and the resident memory of a long run grow with
+it). Each save first writes the history of the chunks since the previous save as one
+segment, ``<directory>/history/<chunk>.json`` (``{"first": a, "last": chunk, "chunks":
+[...]}``), and then the step; a restore of step c walks the segments back from
+``history/<c>.json`` to chunk 1. A segment is written (atomically) before its step, so a
+step never exists without its history; segments of chunks that are later retrained are
+simply written again. A checkpoint written by an older version, with the history inline in
+its metadata, is still restored (and its history is written out as a segment then).
 
 Damage is told apart from other restore errors by a manifest: after Orbax has finished a
 step, ``<step>/manifest.sha256.json`` records the SHA-256 of every file in it. A step whose
@@ -32,6 +43,7 @@ import threading
 from typing import Any, Optional
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
@@ -41,6 +53,7 @@ log = logging.getLogger(__name__)
 
 
 MANIFEST = "manifest.sha256.json"
+HISTORY = "history"  # <directory>/history/<last chunk>.json, one segment per save
 
 
 class CheckpointError(RuntimeError):
@@ -109,6 +122,7 @@ class SweepCheckpointer:
   def __init__(self, directory: Any, *, max_to_keep: int = 3):
     self.directory = checkpoint_path(directory)
     self.max_to_keep = max(2, max_to_keep)
+    self._history_through = 0  # the chunks whose history segments are on disk
     self._open()
 
   def _open(self) -> None:
@@ -122,15 +136,29 @@ class SweepCheckpointer:
                             f"({e.strerror or e}); check that the run directory is "
                             "writable") from e
 
-  def save(self, chunk: int, state: TrainState, meta: dict[str, Any]) -> None:
+  def save(self, chunk: int, state: TrainState, meta: dict[str, Any], *,
+           history: Optional[list[dict[str, Any]]] = None) -> None:
     """Saves the state after ``chunk`` chunks; blocks until it is on disk.
+
+    Args:
+      chunk: the number of chunks done (the step).
+      state: the stacked train state.
+      meta: small JSON metadata stored in the step (its size must not grow with the run).
+      history: the per-chunk history of every chunk so far, ``history[c - 1]`` =
+        ``{metric: [P, epochs per chunk]}`` of chunk c (arrays or lists); the chunks not yet
+        on disk are written as the segment ``history/<chunk>.json`` before the step.
+        :meth:`restore_latest` returns the whole list as ``meta["history"]``.
 
     Raises:
       CheckpointError: the write failed (disk full, unwritable directory: the partial
         step is removed and the previous checkpoints stay as they were), or Orbax refused
         the step (it is not newer than the latest existing one).
     """
+    if history is not None and len(history) != chunk:
+      raise ValueError(f"checkpoints: history has {len(history)} chunks, expected {chunk}")
     try:
+      if history is not None and _is_main():
+        self._write_history(history, first=self._history_through + 1, last=chunk)
       saved = self.manager.save(chunk, args=ocp.args.Composite(
           state=ocp.args.StandardSave(_to_disk(state)),
           meta=ocp.args.JsonSave({**meta, "chunk": chunk})))
@@ -149,6 +177,48 @@ class SweepCheckpointer:
       raise CheckpointError(
           f"checkpoints: Orbax did not save step {chunk} in {self.directory} (the latest "
           f"existing step is {self.manager.latest_step()}); a newer step is in the way")
+    if history is not None:
+      self._history_through = chunk
+
+  def _write_history(self, history: list[dict[str, Any]], *, first: int, last: int) -> None:
+    """Writes chunks ``first..last`` of ``history`` as ``history/<last>.json``
+    (atomically: a temporary sibling, then a rename)."""
+    folder = self.directory / HISTORY
+    folder.mkdir(parents=True, exist_ok=True)
+    chunks = [{k: np.asarray(v).tolist() for k, v in h.items()}
+              for h in history[first - 1:last]]
+    final = folder / f"{last}.json"
+    tmp = folder / f".{last}.json.tmp-{os.getpid()}"
+    try:
+      tmp.write_text(json.dumps({"first": first, "last": last, "chunks": chunks}))
+      tmp.replace(final)
+    finally:
+      tmp.unlink(missing_ok=True)
+
+  def _read_history(self, step: int) -> list[dict[str, Any]]:
+    """Chunks 1..``step`` of the history, from the segments ending at ``step``, at the
+    chunk before that segment's first, and so on back to chunk 1.
+
+    Raises:
+      ValueError: a segment of the chain is missing, unreadable or inconsistent.
+    """
+    chunks: list[dict[str, Any]] = []
+    last = step
+    while last > 0:
+      path = self.directory / HISTORY / f"{last}.json"
+      try:
+        segment = json.loads(path.read_text())
+        first = int(segment["first"])
+        ok = (int(segment["last"]) == last and 1 <= first <= last
+              and len(segment["chunks"]) == last - first + 1)
+      except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"history segment {path} is missing or unreadable "
+                         f"({type(e).__name__})") from e
+      if not ok:
+        raise ValueError(f"history segment {path} does not hold chunks ..{last}")
+      chunks[:0] = segment["chunks"]
+      last = first - 1
+    return chunks
 
   def _write_manifest(self, step: int) -> None:
     step_dir = self.directory / str(step)
@@ -242,11 +312,15 @@ class SweepCheckpointer:
             raise
           reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
         else:
-          moved = self._move_aside(damaged) if damaged else []
-          if moved:
-            print(f"warning: moved the damaged checkpoint(s) aside to "
-                  f"{', '.join(map(str, moved))}; continuing from step {step}")
-          return _from_disk(restored.state, like), dict(restored.meta)
+          meta = dict(restored.meta)
+          reason = self._attach_history(step, meta)
+          if reason is None:
+            moved = self._move_aside(damaged) if damaged else []
+            if moved:
+              print(f"warning: moved the damaged checkpoint(s) aside to "
+                    f"{', '.join(map(str, moved))}; continuing from step {step}")
+            self._history_through = step
+            return _from_disk(restored.state, like), meta
       log.warning("checkpoint %s/%d is unreadable (%s); falling back to the previous",
                   self.directory, step, reason)
       print(f"warning: checkpoint {self.directory}/{step} is unreadable ({reason}); "
@@ -257,6 +331,22 @@ class SweepCheckpointer:
           f"checkpoints: every checkpoint in {self.directory} is unreadable (steps "
           f"{sorted(damaged)}); nothing was moved or deleted. Start over with --overwrite "
           "(or another --config.name), or restore the files")
+    return None
+
+  def _attach_history(self, step: int, meta: dict[str, Any]) -> Optional[str]:
+    """Puts chunks 1..``step`` of the history into ``meta["history"]``; returns why it
+    cannot (the step then counts as unreadable), or ``None``.
+
+    A step of an older version holds its history inline: it is kept, and written out as
+    the segment ``history/<step>.json`` so that the next segments chain onto it."""
+    if "history" in meta:
+      if meta["history"] and _is_main():
+        self._write_history(meta["history"], first=1, last=step)
+      return None
+    try:
+      meta["history"] = self._read_history(step)
+    except ValueError as e:
+      return str(e)
     return None
 
   def close(self) -> None:

@@ -18,7 +18,10 @@ A run directory is locked while a run uses it: a second run on it (or a ``--resu
 racing an ``--overwrite``) is refused; a lock left by a process that no longer exists (on
 this host) is taken over with a message. ``--overwrite`` never deletes the previous result
 before the new one exists: the new run trains into ``.<name>.overwrite`` and only the
-finished directory replaces the old one (two renames; the old one is then deleted).
+finished directory replaces the old one (two renames, through
+``.<name>.replaced-<pid>``; the old one is then deleted). A kill between the renames is
+repaired by the next start on the directory (:func:`recover_interrupted_swap`), which
+keeps the complete side and says so.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import ml_collections
 
 from prerank_jax.config import validate_config
 from prerank_jax.fingerprint import fingerprint
+from prerank_jax.host.processes import is_main
 
 # Fields that change how a run is watched, not what it computes.
 _NOT_IDENTITY = ("overwrite", "resume", "progress", "wandb", "workdir", "distributed")
@@ -198,6 +202,66 @@ def commit_run_dir(config: ml_collections.ConfigDict, working: Path) -> Path:
   return run_dir
 
 
+def _complete(directory: Path) -> bool:
+  """A finished run directory: its config and its results were written."""
+  return (directory / "config.json").is_file() and (directory / "results.csv").is_file()
+
+
+def recover_interrupted_swap(run_dir: Path) -> list[str]:
+  """Repairs an ``--overwrite`` swap (:func:`commit_run_dir`) that a kill interrupted;
+  returns the messages it printed (none when there was nothing to repair).
+
+  The swap renames ``<name>`` to ``.<name>.replaced-<pid>``, then the finished staging
+  directory ``.<name>.overwrite`` to ``<name>``, then deletes the former. What a kill
+  leaves, and what is kept:
+
+  - no ``<name>``, a ``.replaced-<pid>`` and a complete staging directory (its
+    ``config.json`` and ``results.csv`` written; it is swapped in only then): the new run
+    is renamed into place, then the previous one deleted;
+  - no ``<name>`` and no complete staging directory: the previous result is put back
+    (the incomplete staging directory is left for the next ``--overwrite`` to clear);
+  - ``<name>`` and a ``.replaced-<pid>`` (killed while deleting it): the swap had
+    finished, the leftover is deleted.
+
+  A ``.replaced-<pid>`` of a process that still runs on this host (a swap in progress)
+  is left alone. Nothing is deleted before the directory it would leave as ``<name>`` is
+  in place.
+  """
+  run_dir = Path(run_dir)
+  messages = []
+  prefix = f".{run_dir.name}.replaced-"
+  if not run_dir.parent.is_dir():
+    return messages
+  leftovers = sorted(p for p in run_dir.parent.iterdir()
+                     if p.name.startswith(prefix) and p.is_dir())
+  for old in leftovers:
+    pid = old.name[len(prefix):]
+    if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
+      continue  # a swap in progress; that process finishes it
+    staging = staging_path(run_dir)
+    try:
+      if run_dir.exists():
+        shutil.rmtree(old)
+        messages.append(f"note: removed {old}, the previous result left by an --overwrite "
+                        f"of {run_dir} that was killed after its swap (process {pid})")
+      elif staging.is_dir() and _complete(staging):
+        os.replace(staging, run_dir)
+        shutil.rmtree(old)
+        messages.append(f"note: an --overwrite of {run_dir} was killed between its two "
+                        f"renames (process {pid}); its new run was complete: moved it into "
+                        f"place from {staging} and removed the previous result {old}")
+      else:
+        os.replace(old, run_dir)
+        messages.append(f"note: an --overwrite of {run_dir} was killed between its two "
+                        f"renames (process {pid}) before its new run was complete; put the "
+                        f"previous result back from {old}")
+    except OSError as e:
+      raise _write_error(run_dir, e) from e
+  for message in messages:
+    print(message)
+  return messages
+
+
 def discard_staging(config: ml_collections.ConfigDict) -> None:
   """Deletes the staging directory of a failed ``--overwrite`` (the old result stays)."""
   shutil.rmtree(staging_path(Path(config.workdir) / config.name), ignore_errors=True)
@@ -226,6 +290,9 @@ def prepare_run_dir(config: ml_collections.ConfigDict, *, create: bool = True) -
     directory (:func:`staging_path`), which :func:`commit_run_dir` swaps in at the end;
   - otherwise refused, leaving it untouched.
 
+  First, an ``--overwrite`` swap that a kill interrupted is repaired
+  (:func:`recover_interrupted_swap`, process 0 only).
+
   In a multi-process run every process calls this (so all raise the same error and
   get the same path), and only the one with ``create=True`` changes the file system;
   that one must hold the lock (:func:`acquire_lock`).
@@ -236,6 +303,8 @@ def prepare_run_dir(config: ml_collections.ConfigDict, *, create: bool = True) -
     RunDirError: the directory cannot be created or written.
   """
   run_dir = Path(config.workdir) / config.name
+  if is_main():  # an --overwrite killed mid-swap: keep the complete side (says so)
+    recover_interrupted_swap(run_dir)
   identity = config_identity(config)
   if run_dir.exists() and config.overwrite and not config.resume:
     working = staging_path(run_dir)

@@ -101,10 +101,11 @@ def train_phase(config: ml_collections.ConfigDict, role: str, points: list[Sweep
       bar.set_postfix(loss=f"{np.nanmean(stats['loss'][:, -1]):.4f}")
       done = chunk + 1
       if done == num_chunks or (config.checkpoint_every and done % config.checkpoint_every == 0):
+        # The history goes to side segments, not into the step: a step's size must not
+        # grow with the epoch count (issue 20 §5).
         checkpointer.save(done, state, {
-            "history": [{k: v.tolist() for k, v in h.items()} for h in history],
             "points": [p.name for p in points],
-            **({"input": feed.get_state()} if feed is not None else {})})
+            **({"input": feed.get_state()} if feed is not None else {})}, history=history)
   checkpointer.close()
   merged = {k: np.concatenate([h[k] for h in history], axis=1) for k in history[0]}
   final = jax.tree.map(lambda x: x[:len(points)], to_host(state))

@@ -111,6 +111,64 @@ def test_an_unwritable_checkpoint_directory_is_a_clear_error(tmp_path):
     SweepCheckpointer(tmp_path / "run" / "checkpoints" / "student")
 
 
+def _chunk(c: int) -> dict:
+  return {"loss": np.full((2, 1), float(c), np.float32), "ndcg": np.full((2, 1), c / 10.0)}
+
+
+def test_history_lives_beside_the_steps_and_is_restored_whole(tmp_path, capsys):
+  """Issue 20 §5: each save writes only the chunks since the previous save (a segment
+  under history/) and a step of bounded size; a restore returns chunks 1..step, also
+  after a damaged latest step fell back to the one before, and a step whose history chain
+  is broken counts as unreadable."""
+  from prerank_jax.host.checkpoint import HISTORY
+  ckpt = SweepCheckpointer(tmp_path / "c")
+  history = []
+  for c in range(1, 7):
+    history.append(_chunk(c))
+    if c % 2 == 0:
+      ckpt.save(c, _state(c), {"points": ["a", "b"]}, history=history)
+  ckpt.close()
+  segments = sorted((tmp_path / "c" / HISTORY).iterdir(), key=lambda p: int(p.stem))
+  assert [p.name for p in segments] == ["2.json", "4.json", "6.json"]
+  assert [json.loads(p.read_text())["first"] for p in segments] == [1, 3, 5]
+  want = [{k: v.tolist() for k, v in h.items()} for h in history]
+  state, meta = SweepCheckpointer(tmp_path / "c").restore_latest(_state(0))
+  assert meta["chunk"] == 6 and meta["history"] == want and "history" not in json.loads(
+      (tmp_path / "c" / "6" / "meta" / "metadata").read_text())
+  # Damaged latest step: step 4 and chunks 1..4; then chunks 5..6 are retrained and
+  # saved again as one segment onto it.
+  _truncate(tmp_path / "c" / "6")
+  ckpt = SweepCheckpointer(tmp_path / "c")
+  state, meta = ckpt.restore_latest(_state(0))
+  assert meta["chunk"] == 4 and meta["history"] == want[:4]
+  ckpt.save(6, _state(6), {}, history=history)
+  ckpt.close()
+  assert SweepCheckpointer(tmp_path / "c").restore_latest(_state(0))[1]["history"] == want
+  # A missing segment breaks the chain of every later step: they count as unreadable,
+  # and the restore falls back to the newest step before it.
+  (tmp_path / "c" / HISTORY / "4.json").unlink()
+  capsys.readouterr()
+  state, meta = SweepCheckpointer(tmp_path / "c").restore_latest(_state(0))
+  assert meta["chunk"] == 2 and meta["history"] == want[:2] and _equal(state, _state(2))
+  out = capsys.readouterr().out
+  assert "c/6 is unreadable (history segment" in out and "c/4 is unreadable" in out
+
+
+def test_a_step_with_its_history_inline_is_still_restored(tmp_path):
+  """A checkpoint of the earlier format (history inside the step's metadata) restores,
+  and the next saves chain their segments onto it."""
+  ckpt = SweepCheckpointer(tmp_path / "c")
+  history = [{k: v.tolist() for k, v in _chunk(c).items()} for c in (1, 2, 3)]
+  ckpt.save(2, _state(2), {"history": history[:2]})
+  ckpt.close()
+  ckpt = SweepCheckpointer(tmp_path / "c")
+  state, meta = ckpt.restore_latest(_state(0))
+  assert meta["chunk"] == 2 and meta["history"] == history[:2]
+  ckpt.save(3, _state(3), {}, history=history)
+  ckpt.close()
+  assert SweepCheckpointer(tmp_path / "c").restore_latest(_state(0))[1]["history"] == history
+
+
 # --- run directories: lock, staging for --overwrite, atomic writes --------------------
 
 import socket
@@ -182,6 +240,72 @@ def test_commit_swaps_the_staging_directory_in(smoke_config):
   assert rundir.commit_run_dir(smoke_config, working) == old
   assert (old / "results.csv").read_text() == "new\n"
   assert sorted(p.name for p in old.parent.iterdir()) == [old.name]
+
+
+def _dead_pid() -> int:
+  proc = subprocess.Popen([sys.executable, "-c", "pass"])
+  proc.wait()
+  return proc.pid
+
+
+def _killed_mid_swap(config, *, new_complete: bool, both_renames: bool = False,
+                     pid: int | None = None) -> tuple[Path, Path]:
+  """The state a SIGKILL in commit_run_dir leaves: the old run renamed to
+  ``.<name>.replaced-<pid>``, the staging directory (finished or not) not yet renamed in,
+  or (``both_renames``) renamed in with the old one not yet deleted."""
+  old = _old_run(config)
+  config.overwrite = True
+  staging = rundir.prepare_run_dir(config, create=True)
+  if new_complete:
+    (staging / "results.csv").write_text("model,ndcg@10\nnew,0.6\n")
+  replaced = old.parent / f".{old.name}.replaced-{pid or _dead_pid()}"
+  os.replace(old, replaced)
+  if both_renames:
+    os.replace(staging, old)
+  config.overwrite = False
+  return old, replaced
+
+
+def test_a_swap_killed_between_its_renames_keeps_the_finished_new_run(smoke_config,
+                                                                        monkeypatch, capsys):
+  """Issue 20 §5: the next start (here a --resume, stopped once the directory is
+  prepared) moves the complete new run into place, then removes the previous one."""
+  run_dir, replaced = _killed_mid_swap(smoke_config, new_complete=True)
+  assert not run_dir.exists()
+  smoke_config.resume = True
+  _fail_training(monkeypatch)
+  with pytest.raises(_Stop):
+    runner.run(smoke_config)
+  out = capsys.readouterr().out
+  assert "killed between its two renames" in out and "moved it into place" in out
+  assert (run_dir / "results.csv").read_text().endswith("new,0.6\n")
+  assert sorted(p.name for p in run_dir.parent.iterdir()) == [run_dir.name]
+
+
+def test_a_swap_killed_before_the_new_run_was_complete_puts_the_old_one_back(smoke_config,
+                                                                              capsys):
+  run_dir, replaced = _killed_mid_swap(smoke_config, new_complete=False)
+  before = _tree(replaced)
+  smoke_config.resume = True
+  assert rundir.prepare_run_dir(smoke_config, create=False) == run_dir
+  assert "put the previous result back" in capsys.readouterr().out
+  assert _tree(run_dir) == before and not replaced.exists()
+
+
+def test_a_swap_killed_while_deleting_the_old_run_finishes_the_deletion(smoke_config,
+                                                                         capsys):
+  run_dir, replaced = _killed_mid_swap(smoke_config, new_complete=True, both_renames=True)
+  assert rundir.recover_interrupted_swap(run_dir) and not replaced.exists()
+  assert "killed after its swap" in capsys.readouterr().out
+  assert (run_dir / "results.csv").read_text().endswith("new,0.6\n")
+  assert rundir.recover_interrupted_swap(run_dir) == []  # nothing left to do
+
+
+def test_a_swap_of_a_live_process_is_left_alone(smoke_config, live_pid):
+  run_dir, replaced = _killed_mid_swap(smoke_config, new_complete=True, pid=live_pid)
+  before = _tree(run_dir.parent)
+  assert rundir.recover_interrupted_swap(run_dir) == []
+  assert _tree(run_dir.parent) == before
 
 
 @pytest.fixture
