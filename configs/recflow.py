@@ -31,10 +31,11 @@ Models: without ,ids the float students and teachers of the quickstart over feat
 derived from RecFlow's IDs (prerank_jax/data/recflow.py); the records always carry the ID
 fields (batch.context_ids, item_ids, sequence_ids) that ,ids's DSSM and DIN read.
 
-Expected runtime on the shared 2-core CPU: ``:coarse,smoke`` and ``:lcron,smoke`` on the
---smoke world, about a minute each, mostly preparation and compilation (measured in
-tests/data/test_recflow.py). Full RecFlow (about 50 M stage rows a day) was not run here:
-the data are not on these machines.
+Expected runtime on the shared 2-core CPU (at a load of 6 other jobs): ``:coarse,smoke``
+89 s and ``:lcron,smoke`` 71 s wall on the --smoke world, 2 sweep points (25 s of CPU
+each; tests/data/test_recflow.py), mostly preparation and compilation; ``:lcron,ids,smoke``
+(DSSM and DIN) 223 s wall, 66 s CPU. Full RecFlow (about 50 M stage rows a day) was not run
+here: the data are not on these machines.
 """
 
 from __future__ import annotations
@@ -66,8 +67,8 @@ def get_config(arg: str | None = None):
       config.source.recflow_test_day = "2024-02-04"
     if smoke or "world" in flags:
       config.source.update(WORLD_DAYS)
-    if smoke:
-      config.source.list_size = 60    # the --smoke world's lists (60 retrieved)
+      # The world's lists: 120 candidates a request (60 with --smoke), not RecFlow's 470.
+      config.source.list_size = 60 if smoke else 120
     # RecFlow's and LCRON's metrics in results.csv (prerank_jax/metrics/recflow.py).
     config.eval.protocol = "recflow"
   # The graded truth: the stage label (6 = click) in coarse, LCRON's 30 - rank_index
