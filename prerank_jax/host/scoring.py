@@ -32,6 +32,7 @@ column (and row) with no output written.
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Sequence
@@ -41,6 +42,7 @@ import numpy as np
 from prerank_jax.host.artifact import ArtifactError, StudentArtifact, load_artifact
 
 BATCH_ROWS = 16_384  # rows per scoring call: one compiled shape (the last batch is padded)
+CSV_BLOCK_BYTES = 1 << 22  # CSV bytes per block read (types are inferred from the first)
 SCORE_COLUMN = "score"
 TABLE_SUFFIXES = (".parquet", ".pq")
 
@@ -155,14 +157,15 @@ def _table_batches(path: Path, features: Sequence[str], ids: Sequence[str], *,
   import pyarrow.csv as pcsv
 
   try:  # the header and the first block's inferred types: checked before anything else
-    probe = pcsv.open_csv(path)
+    probe = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=CSV_BLOCK_BYTES))
   except (pa.ArrowInvalid, OSError) as e:
     raise ArtifactError(f"{path}: not a readable CSV file ({e})") from None
   _check_columns(path, probe.schema, features, ids)
+  names = list(probe.schema.names)  # the file's columns, as pyarrow numbers them in errors
   probe.close()
   types = {c: pa.float64() for c in features}
   types.update({c: probe.schema.field(c).type for c in ids if c not in types})
-  reader = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 22),
+  reader = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
                          convert_options=pcsv.ConvertOptions(include_columns=needed,
                                                              column_types=types))
   while True:
@@ -171,7 +174,11 @@ def _table_batches(path: Path, features: Sequence[str], ids: Sequence[str], *,
     except StopIteration:
       return
     except pa.ArrowInvalid as e:
-      raise ArtifactError(f"{path}: {e} (a feature column must hold numbers only)") from None
+      found = re.search(r"column #(\d+)", str(e))
+      name = (f"feature column {names[int(found.group(1))]!r}: "
+              if found and int(found.group(1)) < len(names) else "")
+      raise ArtifactError(f"{path}: {name}{e} (a feature column must hold numbers only; "
+                          "nothing was written)") from None
     yield batch
 
 

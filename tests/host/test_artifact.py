@@ -78,8 +78,7 @@ def trained(tmp_path_factory):
   config.progress, config.wandb.mode = False, "disabled"
   config.source.manual_dir, config.source.data_dir = str(tmp / "raw"), str(tmp / "tfds")
   config.source.split_column = "split"
-  if "candidate_column" in config.source:  # the loader carries the user's candidate IDs
-    config.source.candidate_column = "candidate_id"
+  config.source.candidate_column = "candidate_id"  # the user's candidate IDs
   config.source.list_size, config.source.min_list_size = 16, 10
   config.teacher.num_epochs, config.student.num_epochs = 1, 2
   config.teacher.model.hidden = (32,)
@@ -95,26 +94,14 @@ def trained(tmp_path_factory):
 
 
 def expected_test_scores(trained, model: str) -> dict[tuple[str, str], float]:
-  """``{(request_id, candidate_id): score}`` of the run's scores.parquet, test split.
-
-  Keyed by the user's IDs when scores.parquet carries them; otherwise through the
-  loader's rule (a test request is the i-th test request by first row, its candidate the
-  k-th row of that request in file order: lists here are shorter than list_size)."""
+  """``{(request_id, candidate_id): score}`` of the run's scores.parquet, test split, keyed
+  by the user's own ID columns that scores.parquet carries."""
   import pyarrow.parquet as pq
 
   scores = pq.read_table(trained["run_dir"] / "scores.parquet").to_pandas()
-  scores = scores[scores["model"] == point_name(model)]
-  if "split" in scores:
-    scores = scores[scores["split"] == "test"]
-  if {"request_id", "candidate_id"} <= set(scores.columns):
-    return {(str(r), str(c)): s for r, c, s in
-            zip(scores["request_id"], scores["candidate_id"], scores["score"])}
-  table = trained["table"].to_pandas()
-  test = table[table["split"] == "test"]
-  requests = list(dict.fromkeys(test["request_id"]))
-  rows = {r: list(test.loc[test["request_id"] == r, "candidate_id"]) for r in requests}
-  return {(requests[q], rows[requests[q]][k]): s for q, k, s in
-          zip(scores["request"], scores["candidate"], scores["score"])}
+  scores = scores[(scores["model"] == point_name(model)) & (scores["split"] == "test")]
+  return {(str(r), str(c)): s for r, c, s in
+          zip(scores["request_id"], scores["candidate_id"], scores["score"])}
 
 
 @pytest.mark.slow
@@ -131,8 +118,8 @@ def test_fresh_process_reproduces_the_run_test_scores_by_user_ids(trained):
   for model, source in zip(STUDENTS, ("new.parquet", "new.csv", "new.parquet")):
     triples += [str(trained["artifacts"][model]), str(tmp / source),
                 str(tmp / f"scored_{model}.parquet")]
-  proc = subprocess.run([sys.executable, str(HELPER), *triples, "--keep", "candidate_id"],
-                        capture_output=True, text=True, cwd=ROOT)
+  proc = subprocess.run([sys.executable, str(HELPER), *triples], capture_output=True,
+                        text=True, cwd=ROOT)
   assert proc.returncode == 0, proc.stderr[-3000:]
   report = json.loads(proc.stdout.strip().splitlines()[-1])
   assert report["training_side_modules"] == []  # loading needs jax + the small loader
@@ -267,7 +254,8 @@ def test_damaged_or_mismatched_artifacts_are_refused_with_the_file_named(trained
 
 
 @pytest.mark.slow
-def test_score_refuses_missing_or_mistyped_columns_before_writing(trained, tmp_path):
+def test_score_refuses_missing_or_mistyped_columns_before_writing(trained, tmp_path,
+                                                                 monkeypatch):
   import pyarrow as pa
   import pyarrow.csv as pcsv
   import pyarrow.parquet as pq
@@ -295,6 +283,19 @@ def test_score_refuses_missing_or_mistyped_columns_before_writing(trained, tmp_p
   with pytest.raises(ArtifactError, match=r"inf.parquet \(row 31\): feature column 'user_f1' "
                                           "is inf"):
     score_file(art, tmp_path / "inf.parquet", out, batch_rows=16)
+  # A value that is not a number in a later CSV block (the first block parsed as numbers).
+  import prerank_jax.host.scoring as scoring
+
+  monkeypatch.setattr(scoring, "CSV_BLOCK_BYTES", 1024)
+  pcsv.write_csv(table, tmp_path / "late.csv")
+  lines = (tmp_path / "late.csv").read_text().splitlines()
+  header = lines[0].replace('"', "").split(",")
+  cells = lines[-1].split(",")
+  cells[header.index("item_f1")] = "oops"
+  (tmp_path / "late.csv").write_text("\n".join(lines[:-1] + [",".join(cells)]) + "\n")
+  assert (tmp_path / "late.csv").stat().st_size > 2048
+  with pytest.raises(ArtifactError, match=r"late.csv: feature column 'item_f1': .*'oops'"):
+    score_file(art, tmp_path / "late.csv", out)
   assert not out.exists() and list(tmp_path.glob(".scores*")) == []
   # An earlier output stays as it was when a later scoring fails.
   pq.write_table(table, tmp_path / "good.parquet")
