@@ -364,6 +364,9 @@ def _run_dir_command(command: str, paths: list[str]) -> int:
             "(or resume it) first", file=sys.stderr)
       return 2
     print(results.read_text())
+  from prerank_jax.host.report import selection_report  # chosen on valid/, test reported
+
+  print(selection_report([Path(p) for p in paths]) + "\n")
   from prerank_jax.host.pareto import write_pareto_report
 
   out_dir = out_dir or Path(paths[0])

@@ -148,6 +148,43 @@ def result_files(rows: Sequence[Row], columns: Sequence[str], *, history: dict[s
   }
 
 
+def selection_report(run_dirs: Sequence[Any]) -> str:
+  """What ``prerank-jax report`` prints after the tables: per setup (runs that differ only
+  by their seed are pooled) and program, the student point chosen on validation and its
+  test value (:func:`prerank_jax.analysis.best_on_valid`).
+
+  The metric is the headline of the runs: ``ndcg@k`` when they have a truth, else teacher
+  consistency ``R@(k,r)`` at the first keep ratio in their columns. Runs without ``valid/``
+  columns get a line saying that nothing is chosen and how to add them; the test split is
+  never used to choose.
+  """
+  from prerank_jax.analysis import best_on_valid, load_runs
+
+  frame = load_runs(list(run_dirs), config_columns=False)
+  columns = [str(c) for c in frame.columns]
+  metric = next((c for c in columns if re.fullmatch(r"ndcg@\d+", c)), None) or next(
+      (c for c in columns if re.fullmatch(r"R@\(\d+,[^)]*\)", c)), None)
+  if metric is None:
+    return "Chosen on validation: no ndcg@k or R@(k,r) column to choose on."
+  try:
+    best = best_on_valid(frame, metric)
+  except ValueError as e:
+    return f"Chosen on validation: nothing ({e})"
+  runs = {s: "+".join(dict.fromkeys(map(str, g["run"])))
+          for s, g in frame.groupby("setup", sort=False)}
+  lines = [f"Chosen on validation (valid/{metric}; the test value is reported, never used "
+           "to choose):", ""]
+  for _, row in best.iterrows():
+    where = runs.get(row["setup"], str(row["setup"])) + (
+        f" [{row['program']}]" if row.get("program") else "")
+    seeds = frame.loc[frame["setup"] == row["setup"], "run"].nunique()
+    lines.append(f"- {where}: **{row['model']}**, valid/{metric} "
+                 f"{row[f'valid/{metric}']:.4f}, test {metric} {row[metric]:.4f} "
+                 f"({row['n']} rows over {seeds} run(s); {row['candidates']} points "
+                 "compared)")
+  return "\n".join(lines)
+
+
 def write_figures(run_dirs: Sequence[Any], out_dir: Any, *,
                   keep_ratio: float = 0.25) -> list[Any]:
   """Writes the analysis figures of finished runs as PNGs in ``out_dir``, next to the tables.

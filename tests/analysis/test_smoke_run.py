@@ -62,6 +62,12 @@ def test_smoke_run_through_the_analysis_floor_and_the_report(smoke_run, capsys):
 
   assert main(["prerank-jax", "report", str(smoke_run)]) == 0
   out = capsys.readouterr().out
+  # The point is chosen on validation (pooled over the replicates), its test value reported.
+  from prerank_jax.analysis import best_on_valid
+
+  best = best_on_valid(frame, "ndcg@10").iloc[0]
+  assert f"**{best['model']}**, valid/ndcg@10 {best['valid/ndcg@10']:.4f}" in out
+  assert f"test ndcg@10 {best['ndcg@10']:.4f}" in out
   for name in ("pareto.png", "heatmap_R_10_25.png", "heatmap_recall_25.png",
                "keep_ratio.png", "learning_curves.png"):
     assert (smoke_run / name).read_bytes()[:8] == PNG_SIGNATURE, name

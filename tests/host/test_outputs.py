@@ -221,3 +221,31 @@ def test_tabular_run_keys_every_split_by_the_tables_own_ids(tmp_path):
   assert qid in set(cols["session"])
   assert doc.startswith("item_") and (qid, doc.replace("_", " ", 1)) in logged
   assert f"valid/ndcg@{config.eval.k}" in result.columns
+
+
+def test_report_selection_pools_seeds_and_chooses_on_validation(tmp_path):
+  """`prerank-jax report`'s selection over runs of one setup (two seeds): the validation
+  mean's argmax, whose test mean is reported; the test argmax is another point."""
+  from prerank_jax.host import report
+
+  from tests.analysis.test_load import write_run
+
+  def rows(seed):
+    out = []
+    for point, test, valid in (("T=1", 0.70, 0.50), ("T=2", 0.60, 0.58), ("T=4", 0.65, 0.55)):
+      out.append({"model": f"student {point}", "T": float(point[2:]), "ndcg@10": test + seed / 100,
+                  "valid/ndcg@10": valid - seed / 100, "status": "ok"})
+    out.append({"model": "teacher", "ndcg@10": 0.9, "valid/ndcg@10": 0.9,
+                "status": "reference"})
+    return out
+
+  runs = [write_run(tmp_path, f"s{seed}", rows(seed), seed=seed) for seed in (0, 1)]
+  text = report.selection_report(runs)
+  assert "**student T=2**" in text and "T=1" not in text  # test's argmax is T=1
+  assert "valid/ndcg@10 0.5750" in text and "test ndcg@10 0.6050" in text
+  assert "over 2 run(s)" in text and "3 points compared" in text
+  old = [write_run(tmp_path, f"old{seed}", [{k: v for k, v in r.items()
+                                             if not k.startswith("valid/")} for r in rows(seed)],
+                   seed=seed) for seed in (0, 1)]
+  assert "nothing" in report.selection_report(old) and "prerank-jax eval" in (
+      report.selection_report(old))
