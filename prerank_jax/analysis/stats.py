@@ -362,6 +362,15 @@ def equivalence_p(d: Sequence[float], margin: float, *, test: str = "t") -> floa
              one(d, alternative="less", null=float(margin)))
 
 
+def _nct_cdf(dof: int, lam: float, x: float) -> float:
+  """P(T'_{dof, λ} ≤ x), the noncentral t CDF. scipy's ``nctdtr`` returns NaN far in the
+  tail (e.g. λ ≳ 40); there the normal approximation Φ(x − λ) is exact to many digits."""
+  value = float(special.nctdtr(dof, lam, x))
+  if math.isfinite(value):
+    return min(1.0, max(0.0, value))
+  return float(special.ndtr(x - lam))
+
+
 def t_power(effect: float, sd: float, n: int, *, alpha: float = 0.05) -> float:
   """Power of the two-sided paired t-test at level α for a true mean difference ``effect``.
 
@@ -375,7 +384,7 @@ def t_power(effect: float, sd: float, n: int, *, alpha: float = 0.05) -> float:
   dof = n - 1
   lam = float(effect) * math.sqrt(n) / float(sd)
   c = float(special.stdtrit(dof, 1.0 - alpha / 2.0))
-  return float((1.0 - special.nctdtr(dof, lam, c)) + special.nctdtr(dof, lam, -c))
+  return (1.0 - _nct_cdf(dof, lam, c)) + _nct_cdf(dof, lam, -c)
 
 
 def min_detectable_effect(sd: float, n: int, *, alpha: float = 0.05,
@@ -426,7 +435,7 @@ def tost_power(sd: float, n: int, margin: float, *, alpha: float = 0.05) -> floa
   dof = n - 1
   lam = float(margin) * math.sqrt(n) / float(sd)
   c = float(special.stdtrit(dof, 1.0 - alpha))
-  q = 1.0 - float(special.nctdtr(dof, lam, c))
+  q = 1.0 - _nct_cdf(dof, lam, c)
   return max(0.0, 2.0 * q - 1.0)
 
 
@@ -449,8 +458,9 @@ def worlds_needed(sd: float, target: float, *, equivalence: bool = False,
     return -1
   if sd == 0:
     return 2
+  # MDE(n) <= target  <=>  power at the target >= power (power rises with the effect).
   reach = ((lambda n: tost_power(sd, n, target, alpha=alpha) >= power) if equivalence
-           else (lambda n: min_detectable_effect(sd, n, alpha=alpha, power=power) <= target))
+           else (lambda n: t_power(target, sd, n, alpha=alpha) >= power))
   if not reach(n_max):
     return -1
   lo, hi = 1, n_max  # reach(hi) holds; find the first n in (lo, hi] where it does
