@@ -3,10 +3,16 @@
 
 from __future__ import annotations
 
+import math
+import os
+from typing import Mapping, NamedTuple
+
 import jax
 import ml_collections
 
-from prerank_jax.config import sweep_axes
+from prerank_jax.config import is_logged_teacher, sweep_axes
+from prerank_jax.batch import Batch, BatchError, IdVocab, validate_batch
+from prerank_jax.models import MODELS, build_model
 from prerank_jax.train.programs import apply_overrides, parse_programs, program_label
 from prerank_jax.train.sweep import (SweepPoint, config_group_size, grid_points,
                                      group_layout, replicate_points, sweep_mesh)
@@ -74,3 +80,162 @@ def describe_plan(config: ml_collections.ConfigDict,
                  f"{program.student.num_epochs} epochs ({program.student.model.name}, "
                  f"kd={program.student.loss.kd})")
   return "\n".join(lines)
+
+
+# --- memory -------------------------------------------------------------------------------
+
+GIB = float(1 << 30)
+# Bytes per parameter: float32 parameters (1), Adam's two moments (2): resident for every
+# point; a gradient and an update (2 more) live while a vmapped group steps.
+_STATE_COPIES, _STEP_COPIES, _FLOAT_BYTES = 3, 2, 4
+
+
+class PhaseMemory(NamedTuple):
+  """Memory of one compiled phase: ``points`` (padded) sweep points of ``params`` each,
+  ``group`` of them stepping at once (``group == points`` without groups)."""
+
+  label: str
+  model: str
+  points: int
+  group: int
+  params: int
+  tables: int
+
+  @property
+  def point_bytes(self) -> int:
+    """Parameters + Adam moments of one point."""
+    return _STATE_COPIES * _FLOAT_BYTES * self.params
+
+  @property
+  def total_bytes(self) -> int:
+    """Every point's state, plus the gradients and updates of one group stepping."""
+    return (self.points * _STATE_COPIES + self.group * _STEP_COPIES) * _FLOAT_BYTES * \
+        self.params
+
+
+class MemoryPlan(NamedTuple):
+  """Parameter and optimizer memory of a run's phases (run one after another), the
+  data's, and the memory available (:func:`available_memory`)."""
+
+  phases: tuple[PhaseMemory, ...]
+  data_bytes: int
+  limit_bytes: int
+  limit_source: str
+
+  @property
+  def peak_bytes(self) -> int:
+    """The largest phase (phases run one after another) plus the data."""
+    return max(p.total_bytes for p in self.phases) + self.data_bytes
+
+  def describe(self) -> str:
+    """The memory lines of the printed plan."""
+    lines = [f"memory: parameters + Adam state (3 × 4 B per parameter per point; gradients "
+             f"and updates 2 × 4 B per parameter per point of a stepping group)"]
+    for p in self.phases:
+      tables = (f", {p.tables / p.params:.0%} in ID embedding tables" if p.tables else "")
+      lines.append(f"  {p.label} ({p.model}): {p.params:,} parameters{tables}; "
+                   f"{p.point_bytes / GIB:.3f} GiB per point × {p.points} point(s) "
+                   f"(groups of {p.group}) = {p.total_bytes / GIB:.3f} GiB")
+    lines.append(f"  data on the device: {self.data_bytes / GIB:.3f} GiB; peak "
+                 f"{self.peak_bytes / GIB:.3f} GiB of {self.limit_bytes / GIB:.1f} GiB "
+                 f"available ({self.limit_source})")
+    return "\n".join(lines)
+
+  def check(self) -> None:
+    """Raises :class:`MemoryError` with the numbers and the remedies if the peak does not
+    fit the memory available."""
+    if self.peak_bytes <= self.limit_bytes:
+      return
+    worst = max(self.phases, key=lambda p: p.total_bytes)
+    fit = int((self.limit_bytes - self.data_bytes) // max(
+        1, (_STATE_COPIES + _STEP_COPIES) * _FLOAT_BYTES * worst.params))
+    raise MemoryError(
+        f"plan: the sweep does not fit: {worst.label} ({worst.model}) needs "
+        f"{worst.total_bytes / GIB:.2f} GiB for {worst.points} point(s) × "
+        f"{worst.point_bytes / GIB:.3f} GiB of parameters + Adam state ({worst.params:,} "
+        f"parameters, {worst.tables:,} of them in ID embedding tables) plus gradients of "
+        f"groups of {worst.group}, and the data {self.data_bytes / GIB:.2f} GiB: "
+        f"{self.peak_bytes / GIB:.2f} GiB, but {self.limit_bytes / GIB:.2f} GiB are "
+        f"available ({self.limit_source}). Remedies: fewer points (about {max(0, fit)} "
+        "fit; sweep axes or split the grid across runs), smaller groups "
+        "(sweep.group_size; saves only the gradients' share), fewer embedding rows "
+        "(hash_buckets: smaller <role>.model.context_vocab / item_vocab) or a smaller "
+        "<role>.model.id_embed_dim. Nothing was written.")
+
+
+def available_memory() -> tuple[int, str]:
+  """``(bytes, where from)``: the accelerator's ``bytes_limit`` when it reports one, else the
+  host's available memory (``MemAvailable`` of ``/proc/meminfo``, else physical memory)."""
+  try:
+    stats = jax.devices()[0].memory_stats() or {}
+  except Exception:  # backends without memory statistics (CPU) raise or return None
+    stats = {}
+  if stats.get("bytes_limit"):
+    return int(stats["bytes_limit"]), f"{jax.devices()[0].device_kind} bytes_limit"
+  try:
+    for line in open("/proc/meminfo"):
+      if line.startswith("MemAvailable:"):
+        return int(line.split()[1]) * 1024, "host MemAvailable"
+  except OSError:
+    pass
+  return (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "host physical memory")
+
+
+def memory_plan(config: ml_collections.ConfigDict,
+                programs: list[tuple[str, ml_collections.ConfigDict]],
+                feature_sizes: Mapping[str, int], *, data_bytes: int = 0,
+                limit_bytes: int | None = None) -> MemoryPlan:
+  """The parameter and optimizer memory of every phase, from the models' parameter shapes
+  (``jax.eval_shape``: nothing is allocated).
+
+  Args:
+    config: the run config.
+    programs: :func:`student_programs`.
+    feature_sizes: of the data (:func:`prerank_jax.batch.feature_sizes`).
+    data_bytes: bytes of the splits kept on the device.
+    limit_bytes: the memory available; ``None``: :func:`available_memory`.
+  """
+  devices = jax.device_count()
+  group_size = config_group_size(config)
+
+  def phase(label: str, cfg: ml_collections.ConfigDict, role: str, n: int) -> PhaseMemory:
+    options = {k: v for k, v in cfg[role].model.items() if k != "name"}
+    model = build_model(cfg[role].model.name, feature_sizes=dict(feature_sizes),
+                        field=f"{role}.model", **options)
+    shapes = jax.eval_shape(model.init, jax.random.key(0))
+    params = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
+    tables = sum(math.prod(x.shape) for path, x in jax.tree_util.tree_leaves_with_path(
+        shapes) if any(getattr(k, "key", None) == "embeddings" for k in path))
+    multiple, group = group_layout(n, devices=devices, group_size=group_size)
+    padded = n + (-n) % multiple
+    return PhaseMemory(label, cfg[role].model.name, padded, group or padded, params, tables)
+
+  phases = [] if is_logged_teacher(config) else [
+      phase("teacher", config, "teacher", config.teacher.num_teachers)]
+  for label, program in programs:
+    phases.append(phase("students" + (f" [{label}]" if label else ""), program, "student",
+                        len(student_points(program))))
+  limit, source = (limit_bytes, "given") if limit_bytes is not None else available_memory()
+  return MemoryPlan(tuple(phases), int(data_bytes), int(limit), source)
+
+
+def check_data_ids(config: ml_collections.ConfigDict, splits: Mapping[str, Batch]) -> None:
+  """Every ID of every split lies inside the vocabulary of each model that reads IDs
+  (``<role>.model.context_vocab`` / ``item_vocab``), checked on the host before any
+  compiled work (an ID past its table would otherwise read the reserved row silently).
+
+  Raises:
+    BatchError: naming the split, the field and column, the vocabulary and the config
+      fields to change.
+  """
+  for role in ("teacher", "student"):
+    model = config[role].model
+    if "context_vocab" not in MODELS.get(model.name, MODELS["linear"]).options:
+      continue
+    vocab = IdVocab(tuple(model.context_vocab), tuple(model.item_vocab))
+    for name, batch in splits.items():
+      try:
+        validate_batch(batch, name=name, vocab=vocab)
+      except BatchError as e:
+        raise BatchError(f"{e} [the vocabulary of {role}.model.context_vocab / "
+                         f"{role}.model.item_vocab]") from None

@@ -27,8 +27,8 @@ from prerank_jax.batch import Batch, feature_sizes, validate_batch
 from prerank_jax.config import check_against_data, is_logged_teacher, validate_config
 from prerank_jax.data.ids import SplitIds
 from prerank_jax.host.identity import data_identity, teacher_identity
-from prerank_jax.host.plan import (describe_plan, student_points, student_programs,
-                                   teacher_points)
+from prerank_jax.host.plan import (check_data_ids, describe_plan, memory_plan,
+                                   student_points, student_programs, teacher_points)
 from prerank_jax.host.processes import barrier, is_main
 from prerank_jax.host.rundir import (acquire_lock, commit_run_dir, discard_staging,
                                      holds_lock, load_run_config, prepare_run_dir,
@@ -94,6 +94,14 @@ def _run(config: ml_collections.ConfigDict, *, show_progress: bool | None) -> Ru
                      num_train_requests=splits["train"].num_requests,
                      feature_sizes=feature_sizes(splits["train"]),
                      list_size=splits["train"].list_size)
+  # IDs inside every ID model's vocabulary; the sweep's parameter and optimizer memory
+  # fits (refused with the numbers and remedies otherwise), before anything is written.
+  check_data_ids(config, splits)
+  memory = memory_plan(config, programs, feature_sizes(splits["train"]), data_bytes=sum(
+      int(x.nbytes) for name in ("train", "valid") for x in splits[name] if x is not None))
+  if show and is_main():
+    print(memory.describe())
+  memory.check()
   # Every process checks the directory as it was before the run, then only process 0
   # creates (or replaces) it.
   run_dir = prepare_run_dir(config, create=False)  # the working dir (staging to overwrite)
