@@ -35,13 +35,9 @@ def validate_recflow_source(s) -> None:
 
   _check(s.get("recflow_protocol") in recflow.PROTOCOLS, "source.recflow_protocol",
          f"must be one of {recflow.PROTOCOLS}", s.get("recflow_protocol"))
-  for key in ("recflow_train_days", "recflow_test_day"):
-    try:
-      recflow.parse_days(s[key], f"source.{key}")
-    except ValueError as e:
-      raise ValueError(str(e)) from None
-  train = set(recflow.parse_days(s.recflow_train_days, ""))
-  test = set(recflow.parse_days(s.recflow_test_day, ""))
+  # parse_days raises a ValueError naming the field.
+  train = set(recflow.parse_days(s.recflow_train_days, "source.recflow_train_days"))
+  test = set(recflow.parse_days(s.recflow_test_day, "source.recflow_test_day"))
   _check(not train & test, "source.recflow_test_day",
          f"must not overlap source.recflow_train_days ({s.recflow_train_days})",
          s.recflow_test_day)
