@@ -216,7 +216,9 @@ def finish_run(config: ml_collections.ConfigDict, run_dir: Path, members: list[P
   timings["eval_s"] = time.perf_counter() - t0
   timings["total_s"] = time.perf_counter() - t_start
   header = (f"# {config.name}\n\nTest split: {test.num_requests} requests, lists of up to "
-            f"{test.list_size} candidates. Teacher: {config.teacher.model.name} "
+            f"{test.list_size} candidates (the plain metric columns); validation split: "
+            f"{scored['valid'].num_requests} requests (the valid/ columns). "
+            f"Teacher: {config.teacher.model.name} "
             f"({teacher_costs['teacher_params']} params, "
             f"{teacher_costs['teacher_flops_per_candidate']:.0f} FLOPs/candidate; "
             f"{teacher_run_dir / 'checkpoints' / 'teacher' if members else 'logged scores'}"
