@@ -46,7 +46,8 @@ Both protocols carry, for every candidate:
 * float features derived from the IDs, for the float models: ``context`` = the user's
   behaviour histogram over ``category_level_one`` (modulo 32 buckets) and the sequence
   length / 50; ``items`` = one-hot ``category_level_one`` (same buckets), one-hot
-  ``upload_type`` (modulo 8) and ``log1p(duration s) / 5``; ``cross`` (teacher only) = the
+  ``upload_type`` (modulo 8) (not the duration: RecFlow's coarse test dataset reads no
+  duration column, so a test file may lack it); ``cross`` (teacher only) = the
   share of the user's behaviour in the candidate's category, and whether the candidate's
   author / second-level category occurs in it.
 
@@ -162,6 +163,14 @@ def load_pickle(path: Path) -> Any:
     return pickle.load(f)
 
 
+def feather_columns(path: Path) -> list[str]:
+  """The column names of a feather (Arrow IPC) file, from its schema alone."""
+  import pyarrow.ipc as ipc
+
+  with ipc.open_file(path) as reader:
+    return list(reader.schema.names)
+
+
 def read_feather(path: Path, columns: Sequence[str]) -> dict[str, np.ndarray]:
   """``{column: int64 array}`` of a RecFlow feather file; refuses missing columns by name.
 
@@ -170,11 +179,13 @@ def read_feather(path: Path, columns: Sequence[str]) -> dict[str, np.ndarray]:
   """
   import pyarrow.feather as feather
 
-  table = feather.read_table(path, columns=None, memory_map=True)
-  missing = [c for c in columns if c not in table.column_names]
+  present = feather_columns(path)
+  missing = [c for c in columns if c not in present]
   if missing:
     raise ValueError(f"{path}: missing column(s) {missing}; RecFlow's README lists "
-                     f"{list(COLUMNS)} and the file has {table.column_names}")
+                     f"{list(COLUMNS)} and the file has {present}")
+  # Only the columns needed are read (and decompressed): a day of RecFlow is ~50 M rows.
+  table = feather.read_table(path, columns=list(columns), memory_map=True)
   out = {}
   for c in columns:
     values = table.column(c).to_numpy(zero_copy_only=False)
@@ -215,7 +226,6 @@ class Candidates:
   category_level_two: np.ndarray
   category_level_one: np.ndarray
   upload_type: np.ndarray
-  duration: np.ndarray
 
   def take(self, index) -> "Candidates":
     return Candidates(**{k: v[index] for k, v in dataclasses.asdict(self).items()})
@@ -250,10 +260,9 @@ def item_features(c: Candidates, seen: dict) -> tuple[np.ndarray, np.ndarray]:
   n = len(c.video_id)
   onehot = lambda v, k: np.eye(k, dtype=np.float32)[np.asarray(v) % k]
   items = np.concatenate([onehot(c.category_level_one, CATEGORY_BUCKETS),
-                          onehot(c.upload_type, UPLOAD_BUCKETS),
-                          (np.log1p(np.maximum(c.duration, 0) / 1000.0) / 5.0)[:, None]],
+                          onehot(c.upload_type, UPLOAD_BUCKETS)],
                          axis=1).astype(np.float32) if n else np.zeros(
-                             (0, CATEGORY_BUCKETS + UPLOAD_BUCKETS + 1), np.float32)
+                             (0, CATEGORY_BUCKETS + UPLOAD_BUCKETS), np.float32)
   cross = np.stack([seen["hist"][np.asarray(c.category_level_one) % CATEGORY_BUCKETS],
                     np.isin(c.author_id, list(seen["author"])).astype(np.float32),
                     np.isin(c.category_level_two, list(seen["cate_two"])).astype(np.float32)],
@@ -317,7 +326,7 @@ def _groups(request: np.ndarray) -> list[np.ndarray]:
 
 REQUEST_COLUMNS = ("request_id", "request_timestamp", *CONTEXT_ID_FIELDS)
 CANDIDATE_COLUMNS = ("video_id", "author_id", "category_level_two", "category_level_one",
-                     "upload_type", "duration")
+                     "upload_type")
 
 
 def _candidates(day, rows) -> Candidates:
@@ -395,8 +404,7 @@ def lcron_requests(day: Mapping[str, np.ndarray], seqs: Mapping, request_dict: M
     cands = Candidates(video_id=block[:, d["video_id"]], author_id=block[:, d["author_id"]],
                        category_level_two=block[:, d["cate_two"]],
                        category_level_one=block[:, d["cate_one"]],
-                       upload_type=block[:, d["upload_type"]],
-                       duration=block[:, d["duration_ms"]])
+                       upload_type=block[:, d["upload_type"]])
     valid = np.concatenate(valid)
     yield make_record(request_id=rid, request_row={c: day[c][rows[0]] for c in REQUEST_COLUMNS},
                       cands=cands, label=np.concatenate(member).astype(np.float32),
@@ -410,19 +418,24 @@ def split_records(manual: Path, params: Mapping[str, Any], split: str) -> Iterat
   protocol = params["protocol"]
   train_days = parse_days(params["train_days"], "source.recflow_train_days")
   test_days = parse_days(params["test_day"], "source.recflow_test_day")
-  columns = [*REQUEST_COLUMNS, *CANDIDATE_COLUMNS, *STAGES, "rank_index", *FEEDBACK]
+  # The columns each protocol reads: coarse the candidates' IDs, the stage flags and the
+  # feedback; lcron the request's IDs and the rank_index of its rank_pos rows.
+  if protocol == "coarse":
+    columns = [*REQUEST_COLUMNS, *CANDIDATE_COLUMNS, *STAGES, params["label"]]
+  else:
+    columns = [*REQUEST_COLUMNS, "video_id", "rank_pos", "rank_index"]
   columns = list(dict.fromkeys(columns))
   if protocol == "coarse" and split == "test":
     seqs = {}
     for day in test_days:
       seqs.update(load_pickle(manual / "seq_effective_50_dict" / f"{day}.pkl"))
-    import pyarrow.feather as feather
-
     path = manual / "others" / params["test_file"]
-    present = feather.read_table(path, memory_map=True).column_names
+    present = feather_columns(path)
+    # The stage flags are optional in the test file (RecFlow's test dataset reads 14
+    # columns): without realshow every candidate's label counts, without the flags the
+    # graded truth is the label.
     needed = [*REQUEST_COLUMNS, *CANDIDATE_COLUMNS, params["label"]]
-    table = read_feather(path, [c for c in columns if c in present] + [
-        c for c in needed if c not in present])
+    table = read_feather(path, needed + [c for c in STAGES if c in present])
     yield from coarse_requests(table, seqs, params, vocab, split="test", day_index=-1)
     return
   days = test_days if split == "test" else train_days
@@ -446,7 +459,7 @@ def list_size_of(params: Mapping[str, Any]) -> int:
 def shapes_of(params: Mapping[str, Any]) -> dict:
   return tfds_base.record_shapes(
       context=CATEGORY_BUCKETS + 1, list_size=list_size_of(params),
-      items=CATEGORY_BUCKETS + UPLOAD_BUCKETS + 1, cross=3, truth=True, propensity=False,
+      items=CATEGORY_BUCKETS + UPLOAD_BUCKETS, cross=3, truth=True, propensity=False,
       context_ids=len(CONTEXT_ID_FIELDS), item_ids=len(ITEM_ID_FIELDS),
       sequence=(SEQ_LEN, 5))
 

@@ -278,3 +278,27 @@ def test_ids_flag_takes_recflows_models_and_the_data_vocabularies(world):
         str(id_cnt[f] + 2) for f in recflow.CONTEXT_ID_FIELDS) + ")"
     assert flags[f"{role}.model.item_vocab"] == "(" + ",".join(
         str(id_cnt[f] + 2) for f in recflow.ITEM_ID_FIELDS) + ")"
+
+
+def test_coarse_test_file_with_recflows_fourteen_columns(world, tmp_path):
+  # RecFlow's Prerank_Test_Dataset reads these 14 columns only: no stage flags, no duration.
+  fourteen = ["request_id", "user_id", "request_timestamp", "device_id", "age", "gender",
+              "province", "video_id", "author_id", "category_level_two", "upload_type",
+              "upload_timestamp", "category_level_one", "effective_view"]
+  copy = tmp_path / "recflow"
+  for path in world.rglob("*"):
+    if path.is_file() and "hidden_truth" not in path.parts:
+      target = copy / path.relative_to(world)
+      target.parent.mkdir(parents=True, exist_ok=True)
+      target.write_bytes(path.read_bytes())
+  test_file = copy / "others" / "prerank_test.feather"
+  feather.write_feather(feather.read_table(test_file).select(fourteen), test_file)
+  config = config_for(copy, tmp_path, "coarse,smoke")
+  config.source.recflow_test_file = "prerank_test.feather"
+  test = load_dataset(config).splits["test"]
+  raw = feather.read_table(test_file).to_pandas()
+  assert test.num_requests == raw["request_id"].nunique()
+  # Without realshow every candidate counts as observed; the graded truth is the label.
+  np.testing.assert_array_equal(test.exposed, test.valid)
+  np.testing.assert_array_equal(test.true_relevance, test.label)
+  assert test.label.sum() == raw["effective_view"].sum()
