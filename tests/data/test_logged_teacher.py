@@ -488,3 +488,32 @@ def test_order_only_losses_read_only_the_teachers_order(kd):
   base = value(raw)
   assert value(to_logits(ranks, kind="rank")) == pytest.approx(base, rel=1e-6)
   assert value(np.exp(raw) * 3.0 - 1.0) == pytest.approx(base, rel=1e-6)
+
+
+def test_probability_column_gives_the_logit_columns_teacher(tmp_path):
+  """A column of probabilities σ(x) read with score_kind='probability' gives the teacher
+  logits x (inside the clip), with the same missing slots; an ensemble weight per column
+  is checked against the number of columns."""
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+
+  from prerank_jax.data.registry import load_dataset
+
+  write_logs(tmp_path / "raw" / "plain.parquet", missing_top=6)
+  table = pq.read_table(tmp_path / "raw" / "plain.parquet")
+  x = np.asarray(table.column("ranker_score").to_pylist(), dtype=float)
+  prob = pa.array([None if np.isnan(v) else float(1 / (1 + np.exp(-v))) for v in x])
+  pq.write_table(table.append_column("ranker_prob", prob), tmp_path / "raw" / "logs.parquet")
+  logits = load_dataset(logged_config(tmp_path))
+  config = logged_config(tmp_path, columns=("ranker_prob",), score_kind="probability")
+  probs = load_dataset(config)
+  for split in ("train", "valid", "test"):
+    a, b = logits.splits[split], probs.splits[split]
+    np.testing.assert_array_equal(a.teacher_mask, b.teacher_mask)
+    np.testing.assert_allclose(b.teacher_scores, a.teacher_scores, rtol=1e-4, atol=1e-5)
+  both = logged_config(tmp_path, columns=("ranker_score", "ranker_prob"))
+  both.student.loss.ensemble_weights = (1.0,)
+  with pytest.raises(ConfigError, match="ensemble_weights.*2 logged teacher"):
+    validate_config(both)
+  both.student.loss.ensemble_weights = (1.0, 3.0)
+  validate_config(both)
