@@ -517,3 +517,43 @@ def test_probability_column_gives_the_logit_columns_teacher(tmp_path):
     validate_config(both)
   both.student.loss.ensemble_weights = (1.0, 3.0)
   validate_config(both)
+
+
+def test_letor_cli_run_with_score_files(tmp_path):
+  """LETOR files with LightGBM-format score files train from the CLI with a logged
+  teacher; the teacher row's NDCG@10 equals the test score file's NDCG@10 over the judged
+  labels, computed here from the raw files."""
+  from prerank_jax.cli import main
+  from tests.data.test_ids import write_libsvm
+
+  for name, seed in (("train.txt", 0), ("test.txt", 2)):
+    write_libsvm(tmp_path / "raw" / name, seed=seed, num_queries=20, prefix=name[:2])
+  test_lines = [line for line in (tmp_path / "raw" / "test.txt").read_text().splitlines()
+                if line.split("#")[0].strip()]
+  rng = np.random.default_rng(9)
+  for name in ("train.txt", "test.txt"):
+    lines = [line for line in (tmp_path / "raw" / name).read_text().splitlines()
+             if line.split("#")[0].strip()]
+    scores = [float(line.split()[0]) + rng.normal() for line in lines]
+    (tmp_path / "raw" / f"{name}.pred").write_text("\n".join(map(repr, scores)) + "\n")
+  root = Path(__file__).resolve().parents[2]
+  code = main(["prerank-jax", "sweep", f"--config={root / 'configs' / 'letor.py'}:smoke",
+               "--config.dataset=letor", f"--config.workdir={tmp_path / 'runs'}",
+               "--config.name=letor_logged", f"--config.source.data_dir={tmp_path / 'tfds'}",
+               f"--config.source.manual_dir={tmp_path / 'raw'}",
+               "--config.source.student_features=()", "--config.source.list_size=20",
+               "--config.source.min_list_size=5", "--config.wandb.mode=disabled",
+               "--config.progress=False", "--config.sweep.temperature=(1.0,)",
+               "--config.sweep.alpha=(1.0,)", "--config.teacher.model.name=logged",
+               "--config.source.teacher_score_file.train=('train.txt.pred',)",
+               "--config.source.teacher_score_file.test=('test.txt.pred',)"])
+  assert code == 0
+  with open(tmp_path / "runs" / "letor_logged" / "results.csv") as f:
+    rows = {r["model"]: r for r in csv.DictReader(f)}
+  scores = [float(v) for v in (tmp_path / "raw" / "test.txt.pred").read_text().split()]
+  by_query: dict[str, list] = {}
+  for line, score in zip(test_lines, scores):
+    by_query.setdefault(line.split()[1], []).append((score, float(line.split()[0])))
+  values = [numpy_ndcg(np.array([s for s, _ in q]), np.array([y for _, y in q]), 10)
+            for q in by_query.values() if max(y for _, y in q) > 0]
+  assert float(rows["teacher"]["ndcg@10"]) == pytest.approx(float(np.mean(values)), abs=1e-5)
