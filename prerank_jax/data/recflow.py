@@ -306,6 +306,9 @@ def make_record(*, request_id: int, request_row: Mapping[str, int], cands: Candi
                                  for j, f in enumerate(CONTEXT_ID_FIELDS)], np.int32),
       "item_ids": pad(ids), "sequence_ids": seq_ids, "sequence_mask": seq_mask,
       "request_id": str(request_id),
+      # RecFlow's own video IDs (scores.parquet and TREC files are keyed by them).
+      tfds_base.CANDIDATE_IDS: [str(int(v)) if ok else "" for v, ok in
+                                zip(cands.video_id, valid)] + [""] * (list_size - n),
   }
 
 
@@ -493,7 +496,8 @@ def _builder_class():
         meta["vocab"] = {"context": list(vocab.context), "items": list(vocab.items)}
       return tfds_base.dataset_info(
           self, shapes_of(c.params), description=__doc__, license_note=LICENCE,
-          homepage="https://github.com/RecFlow-ICLR/RecFlow", metadata=meta)
+          homepage="https://github.com/RecFlow-ICLR/RecFlow", metadata=meta,
+          candidate_ids=True)
 
     def _split_generators(self, dl_manager):
       return {split: self._generate_examples(split) for split in SPLITS}
@@ -570,6 +574,13 @@ def load(config, *, show: bool = False) -> tuple[dict[str, Batch], Any]:
                      f"{config.source.recflow_train_days!r} / {config.source.recflow_test_day!r}"
                      f", valid_fraction {config.source.valid_fraction})")
   return splits, builder
+
+
+def split_ids(config, builder, split: str):
+  """RecFlow's ``request_id`` of each list and ``video_id`` of each candidate of a prepared
+  split (:class:`~prerank_jax.data.ids.SplitIds`; ``""`` on padding)."""
+  return tfds_base.split_ids(builder, split, request_column="request_id",
+                             candidate_column="video_id")
 
 
 def vocab_flags(manual: str | Path) -> list[str]:

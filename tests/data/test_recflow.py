@@ -141,6 +141,11 @@ def test_coarse_protocol_reads_the_layout(world, tmp_path):
   np.testing.assert_array_equal(test.label[0, :n], first["effective_view"] * first["realshow"])
   np.testing.assert_array_equal(test.item_ids[0, :n, 0], first["video_id"] + 1)
   assert test.num_requests == raw["request_id"].nunique()
+  # The lists are keyed by RecFlow's own request_id and video_id.
+  assert loaded.ids["test"].request[0] == str(first["request_id"].iloc[0])
+  np.testing.assert_array_equal(loaded.ids["test"].candidate[0, :n],
+                                first["video_id"].astype(str))
+  assert (loaded.ids["test"].candidate[0, n:] == "").all()
   # Behaviour sequences: ids +1 where real, mask from column 7.
   seqs = pickle.loads((world / "seq_effective_50_dict" / f"{DAYS[-1]}.pkl").read_bytes())
   seq = seqs[int(raw["request_id"].iloc[0])]
@@ -226,7 +231,7 @@ def test_config_source_is_the_dataset_spec_source():
 def recflow_formula(scores: pd.DataFrame) -> float:
   """RecFlow's evaluate_recall@50 from scores.parquet rows of one model (label = target)."""
   hits = targets = 0.0
-  for _, rows in scores.groupby("request"):
+  for _, rows in scores.groupby("request_id", observed=True):
     label = rows["label"].to_numpy() > 0
     if 0 < label.sum() < len(label):
       rank = np.argsort(np.argsort(-rows["score"].to_numpy(), kind="stable"), kind="stable")
@@ -266,6 +271,13 @@ def test_sweep_end_to_end_carries_both_protocols_columns(world, tmp_path, protoc
   for model in ("teacher", student):
     expected = recflow_formula(scores[scores["model"] == model])
     assert results.loc[model, "recflow_recall@50"] == pytest.approx(expected, abs=1e-6)
+  if protocol == "coarse":  # the label column is the test file's effective_view
+    raw = feather.read_table(world / "others" / "coarse_rank_test.feather").to_pandas()
+    raw = raw.astype({"request_id": str, "video_id": str})
+    rows = scores[scores["model"] == "teacher"].astype({"request_id": str, "video_id": str})
+    merged = rows.merge(raw, on=["request_id", "video_id"], how="left")
+    assert len(merged) == len(rows) == len(raw)
+    np.testing.assert_array_equal(merged["label"], merged["effective_view"] * merged["realshow"])
 
 
 def test_ids_flag_takes_recflows_models_and_the_data_vocabularies(world):
