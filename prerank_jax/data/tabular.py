@@ -157,6 +157,12 @@ def check_table(table: Mapping[str, np.ndarray], path: str, s: Mapping[str, Any]
     e = _floats(table[s["exposed_column"]], s["exposed_column"])
     first(~np.isnan(e) & (e != 0) & (e != 1), s["exposed_column"],
           "exposed must be 0 or 1 (or true/false)")
+  if s.get("candidate_column"):  # an ID keys the outputs: none may be missing
+    ids = table[s["candidate_column"]]
+    rows = [i for i, v in enumerate(ids) if v is None or v == ""]
+    if rows:
+      raise ValueError(f"{_where(path, rows[0])}: column {s['candidate_column']!r} is null "
+                       "or empty; every row needs a candidate ID (source.candidate_column)")
   for c in s.get("teacher_score_columns", ()):
     check_raw_scores(_floats(table[c], c), name=f"column {c!r}", source=str(path),
                      where=lambda row: _where(path, row))

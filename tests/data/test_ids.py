@@ -115,3 +115,18 @@ def test_letor_ids_are_qid_and_docid_else_line_number(tmp_path):
     # Both kinds occur: docid comments and plain line numbers.
     valid_ids = ids.candidate[batch.valid]
     assert any("-doc" in c for c in valid_ids) and any(c.isdigit() for c in valid_ids)
+
+
+def test_null_candidate_id_refused_with_file_and_line(tmp_path):
+  import pyarrow as pa
+  import pyarrow.csv as pcsv
+
+  write_logs(tmp_path / "raw" / "plain.csv")
+  table = pcsv.read_csv(tmp_path / "raw" / "plain.csv")
+  docs = table.column("doc").to_pylist()
+  docs[6] = None
+  pcsv.write_csv(table.set_column(table.column_names.index("doc"), "doc", pa.array(docs)),
+                 tmp_path / "raw" / "logs.csv")
+  config = tabular_config(tmp_path, "logs.csv", split_column="split", candidate_column="doc")
+  with pytest.raises(ValueError, match=r"logs.csv:8: column 'doc' is null"):
+    load_dataset(config)
