@@ -58,6 +58,10 @@ nb_execution_cache_path = str(DOCS / "_build" / ".jupyter_cache")
 nb_execution_timeout = 600
 nb_execution_raise_on_error = True
 nb_merge_streams = True
+# The notebooks' kernels inherit this: their smoke runs compile many of the same programs
+# (the smoke teacher, the evaluation), so each compiles once per build, not once per notebook.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(DOCS / "_build" / ".xla_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 html_theme = "sphinx_book_theme"
 html_title = "prerank-jax"
