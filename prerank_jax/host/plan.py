@@ -147,8 +147,8 @@ class MemoryPlan(NamedTuple):
     if self.peak_bytes <= self.limit_bytes:
       return
     worst = max(self.phases, key=lambda p: p.total_bytes)
-    fit = int((self.limit_bytes - self.data_bytes) // max(
-        1, (_STATE_COPIES + _STEP_COPIES) * _FLOAT_BYTES * worst.params))
+    step = min(worst.group, worst.points) * _STEP_COPIES * _FLOAT_BYTES * worst.params
+    fit = int((self.limit_bytes - self.data_bytes - step) // max(1, worst.point_bytes))
     raise MemoryError(
         f"plan: the sweep does not fit: {worst.label} ({worst.model}) needs "
         f"{worst.total_bytes / GIB:.2f} GiB for {worst.points} point(s) × "
