@@ -72,11 +72,13 @@ def _builder_class():
                        for name, p in PRESETS.items()]
 
     def _shapes(self):
-      p = self.builder_config.params
+      p = sim.validate_simulator_params(self.builder_config.params)
+      ids = p.get("ids", False)  # the ID world: user; item, author, category; behaviour
       return tfds_base.record_shapes(
           context=p["context_features"], list_size=p["list_size"],
           items=p["item_features"], cross=p["cross_features"], truth=True, propensity=True,
-          exposure=True)
+          exposure=True, context_ids=1 if ids else 0, item_ids=3 if ids else 0,
+          sequence=(p["sequence_length"], 3) if ids else (0, 0))
 
     def _info(self):
       return tfds_base.dataset_info(
