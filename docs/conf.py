@@ -65,7 +65,6 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 html_theme = "sphinx_book_theme"
 html_title = "prerank-jax"
-html_static_path = ["_static"]
 html_theme_options = {"show_toc_level": 2}
 
 
