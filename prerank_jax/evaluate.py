@@ -75,6 +75,7 @@ def evaluate_scores(
     ndcg_empty: str = "exclude",
     gain: str = "exp2",
     protocol: str = "",
+    lists: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
   """All evaluation metrics of one model's scores, averaged over requests.
 
@@ -134,17 +135,28 @@ def evaluate_scores(
       ``joint_recall@10@20`` (this model keeps 30, ``teacher_scores`` 20 of them),
       ``lcron_recall@10@{30,20}``, ``lcron_ndcg@10``, ``lcron_kendall_tau`` against
       ``true_relevance`` (:mod:`prerank_jax.metrics.recflow`).
+    lists: optional bool ``[R]``: the lists that exist; the others are padding (no valid
+      candidate) and are left out of every mean, so a split padded to another split's R
+      (:func:`pad_lists`) gives exactly its unpadded values and both splits share one
+      compiled program. ``None``: every list (with ``protocol=""`` only).
 
   Returns:
     ``{name: scalar}`` keyed exactly as :func:`metric_names`.
   """
   valid, observed = batch.valid, batch.valid & batch.exposed
   positive = observed & (batch.label > 0)
+  if lists is not None and protocol:
+    raise ValueError("evaluate_scores: padded lists are not supported with eval.protocol")
+  # Every list, or only the real ones of a padded split: padding has no valid candidate,
+  # so the means that skip undefined lists skip it already; these are the others.
+  mean_all = jnp.mean if lists is None else (
+      lambda v: metrics.mean_over_lists(v, where=lists))
   out = {}
   if batch.true_relevance is not None:
     truth = batch.true_relevance
     ndcg_defined = metrics.has_relevant(truth, where=valid)
-    mean_ndcg = lambda v: metrics.mean_over_defined(v, ndcg_defined, empty=ndcg_empty)[0]
+    mean_ndcg = lambda v: metrics.mean_over_defined(v, ndcg_defined, where=lists,
+                                                    empty=ndcg_empty)[0]
     out[f"ndcg@{k}"] = mean_ndcg(metrics.ndcg_at_k(scores, truth, where=valid, k=k,
                                                    gain=gain))
     relevant = valid & (truth >= relevant_grade)
@@ -153,7 +165,7 @@ def evaluate_scores(
         metrics.reciprocal_rank(scores, relevant, where=valid), where=has_rel)
     out[f"recall@{k}"] = metrics.mean_over_lists(
         metrics.recall_at_k(scores, relevant, where=valid, k=k), where=has_rel)
-    out[f"precision@{k}"] = jnp.mean(metrics.precision_at_k(scores, relevant, where=valid,
+    out[f"precision@{k}"] = mean_all(metrics.precision_at_k(scores, relevant, where=valid,
                                                             k=k))
     for r in keep_ratios:
       m = metrics.keep_size(valid, keep_ratio=r)
@@ -176,14 +188,14 @@ def evaluate_scores(
       out[f"sys_loss@{keep_label(r)}"] = teacher_full - system[r]
   for r in keep_ratios:
     m = metrics.keep_size(valid, keep_ratio=r)
-    out[f"R@({k},{keep_label(r)})"] = jnp.mean(metrics.teacher_consistency_recall(
+    out[f"R@({k},{keep_label(r)})"] = mean_all(metrics.teacher_consistency_recall(
         scores, teacher_scores, where=valid, k=k, m=m))
   out["kendall_tau"] = metrics.mean_over_lists(
       metrics.kendall_tau_b(scores, teacher_scores, where=valid),
       where=metrics.kendall_tau_defined(scores, teacher_scores, where=valid))
   out[f"ndcg@{k}_logs"], _ = metrics.mean_over_defined(
       metrics.ndcg_at_k(scores, batch.label, where=observed, k=k, gain=gain),
-      metrics.has_relevant(batch.label, where=observed), empty=ndcg_empty)
+      metrics.has_relevant(batch.label, where=observed), where=lists, empty=ndcg_empty)
   has_positive = jnp.any(positive, axis=-1)
   for r in keep_ratios:
     out[f"retention@{keep_label(r)}"] = metrics.mean_over_lists(
@@ -206,6 +218,7 @@ def excluded_lists(
     teacher_scores: jax.Array,
     k: int,
     relevant_grade: float,
+    lists: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
   """How many lists each metric of :func:`evaluate_scores` leaves out (or fills in).
 
@@ -224,11 +237,13 @@ def excluded_lists(
 
   ``R@(k,r)``, ``precision@k`` and ``auc_logs`` leave no list out; the ``sys_*`` columns
   leave out the lists of ``ndcg@k`` (``sys_ndcg``, ``sys_loss``) and of ``mrr``
-  (``sys_recall``).
+  (``sys_recall``). With ``lists`` (bool ``[R]``, see :func:`evaluate_scores`) only the
+  real lists are counted, never the padding.
   """
   valid, observed = batch.valid, batch.valid & batch.exposed
   positive = observed & (batch.label > 0)
-  count = lambda undefined: jnp.sum(undefined, dtype=jnp.int32)
+  count = lambda undefined: jnp.sum(undefined if lists is None else undefined & lists,
+                                    dtype=jnp.int32)
   out = {}
   if batch.true_relevance is not None:
     truth = batch.true_relevance
@@ -291,14 +306,35 @@ def describe_excluded(excluded: dict, models: Sequence[str], *, num_lists: int, 
   return "\n".join(lines)
 
 
+def pad_lists(batch: Batch, scores: jax.Array, teacher_scores: jax.Array, num_lists: int
+              ) -> tuple[Batch, jax.Array, jax.Array, np.ndarray]:
+  """A split padded with empty lists to ``num_lists`` requests, for :func:`evaluate_stacked`.
+
+  Every field of ``batch`` (leading axis R), ``scores [P, R, N]`` and ``teacher_scores
+  [R, N]`` gain ``num_lists − R`` lists of zeros (``valid`` all False, so no candidate).
+  Returns ``(batch, scores, teacher_scores, lists)`` with ``lists`` the bool ``[num_lists]``
+  mask of the real lists, to pass as ``lists=``: the metrics are then those of the
+  unpadded split, and two splits of different R share one compiled evaluation.
+  """
+  R = int(batch.valid.shape[0])
+  if num_lists < R:
+    raise ValueError(f"pad_lists: num_lists={num_lists} is below the split's {R} lists")
+  pad = lambda x, axis=0: np.pad(np.asarray(x), [(0, num_lists - R) if a == axis else (0, 0)
+                                                 for a in range(np.ndim(x))])
+  padded = Batch(*(None if f is None else pad(f) for f in batch))
+  return (padded, pad(scores, axis=1), pad(teacher_scores), np.arange(num_lists) < R)
+
+
 def evaluate_stacked(scores: jax.Array, batch: Batch, *, teacher_scores: jax.Array, k: int,
                      keep_ratios: Sequence[float], relevant_grade: float,
                      ndcg_empty: str = "exclude", gain: str = "exp2",
-                     return_excluded: bool = False, protocol: str = ""):
+                     return_excluded: bool = False, protocol: str = "",
+                     lists: jax.Array | None = None):
   """:func:`evaluate_scores` vmapped over a leading model axis: ``scores [P, R, N]``.
 
   Returns ``{name: [P]}``, and with ``return_excluded=True`` also
   ``{key: [P] int32}`` from :func:`excluded_lists` (computed in the same program).
+  ``lists``: bool ``[R]``, the real lists of a split padded by :func:`pad_lists`.
 
   The batch is an argument of the compiled function, not a closed-over constant, so XLA
   does not try to constant-fold sorts over the whole test split.
@@ -311,19 +347,20 @@ def evaluate_stacked(scores: jax.Array, batch: Batch, *, teacher_scores: jax.Arr
   values, excluded = _evaluate_stacked(scores, batch, teacher_scores,
                                        jnp.float32(relevant_grade), k=k,
                                        keep_ratios=tuple(keep_ratios), ndcg_empty=ndcg_empty,
-                                       gain=gain, protocol=protocol)
+                                       gain=gain, protocol=protocol,
+                                       lists=None if lists is None else jnp.asarray(lists, bool))
   return (values, excluded) if return_excluded else values
 
 
 @functools.partial(jax.jit, static_argnames=("k", "keep_ratios", "ndcg_empty", "gain",
                                              "protocol"))
 def _evaluate_stacked(scores, batch, teacher_scores, relevant_grade, *, k, keep_ratios,
-                      ndcg_empty, gain, protocol=""):
+                      ndcg_empty, gain, protocol="", lists=None):
   def fn(s):
     values = evaluate_scores(s, batch, teacher_scores=teacher_scores, k=k,
                              keep_ratios=keep_ratios, relevant_grade=relevant_grade,
-                             ndcg_empty=ndcg_empty, gain=gain, protocol=protocol)
+                             ndcg_empty=ndcg_empty, gain=gain, protocol=protocol, lists=lists)
     excluded = excluded_lists(s, batch, teacher_scores=teacher_scores, k=k,
-                              relevant_grade=relevant_grade)
+                              relevant_grade=relevant_grade, lists=lists)
     return values, excluded
   return jax.vmap(fn)(scores)

@@ -18,7 +18,7 @@ import numpy as np
 from prerank_jax.batch import Batch
 from prerank_jax.config import sweep_axes
 from prerank_jax.data.ids import SplitIds
-from prerank_jax.evaluate import describe_excluded, evaluate_stacked, metric_names
+from prerank_jax.evaluate import describe_excluded, evaluate_stacked, metric_names, pad_lists
 from prerank_jax.host import export, report
 from prerank_jax.host.identity import teacher_identity
 from prerank_jax.host.pareto import add_cost_columns
@@ -81,8 +81,10 @@ def evaluate_rows(config: ml_collections.ConfigDict, students: Phase,
   Every metric of :func:`~prerank_jax.evaluate.metric_names` is computed on ``test``
   (the plain column names) and, when ``valid`` is given, on the validation split as well
   (the same names prefixed ``valid/``, computed the same way by the same compiled
-  program, which XLA reuses when the two splits have the same shape, as the simulator's
-  do). A sweep point is chosen on the ``valid/`` columns and reported by the plain ones.
+  program: XLA reuses it when the two splits have the same shape, as the simulator's
+  do, and splits of different sizes are padded to one shape with empty lists left out of
+  every mean, :func:`~prerank_jax.evaluate.pad_lists`). A sweep point is chosen on the
+  ``valid/`` columns and reported by the plain ones.
   With ``scores_out`` (a dict), the evaluated ``[rows, R, N]`` scores of each split are
   stored under ``"test"`` (and ``"valid"``).
 
@@ -96,14 +98,24 @@ def evaluate_rows(config: ml_collections.ConfigDict, students: Phase,
   columns_m = metric_names(k=config.eval.k, keep_ratios=config.eval.keep_ratios,
                            protocol=ek["protocol"])
   evaluated = {}
+  # Splits of different numbers of lists are padded with empty lists to the larger one
+  # and evaluated with a mask of their real lists (the same values, to float32 rounding):
+  # one compiled evaluation serves both. Same shapes (the simulator) need no padding.
+  pad_to = None
+  if (valid is not None and valid.valid.shape != test.valid.shape
+      and valid.list_size == test.list_size and not ek["protocol"]):
+    pad_to = max(test.num_requests, valid.num_requests)
   for split, batch in (("test", test), ("valid", valid)):
     if batch is None:
       continue
     all_scores, teacher = split_scores(config, students, batch, split=split)
     if scores_out is not None:
       scores_out[split] = np.asarray(jax.device_get(all_scores))
+    lists = None
+    if pad_to is not None:
+      batch, all_scores, teacher, lists = pad_lists(batch, all_scores, teacher, pad_to)
     evaluated[split] = jax.device_get(evaluate_stacked(
-        all_scores, batch, teacher_scores=teacher,
+        all_scores, batch, teacher_scores=teacher, lists=lists,
         keep_ratios=tuple(config.eval.keep_ratios), return_excluded=True, **ek))
   values, excluded = evaluated["test"]
   points = students.points

@@ -164,7 +164,7 @@ def _write_table(path, *, num_requests: int = 48, seed: int = 0) -> dict[str, li
   for r in range(num_requests):
     length = int(rng.integers(12, 21))
     split = ("train" if r < num_requests * 0.5 else
-             "valid" if r < num_requests * 0.75 else "test")
+             "valid" if r < num_requests * 0.7 else "test")  # 10 valid, 14 test lists
     u, x = rng.normal(size=2), rng.normal(size=(length, 4))
     label = ((x[:, 0] + 0.5 * x[:, 3] + 0.3 * rng.normal(size=length)) > 0.5).astype(float)
     shown = rng.choice(length, size=8, replace=False)
@@ -189,6 +189,7 @@ def test_tabular_run_keys_every_split_by_the_tables_own_ids(tmp_path):
   pair's logged label and exposure there equal the table's own (read independently)."""
   import pyarrow.parquet as pq
 
+  from prerank_jax import evaluate
   from prerank_jax.config_files import repo_config
   from prerank_jax.host.runner import run
 
@@ -199,13 +200,18 @@ def test_tabular_run_keys_every_split_by_the_tables_own_ids(tmp_path):
   config.source.update(dict(split_column="split", request_column="session",
                             candidate_column="item id"))
   config.sweep.temperature, config.sweep.alpha = (2.0,), (1.0,)
+  compiled_before = evaluate._evaluate_stacked._cache_size()
   result = run(config)
+  # valid (10 lists) and test (14) differ in size: padded to one shape, one compile.
+  assert evaluate._evaluate_stacked._cache_size() - compiled_before <= 1
   table = pq.read_table(result.run_dir / export.SCORES_FILE).to_pandas()
   assert {"session", "item id", "request", "candidate", "split"} <= set(table.columns)
   logged = {(s, i): (lab, split) for s, i, lab, split in zip(
       cols["session"], cols["item id"], cols["label"], cols["split"])}
   one = table[table["point"] == 0]
   assert sorted(one["split"].unique()) == ["test", "train", "valid"]
+  sizes = one.groupby("split", observed=True)["request"].nunique()
+  assert (sizes["valid"], sizes["test"]) == (10, 14)  # the padded path was taken
   for split in ("train", "valid", "test"):
     part = one[one["split"] == split]
     # Every candidate of the split's requests, each once (lists of <= 20 are not cut).
@@ -220,7 +226,17 @@ def test_tabular_run_keys_every_split_by_the_tables_own_ids(tmp_path):
   qid, _, doc, *_ = run_file.splitlines()[0].split()
   assert qid in set(cols["session"])
   assert doc.startswith("item_") and (qid, doc.replace("_", " ", 1)) in logged
-  assert f"valid/ndcg@{config.eval.k}" in result.columns
+  # The padded evaluation's valid/ metrics equal NumPy's on scores.parquet's valid rows.
+  k = config.eval.k
+  for p, row in enumerate(result.rows):
+    rows = table[(table["split"] == "valid") & (table["point"] == p)]
+    assert row[f"valid/ndcg@{k}"] == pytest.approx(
+        _ndcg_np(rows, k=k, gain=config.eval.gain), abs=1e-5), row["model"]
+    assert row[f"valid/precision@{k}"] == pytest.approx(_precision_np(
+        rows, k=k, grade=config.eval.relevant_grade), abs=1e-6), row["model"]
+    test_rows = table[(table["split"] == "test") & (table["point"] == p)]
+    assert row[f"precision@{k}"] == pytest.approx(_precision_np(
+        test_rows, k=k, grade=config.eval.relevant_grade), abs=1e-6), row["model"]
 
 
 def test_report_selection_pools_seeds_and_chooses_on_validation(tmp_path):

@@ -233,3 +233,35 @@ def test_config_gain_is_validated(smoke_config):
   smoke_config.eval.gain = "log"
   with pytest.raises(ConfigError, match=r"eval\.gain.*exp2.*linear|eval\.gain.*linear.*exp2"):
     validate_config(smoke_config)
+
+
+@pytest.mark.parametrize("ndcg_empty", ["exclude", "zero", "one"])
+def test_padded_split_gives_the_unpadded_values_with_one_compile(test_split, ndcg_empty):
+  """A split padded with empty lists (pad_lists) and evaluated with its `lists` mask gives
+  the metrics (to float32 rounding) and exactly the exclusion counts of the split itself;
+  two splits of different R padded to one R share one compiled evaluation (what the
+  valid/ columns rely on)."""
+  batch, teacher = test_split
+  scores = _models(batch, teacher)
+  kw = dict(k=K, keep_ratios=RATIOS, relevant_grade=GRADE, ndcg_empty=ndcg_empty,
+            return_excluded=True)
+  want, want_excluded = evaluate.evaluate_stacked(scores, batch, teacher_scores=teacher, **kw)
+  R = batch.num_requests
+  padded, s, t, lists = evaluate.pad_lists(batch, scores, teacher, R + 7)
+  assert padded.valid.shape == (R + 7, batch.list_size) and not padded.valid[R:].any()
+  got, got_excluded = evaluate.evaluate_stacked(s, padded, teacher_scores=t, lists=lists, **kw)
+  for name in want:
+    np.testing.assert_allclose(got[name], want[name], rtol=2e-6, atol=1e-6, err_msg=name)
+  for name in want_excluded:
+    np.testing.assert_array_equal(got_excluded[name], want_excluded[name], err_msg=name)
+  # Without the mask the padding would count (precision@k and R@ average every list).
+  unmasked = evaluate.evaluate_stacked(s, padded, teacher_scores=t, **kw)[0]
+  assert not np.allclose(unmasked[f"precision@{K}"], want[f"precision@{K}"])
+  # A shorter split padded to the same R reuses the compiled program.
+  short = batch.take(slice(0, R - 5))
+  before = evaluate._evaluate_stacked._cache_size()
+  p2, s2, t2, l2 = evaluate.pad_lists(short, scores[:, :R - 5], teacher[:R - 5], R + 7)
+  evaluate.evaluate_stacked(s2, p2, teacher_scores=t2, lists=l2, **kw)
+  assert evaluate._evaluate_stacked._cache_size() == before
+  with pytest.raises(ValueError, match="below the split's"):
+    evaluate.pad_lists(batch, scores, teacher, R - 1)
