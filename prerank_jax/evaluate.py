@@ -137,8 +137,8 @@ def evaluate_scores(
       ``true_relevance`` (:mod:`prerank_jax.metrics.recflow`).
     lists: optional bool ``[R]``: the lists that exist; the others are padding (no valid
       candidate) and are left out of every mean, so a split padded to another split's R
-      (:func:`pad_lists`) gives exactly its unpadded values and both splits share one
-      compiled program. ``None``: every list (with ``protocol=""`` only).
+      (:func:`pad_lists`) gives its unpadded values (to float32 rounding: the sums run over
+      more zeros) and both splits share one compiled program. ``None``: every list (with ``protocol=""`` only).
 
   Returns:
     ``{name: scalar}`` keyed exactly as :func:`metric_names`.
