@@ -360,7 +360,9 @@ def coarse_requests(day: Mapping[str, np.ndarray], seqs: Mapping, params: Mappin
                                     seed=params["seed"]) != (split == "valid"):
       continue
     if split == "test":
-      rows = rows[:params["list_size"]]  # the test file in file order (RecFlow pads to 470)
+      if len(rows) > params["list_size"]:  # check_inputs refuses this before preparing
+        raise ValueError(f"recflow test request {rid}: {len(rows)} candidates > "
+                         f"source.list_size={params['list_size']}")
     else:
       rows = coarse_rows(day, rows, list_size=params["list_size"],
                          rng=np.random.default_rng([params["seed"], day_index, q]))
@@ -415,19 +417,58 @@ def lcron_requests(day: Mapping[str, np.ndarray], seqs: Mapping, request_dict: M
                       vocab=vocab, list_size=4 * k, valid=valid)
 
 
+def protocol_columns(params: Mapping[str, Any]) -> list[str]:
+  """The all_stage columns each protocol reads: coarse the candidates' IDs, the stage flags
+  and the feedback; lcron the request's IDs and the rank_index of its rank_pos rows."""
+  if params["protocol"] == "coarse":
+    columns = [*REQUEST_COLUMNS, *CANDIDATE_COLUMNS, *STAGES, params["label"]]
+  else:
+    columns = [*REQUEST_COLUMNS, "video_id", "rank_pos", "rank_index"]
+  return list(dict.fromkeys(columns))
+
+
+def check_inputs(manual: Path, params: Mapping[str, Any]) -> None:
+  """Checks the raw files before anything is written: ``id_cnt.pkl``'s fields, every
+  feather file's columns (from its schema), and, in the coarse protocol, that no request of
+  the test file has more candidates than ``list_size`` (RecFlow pads to its longest list).
+
+  Raises:
+    ValueError: naming the file and what is wrong.
+  """
+  id_vocab(load_pickle(manual / "others" / "id_cnt.pkl"))
+  needed = protocol_columns(params)
+  for path in required_files(manual, params):
+    if path.suffix != ".feather":
+      continue
+    if path.name == params["test_file"] and path.parent.name == "others":
+      test_needed = [*REQUEST_COLUMNS, *CANDIDATE_COLUMNS, params["label"]]
+      present = feather_columns(path)
+      missing = [c for c in test_needed if c not in present]
+      if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; the file has {present}")
+      request = read_feather(path, ["request_id"])["request_id"]
+      _, counts = np.unique(request, return_counts=True)
+      if counts.max(initial=0) > params["list_size"]:
+        worst = int(np.unique(request)[np.argmax(counts)])
+        raise ValueError(f"{path}: request {worst} has {int(counts.max())} candidates, more "
+                         f"than source.list_size={params['list_size']}; raise "
+                         f"source.list_size to at least {int(counts.max())} (RecFlow pads "
+                         "every test request to its longest list, 470 in its scripts)")
+      continue
+    present = feather_columns(path)
+    missing = [c for c in needed if c not in present]
+    if missing:
+      raise ValueError(f"{path}: missing column(s) {missing}; RecFlow's README lists "
+                       f"{list(COLUMNS)} and the file has {present}")
+
+
 def split_records(manual: Path, params: Mapping[str, Any], split: str) -> Iterator[dict]:
   """Every record of a split, reading one day's files at a time."""
   vocab = id_vocab(load_pickle(manual / "others" / "id_cnt.pkl"))
   protocol = params["protocol"]
   train_days = parse_days(params["train_days"], "source.recflow_train_days")
   test_days = parse_days(params["test_day"], "source.recflow_test_day")
-  # The columns each protocol reads: coarse the candidates' IDs, the stage flags and the
-  # feedback; lcron the request's IDs and the rank_index of its rank_pos rows.
-  if protocol == "coarse":
-    columns = [*REQUEST_COLUMNS, *CANDIDATE_COLUMNS, *STAGES, params["label"]]
-  else:
-    columns = [*REQUEST_COLUMNS, "video_id", "rank_pos", "rank_index"]
-  columns = list(dict.fromkeys(columns))
+  columns = protocol_columns(params)
   if protocol == "coarse" and split == "test":
     seqs = {}
     for day in test_days:
@@ -566,6 +607,8 @@ def load(config, *, show: bool = False) -> tuple[dict[str, Batch], Any]:
   builder, missing = make_builder(config)
   if builder is None:
     raise tfds_base.DatasetMissingError(missing)
+  if not tfds_base.is_prepared(builder):  # every check before TFDS writes a file
+    check_inputs(Path(builder.builder_config.manual), builder.builder_config.params)
   builder = tfds_base.prepare(builder, missing=None, show=show)
   splits = {split: tfds_base.read_split(builder, split) for split in SPLITS}
   empty = [s for s, b in splits.items() if b.num_requests == 0]

@@ -204,6 +204,14 @@ def test_a_missing_column_is_named(world, tmp_path):
   feather.write_feather(table, path)
   with pytest.raises(ValueError, match=r"2024-01-13.feather: missing column\(s\) \['rank_pos'\]"):
     load_dataset(config_for(broken, tmp_path, "lcron,smoke"))
+  assert not (tmp_path / "tfds").exists()  # refused before anything was written
+  # A test request longer than list_size is refused too (not cut), before writing.
+  config = config_for(world, tmp_path, "coarse,smoke")
+  config.source.list_size = 30
+  with pytest.raises(ValueError, match=r"coarse_rank_test.feather: request \d+ has 60 "
+                     r"candidates, more than source.list_size=30"):
+    load_dataset(config)
+  assert not (tmp_path / "tfds").exists()
 
 
 @pytest.mark.parametrize("field, value, match", [
