@@ -1,7 +1,7 @@
 """A simulated world written in RecFlow's exact file layout, with its hidden truth beside it.
 
     python experiments/recflow_world.py --out DIR [--smoke] [--seed S] [--days D]
-        [--requests R]
+        [--requests R] [--retrieved C]
 
 writes (RecFlow's README, "Dataset Organization"; the names are
 :mod:`prerank_jax.data.recflow`'s constants)::
@@ -24,7 +24,8 @@ Every column of the README's feature table is written as int64 with exactly its 
 Days start at 2024-01-13, RecFlow's first day.
 
 The cascade that makes the stage flags, per request (sizes for the default; ``--smoke``
-in brackets): retrieval returns C = 120 [60] candidates; the pre-ranker keeps its top 60
+in brackets; ``--retrieved C`` scales them, see :func:`cascade_sizes`, e.g. C = 470 for
+RecFlow's test lists): retrieval returns C = 120 [60] candidates; the pre-ranker keeps its top 60
 [40] (the rest: ``prerank_neg``), the coarse ranker its top 30 [25] (``coarse_neg``);
 the ranker orders those (``rank_index`` 0-based; top 10: ``rank_pos``, the rest
 ``rank_neg``); the reranker orders the ranker's top 20 (``rerank_index``; top 10:
@@ -227,13 +228,25 @@ def write_feather(path: Path, columns: dict) -> None:
   feather.write_feather(table, path)
 
 
+def cascade_sizes(retrieved: int) -> dict:
+  """Stage sizes for ``retrieved`` candidates a request: the pre-ranker keeps half, the
+  coarse ranker a quarter (at least 30), the reranker reorders the ranker's top 20 and
+  exposes 6. Every stage LCRON draws from keeps at least 10 candidates."""
+  if retrieved < 80:
+    raise ValueError(f"--retrieved: at least 80 (10 candidates for each stage LCRON draws "
+                     f"from), got {retrieved}")
+  coarse = max(30, retrieved // 4)
+  return dict(retrieved=retrieved, prerank_keep=retrieved // 2, coarse_keep=coarse,
+              rerank_in=20, exposed=6)
+
+
 def write_world(out: Path, *, smoke: bool = False, seed: int = 0, days: int = 6,
-                requests: int | None = None) -> dict:
+                requests: int | None = None, retrieved: int | None = None) -> dict:
   """Writes the world under ``out``; returns a summary (days, rows, requests)."""
   import pyarrow as pa
   import pyarrow.feather as feather
 
-  sizes = SIZES["smoke" if smoke else "default"]
+  sizes = cascade_sizes(retrieved) if retrieved else SIZES["smoke" if smoke else "default"]
   requests = requests or (150 if smoke else 5000)
   rng = np.random.default_rng(seed)
   world = World(rng, users=max(50, requests // 5), videos=2000 if smoke else 20000,
@@ -302,11 +315,17 @@ def main(argv=None) -> None:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--days", type=int, default=6)
   parser.add_argument("--requests", type=int, default=0, help="per day; 0 = the default")
+  parser.add_argument("--retrieved", type=int, default=0,
+                      help="candidates a request (>= 80; 0 = 120, or 60 with --smoke); "
+                      "the configs' source.list_size must be at least this")
   args = parser.parse_args(argv)
   if args.days < 2:
     parser.error("--days: at least 2 (training days and a test day)")
+  if args.retrieved and args.retrieved < 80:
+    parser.error(f"--retrieved: at least 80 (10 candidates for each stage LCRON draws "
+                 f"from), got {args.retrieved}")
   summary = write_world(Path(args.out), smoke=args.smoke, seed=args.seed, days=args.days,
-                        requests=args.requests or None)
+                        requests=args.requests or None, retrieved=args.retrieved or None)
   print(f"wrote {summary['requests']} requests, {summary['rows']} stage rows over "
         f"{summary['days'][0]}..{summary['days'][-1]} to {args.out}")
   print("ID table sizes for configs/recflow.py:<coarse|lcron>,ids (DSSM/DIN):\n  "

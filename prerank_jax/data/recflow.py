@@ -312,11 +312,22 @@ def make_record(*, request_id: int, request_row: Mapping[str, int], cands: Candi
   }
 
 
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+  """SplitMix64's finaliser (Steele, Lea, Flood 2014): a stable 64-bit mix of ``x``."""
+  x = (x + 0x9E3779B97F4A7C15) & _MASK64
+  x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+  x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+  return x ^ (x >> 31)
+
+
 def in_valid(request_id: int, *, fraction: float, seed: int) -> bool:
-  """Whether a train-day request goes to the valid split (a seeded hash of its id)."""
-  h = (int(request_id) * 0x9E3779B97F4A7C15 + seed * 0xBF58476D1CE4E5B9) & ((1 << 64) - 1)
-  h ^= h >> 31
-  return (h % 1_000_003) < fraction * 1_000_003
+  """Whether a train-day request goes to the valid split: a seeded SplitMix64 hash of its
+  id, uniform in [0, 1), below ``fraction`` (the same on every host and run)."""
+  h = _splitmix64((int(request_id) & _MASK64) ^ _splitmix64(int(seed) & _MASK64))
+  return h / 2.0**64 < fraction
 
 
 def _groups(request: np.ndarray) -> list[np.ndarray]:
@@ -429,8 +440,9 @@ def protocol_columns(params: Mapping[str, Any]) -> list[str]:
 
 def check_inputs(manual: Path, params: Mapping[str, Any]) -> None:
   """Checks the raw files before anything is written: ``id_cnt.pkl``'s fields, every
-  feather file's columns (from its schema), and, in the coarse protocol, that no request of
-  the test file has more candidates than ``list_size`` (RecFlow pads to its longest list).
+  feather file's columns (from its schema), in the coarse protocol that no request of the
+  test file has more candidates than ``list_size`` (RecFlow pads to its longest list), and
+  that every split gets a request (reading the ``request_id`` column only).
 
   Raises:
     ValueError: naming the file and what is wrong.
@@ -460,6 +472,26 @@ def check_inputs(manual: Path, params: Mapping[str, Any]) -> None:
     if missing:
       raise ValueError(f"{path}: missing column(s) {missing}; RecFlow's README lists "
                        f"{list(COLUMNS)} and the file has {present}")
+  # Every split needs a request (TFDS cannot write an empty split).
+  counts = dict.fromkeys(SPLITS, 0)
+  for day in parse_days(params["train_days"], "source.recflow_train_days"):
+    ids = np.unique(read_feather(manual / "all_stage" / f"{day}.feather",
+                                 ["request_id"])["request_id"])
+    valid = sum(in_valid(r, fraction=params["valid_fraction"], seed=params["seed"])
+                for r in ids.tolist())
+    counts["valid"] += valid
+    counts["train"] += len(ids) - valid
+  tests = ([manual / "others" / params["test_file"]] if params["protocol"] == "coarse" else
+           [manual / "all_stage" / f"{d}.feather"
+            for d in parse_days(params["test_day"], "source.recflow_test_day")])
+  counts["test"] = sum(len(np.unique(read_feather(t, ["request_id"])["request_id"]))
+                       for t in tests)
+  empty = [split for split, n in counts.items() if n == 0]
+  if empty:
+    raise ValueError(f"recflow: split(s) {empty} would have no request ({counts} from "
+                     f"source.recflow_train_days={params['train_days']!r}, "
+                     f"recflow_test_day={params['test_day']!r}, "
+                     f"valid_fraction={params['valid_fraction']})")
 
 
 def split_records(manual: Path, params: Mapping[str, Any], split: str) -> Iterator[dict]:
@@ -610,13 +642,7 @@ def load(config, *, show: bool = False) -> tuple[dict[str, Batch], Any]:
   if not tfds_base.is_prepared(builder):  # every check before TFDS writes a file
     check_inputs(Path(builder.builder_config.manual), builder.builder_config.params)
   builder = tfds_base.prepare(builder, missing=None, show=show)
-  splits = {split: tfds_base.read_split(builder, split) for split in SPLITS}
-  empty = [s for s, b in splits.items() if b.num_requests == 0]
-  if empty:
-    raise ValueError(f"recflow: split(s) {empty} have no request (days "
-                     f"{config.source.recflow_train_days!r} / {config.source.recflow_test_day!r}"
-                     f", valid_fraction {config.source.valid_fraction})")
-  return splits, builder
+  return {split: tfds_base.read_split(builder, split) for split in SPLITS}, builder
 
 
 def split_ids(config, builder, split: str):

@@ -322,3 +322,19 @@ def test_coarse_test_file_with_recflows_fourteen_columns(world, tmp_path):
   np.testing.assert_array_equal(test.exposed, test.valid)
   np.testing.assert_array_equal(test.true_relevance, test.label)
   assert test.label.sum() == raw["effective_view"].sum()
+
+
+def test_recflows_470_candidate_lists(tmp_path):
+  # RecFlow's coarse protocol pads every test request to 470 (its run scripts).
+  _world_module().write_world(tmp_path / "w", seed=1, days=2, requests=8, retrieved=470)
+  config = config_for(tmp_path / "w", tmp_path, "coarse")
+  config.source.recflow_train_days, config.source.recflow_test_day = "2024-01-13", "2024-01-14"
+  config.source.valid_fraction = 0.4
+  test = load_dataset(config).splits["test"]
+  assert test.list_size == 470 and test.valid.all()
+  assert test.num_requests == 8
+
+  # A split left without requests is named (here: no valid request out of 8).
+  config.source.valid_fraction = 1e-6
+  with pytest.raises(ValueError, match=r"split\(s\) \['valid'\] would have no request"):
+    load_dataset(config)
