@@ -75,6 +75,7 @@ NOISE = dict(prerank=2.0, coarse=1.2, rank=0.6, rerank=0.3)
 
 
 def day_name(i: int) -> str:
+  """The ISO name of day ``i`` counted from RecFlow's first day, 2024-01-13."""
   return (FIRST_DAY + datetime.timedelta(days=i)).isoformat()
 
 
@@ -219,6 +220,7 @@ def simulate_request(world: World, rng: np.random.Generator, request_id: int, u:
 
 
 def write_feather(path: Path, columns: dict) -> None:
+  """Writes RecFlow's 30 columns (:data:`COLUMNS`, in the README's order) as int64."""
   import pyarrow as pa
   import pyarrow.feather as feather
 

@@ -159,6 +159,7 @@ def required_files(manual: Path, params: Mapping[str, Any]) -> list[Path]:
 
 
 def load_pickle(path: Path) -> Any:
+  """One of RecFlow's pickles (``id_cnt.pkl``, a day's sequence or request dict)."""
   with open(path, "rb") as f:
     return pickle.load(f)
 
@@ -271,6 +272,7 @@ def item_features(c: Candidates, seen: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def item_ids(c: Candidates, vocab: IdVocab) -> np.ndarray:
+  """``[n, 5]`` int32 item IDs (:data:`ITEM_ID_FIELDS`), shifted by :func:`shift_ids`."""
   return np.stack([shift_ids(getattr(c, f), vocab.items[j])
                    for j, f in enumerate(ITEM_ID_FIELDS)], axis=1).reshape(-1, 5)
 
@@ -529,10 +531,12 @@ def split_records(manual: Path, params: Mapping[str, Any], split: str) -> Iterat
 # --- the TFDS builder ---------------------------------------------------------------------
 
 def list_size_of(params: Mapping[str, Any]) -> int:
+  """N: ``list_size`` (coarse) or 4 stages × ``per_stage`` (lcron)."""
   return params["list_size"] if params["protocol"] == "coarse" else 4 * params["per_stage"]
 
 
 def shapes_of(params: Mapping[str, Any]) -> dict:
+  """``{field: (shape, dtype)}`` of a record (:func:`tfds_base.record_shapes`)."""
   return tfds_base.record_shapes(
       context=CATEGORY_BUCKETS + 1, list_size=list_size_of(params),
       items=CATEGORY_BUCKETS + UPLOAD_BUCKETS, cross=3, truth=True, propensity=False,
@@ -593,6 +597,7 @@ PARAMS = {"protocol": "recflow_protocol", "train_days": "recflow_train_days",
 
 
 def params_of(config) -> dict[str, Any]:
+  """The builder's parameters from ``config.source`` (:data:`PARAMS`) and the seed."""
   s = config.source
   out = {k: s[v] for k, v in PARAMS.items()}
   out["seed"] = int(config.seed)
@@ -600,6 +605,8 @@ def params_of(config) -> dict[str, Any]:
 
 
 def manual_dir(config) -> Path:
+  """RecFlow's root folder: ``source.manual_dir``, else
+  ``<data_dir>/downloads/manual/recflow``."""
   s = config.source
   data_dir = tfds_base.default_data_dir(s.data_dir)
   return (Path(s.manual_dir).expanduser() if s.manual_dir
@@ -636,6 +643,13 @@ def make_builder(config) -> tuple[Any, str | None]:
 
 
 def load(config, *, show: bool = False) -> tuple[dict[str, Batch], Any]:
+  """``({"train", "valid", "test"} → Batch, builder)``, preparing once (after
+  :func:`check_inputs`) when needed.
+
+  Raises:
+    DatasetMissingError: raw files missing (at once, with instructions).
+    ValueError: a file or a split that cannot be read as the protocol needs.
+  """
   builder, missing = make_builder(config)
   if builder is None:
     raise tfds_base.DatasetMissingError(missing)
