@@ -94,7 +94,9 @@ def train_phase(config: ml_collections.ConfigDict, role: str, points: list[Sweep
             disable=not (show and is_main()), dynamic_ncols=True) as bar:
     for chunk in range(start, num_chunks):
       state, stats = (compiled if feed is None else feed).run_chunk(state, hparams, data)
-      stats = {k: np.asarray(v)[:len(points)] for k, v in to_host(stats).items()}
+      # Copies, not views: on CPU the fetched arrays alias the device buffers, and a kept
+      # slice would keep each chunk's whole buffer (~7 kB a chunk) alive (issue 20 §5).
+      stats = {k: np.array(np.asarray(v)[:len(points)]) for k, v in to_host(stats).items()}
       history.append(stats)
       tracker.log_epochs(stats, first_epoch=chunk * role_cfg.epochs_per_chunk)
       bar.update(steps_per_chunk * len(points))

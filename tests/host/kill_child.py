@@ -11,7 +11,9 @@ after ``<chunk>`` chunks:
 - ``before_manifest``: Orbax has committed the step, our manifest is not written yet;
 - ``after_save``: the checkpoint is complete;
 - ``timer``: ``<seconds>`` after ``after_save``, wherever the process then is (training the
-  next chunk, writing its checkpoint, restoring, evaluating, writing the results).
+  next chunk, writing its checkpoint, restoring, evaluating, writing the results); if the
+  run finishes first, the process exits normally (the timer is a daemon thread), so a kill
+  never lands on a finished run.
 
 The hooks wrap functions from the outside (nothing in the package knows about them), so
 the child runs the package's code unchanged up to the moment of the kill.
@@ -48,15 +50,20 @@ def install(spec: str) -> None:
 
   save = checkpoint.SweepCheckpointer.save
 
-  def save_and_maybe_die(self, c, state, meta):
+  def save_and_maybe_die(self, c, state, meta, **kwargs):
     if ours(self.directory, c) and moment == "before_save":
       _die()
-    save(self, c, state, meta)
+    save(self, c, state, meta, **kwargs)
     if ours(self.directory, c):
       if moment == "after_save":
         _die()
       if moment == "timer":
-        threading.Timer(float(rest[0]), _die).start()
+        # A daemon: a timer still pending when ``main`` returns dies with the process
+        # instead of keeping it alive to "kill" a finished run (which would exit −9 as if
+        # the kill had landed mid-run); such a run exits 0 and test_kill.py fails on it.
+        timer = threading.Timer(float(rest[0]), _die)
+        timer.daemon = True
+        timer.start()
 
   write_manifest = checkpoint.SweepCheckpointer._write_manifest
 

@@ -54,12 +54,14 @@ def _args(workdir: Path, name: str, pipeline: str) -> list[str]:
 def draw_kills(rng: random.Random, num_at_checkpoints: int) -> list[str]:
   """``num_at_checkpoints + 1`` ``PRERANK_KILL_AT`` specs in the order a run reaches them:
   checkpoint moments at distinct positions (one of them during a write), then a timer
-  armed after a later checkpoint."""
-  at = sorted(rng.sample(range(len(POSITIONS) - 1), num_at_checkpoints))
+  armed after a later checkpoint, at the latest the second-to-last: when it fires (up to
+  1.5 s later) a chunk, its checkpoint and the evaluation are still ahead, so the kill
+  lands before the run finishes (which ``_chain`` asserts)."""
+  at = sorted(rng.sample(range(len(POSITIONS) - 2), num_at_checkpoints))
   moments = [rng.choice(WRITE_MOMENTS)] + [rng.choice(HOOK_MOMENTS)
                                            for _ in range(num_at_checkpoints - 1)]
   rng.shuffle(moments)
-  timer_at = rng.randrange(at[-1] + 1, len(POSITIONS))
+  timer_at = rng.randrange(at[-1] + 1, len(POSITIONS) - 1)
   spec = lambda i, m: "{}:{}:{}".format(*POSITIONS[i], m)
   return ([spec(i, m) for i, m in zip(at, moments)]
           + [spec(timer_at, "timer") + f":{rng.uniform(0.0, 1.5):.3f}"])
@@ -80,6 +82,10 @@ def _chain(workdir: Path, pipeline: str, kills: list[str], env: dict, out: dict)
       killed = _cli(args + (["--resume"] if i else []), env, kill_at)
       # -9: the planted kill fired (a run that got past it would exit 0).
       assert killed.returncode == -9, (kill_at, killed.returncode, killed.stderr[-3000:])
+      # ... and before the run finished: a kill after the results were written would
+      # test nothing about resuming.
+      assert not (workdir / "killed" / "results.csv").exists(), (
+          f"{kill_at}: the kill landed after the run wrote results.csv")
     resumed = _cli(args + ["--resume"], env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     out[pipeline] = "ok"
@@ -146,3 +152,4 @@ def test_kill_draws_are_ordered_and_include_a_write():
       assert any(k[2] in WRITE_MOMENTS for k in kills[:-1]), kills
       assert all(k[2] in order for k in kills[:-1]), kills
       assert kills[-1][2] == "timer" and 0.0 <= float(kills[-1][3]) <= 1.5
+      assert pos[-1] < len(POSITIONS) - 1, kills  # a chunk still to train when it fires
