@@ -264,10 +264,12 @@ def finish_run(config: ml_collections.ConfigDict, run_dir: Path, members: list[P
   selected = report.select_on_valid(rows, report.headline_metric(
       columns, k=config.eval.k, keep_ratios=config.eval.keep_ratios,
       has_truth=test.true_relevance is not None))
+  # The train split's scores for scores.parquet, on every process (scoring is a collective
+  # computation in a multi-process run); only process 0 writes.
+  per_model = _score_train(rows, kept, per_model, students, scored["train"])
   if is_main():  # per-candidate scores + TREC run files: any number checkable outside
     history["exports"] = export.write_scores(
-        run_dir, [r["model"] for r in rows],
-        _export_splits(rows, kept, per_model, students, scored, ids))
+        run_dir, [r["model"] for r in rows], _export_splits(rows, per_model, scored, ids))
   header += f"\n\n{report.selection_text(selected)}"
   for name, text in report.result_files(rows, columns, history=history,
                                         header=f"{header}\n\n{excluded_note}").items():
@@ -283,25 +285,29 @@ def finish_run(config: ml_collections.ConfigDict, run_dir: Path, members: list[P
   return RunResult(rows, columns, table, run_dir, history, timings)
 
 
-def _export_splits(rows: list[dict[str, Any]], kept: list[tuple[int, int, dict[str, Any]]],
-                   per_model: dict[int, dict[str, np.ndarray]],
-                   students: list[tuple[str, ml_collections.ConfigDict, Phase]],
-                   scored: dict[str, Batch], ids: dict[str, SplitIds] | None):
-  """Yields ``(split, SplitScores)`` for train, valid and test, in the rows' order.
-
-  The test and validation scores are those evaluated; the train split is scored only
-  when its turn comes (one split in memory at a time: it can be the largest)."""
+def _score_train(rows: list[dict[str, Any]], kept: list[tuple[int, int, dict[str, Any]]],
+                 per_model: dict[int, dict[str, np.ndarray]],
+                 students: list[tuple[str, ml_collections.ConfigDict, Phase]],
+                 train: Batch) -> dict[int, dict[str, np.ndarray]]:
+  """``per_model`` with each row's ``"train"`` scores ``[R, N]`` added: every program's
+  points and references scored on the train split (:func:`split_scores`), one program
+  at a time, each row taking its own program's scores."""
   where = {id(r): (j, i) for j, i, r in kept}
+  for j, (_, program, phase) in enumerate(students):
+    scores = np.asarray(jax.device_get(split_scores(program, phase, train, split="train")[0]))
+    for r in rows:
+      if where[id(r)][0] == j:
+        per_model[id(r)]["train"] = scores[where[id(r)][1]]
+  return per_model
+
+
+def _export_splits(rows: list[dict[str, Any]], per_model: dict[int, dict[str, np.ndarray]],
+                   scored: dict[str, Batch], ids: dict[str, SplitIds] | None):
+  """Yields ``(split, SplitScores)`` for train, valid and test, in the rows' order; each
+  split's ``[rows, R, N]`` stack is made only when the writer asks for it."""
   for split in ("train", "valid", "test"):
     batch = scored[split]
-    if split in ("valid", "test"):
-      scores = np.stack([per_model[id(r)][split] for r in rows])
-    else:
-      by_program = [np.asarray(jax.device_get(split_scores(program, phase, batch,
-                                                           split=split)[0]))
-                    for _, program, phase in students]
-      scores = np.stack([by_program[where[id(r)][0]][where[id(r)][1]] for r in rows])
-      del by_program
+    scores = np.stack([per_model[id(r)][split] for r in rows])
     yield split, export.SplitScores(
         scores, valid=np.asarray(batch.valid), label=np.asarray(batch.label),
         exposed=np.asarray(batch.exposed),
