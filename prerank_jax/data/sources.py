@@ -31,6 +31,13 @@ SOURCE_DEFAULTS: Mapping[str, Any] = dict(
     truth_column="", propensity_column="", split_column="",
     context_columns=(), item_columns=(), cross_columns=(),
     candidate_column="",    # tabular: the candidate IDs; "" = the row number in its file
+    # tabular categorical IDs (docs/guides/id_features.md), each hashed (FNV-1a, stable on
+    # every host) into id_buckets rows, row 0 for null/padding: request-side columns
+    # (constant per request), candidate-side columns, and a list column of the user's
+    # behaviour (item IDs of the first item_id_columns field; one per request, its first
+    # sequence_length entries kept); "" / () = none.
+    context_id_columns=(), item_id_columns=(), sequence_column="", sequence_length=20,
+    id_buckets=100_003,
     # The logged teacher (teacher.model.name="logged", prerank_jax/data/logged_teacher.py):
     # tabular: one column of scores per teacher (several: an ensemble);
     teacher_score_columns=(),

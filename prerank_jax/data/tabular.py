@@ -19,6 +19,12 @@ One row per (request, candidate). ``config.source`` names the columns:
 * ``teacher_score_columns`` (optional): logged scores of rankers trained elsewhere, one
   column per teacher, null where a ranker gave no score: the teacher of
   ``teacher.model.name="logged"`` (:mod:`prerank_jax.data.logged_teacher`);
+* ``context_id_columns``, ``item_id_columns`` (optional): categorical IDs (any type; the
+  request-side ones constant per request), and ``sequence_column`` (optional): a Parquet
+  list column of the user's behaviour (IDs of the first item ID field; the request's first
+  row's list, its first ``sequence_length`` entries). Every ID is hashed with
+  :func:`prerank_jax.batch.hash_ids` into ``id_buckets`` rows (null → the reserved row 0)
+  into the batch's ``context_ids``, ``item_ids``, ``sequence_ids`` / ``sequence_mask``;
 * ``split_column`` (optional): ``train``/``valid``/``test`` per row. Without it, the files
   ``train_file``/``valid_file``/``test_file`` are the splits, and a split without a file is
   carved from train by request (``valid_fraction``, ``test_fraction``, seeded).
@@ -51,7 +57,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from prerank_jax.batch import Batch
+from prerank_jax.batch import Batch, hash_ids
 from prerank_jax.data import tfds_base
 from prerank_jax.data.ids import SplitIds
 from prerank_jax.data.logged_teacher import LOGGED, attach_logged_teacher, check_raw_scores
@@ -65,9 +71,11 @@ LICENCE = "your own data: its licence is yours to check."
 
 
 def read_table(path: str | Path, columns: Sequence[str], *,
-               text_columns: Sequence[str] = ()) -> dict[str, np.ndarray]:
+               text_columns: Sequence[str] = (),
+               list_columns: Sequence[str] = ()) -> dict[str, np.ndarray]:
   """``{column: numpy array}`` of a Parquet or CSV file (only ``columns``): float64 with NaN
-  for nulls, or strings for ``text_columns`` (the request id and the split)."""
+  for nulls, or strings for ``text_columns`` (the request id and the split), or Python
+  lists (``None`` for nulls) for ``list_columns`` (a behaviour sequence)."""
   import pyarrow as pa
 
   path = Path(path)
@@ -88,6 +96,14 @@ def read_table(path: str | Path, columns: Sequence[str], *,
   out = {}
   for name in columns:
     column = table.column(name)
+    if name in list_columns:
+      if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)):
+        raise ValueError(f"{path}: column {name!r} ({column.type}) must be a list column "
+                         "(source.sequence_column: the user's behaviour, a list of IDs)")
+      values = np.empty(len(column), dtype=object)
+      values[:] = column.to_pylist()
+      out[name] = values
+      continue
     if name in text_columns:
       out[name] = np.asarray(column.cast(pa.string()).to_pylist(), dtype=object)
       continue
@@ -226,6 +242,7 @@ def make_request(rows: np.ndarray, table: Mapping[str, np.ndarray], s: Mapping[s
       "request_id": request_id,
       tfds_base.CANDIDATE_IDS: candidates + [""] * (n - k),
   }
+  record.update(id_fields(rows, table, s, request_id))
   scored = list(s.get("teacher_score_columns", ()))
   if scored:  # as read: NaN where the ranker gave no score (logged_teacher.py)
     record[tfds_base.LOGGED_SCORES] = pad(np.stack([_floats(table[c], c)[rows]
@@ -240,6 +257,37 @@ def make_request(rows: np.ndarray, table: Mapping[str, np.ndarray], s: Mapping[s
   return record
 
 
+def id_fields(rows: np.ndarray, table: Mapping[str, np.ndarray], s: Mapping[str, Any],
+              request_id: str) -> dict[str, np.ndarray]:
+  """The request's hashed ID fields (``hash_ids`` into ``source.id_buckets`` rows):
+  ``context_ids [Cc]`` (constant per request), ``item_ids [N, Ci]`` (0 on padding) and,
+  with ``source.sequence_column``, ``sequence_ids [L, 1]`` and ``sequence_mask [L]`` from
+  the request's first row (its first ``source.sequence_length`` IDs)."""
+  n, buckets, out = s["list_size"], int(s.get("id_buckets", 100_003)), {}
+  text = lambda c: ["" if v is None else str(v) for v in table[c][rows]]
+  if s.get("context_id_columns"):
+    ids = []
+    for c in s["context_id_columns"]:
+      values = text(c)
+      if any(v != values[0] for v in values):
+        raise ValueError(f"source.context_id_columns: column {c!r} varies within request "
+                         f"{request_id!r}; request-side IDs must be constant per request")
+      ids.append(values[0])
+    out["context_ids"] = hash_ids(np.asarray(ids, dtype=object), buckets)
+  if s.get("item_id_columns"):
+    ids = np.stack([hash_ids(np.asarray(text(c), dtype=object), buckets)
+                    for c in s["item_id_columns"]], 1)
+    out["item_ids"] = tfds_base.pad_rows(ids, n)
+  if s.get("sequence_column"):
+    length = int(s.get("sequence_length", 20))
+    behaviour = list(table[s["sequence_column"]][rows[0]] or [])[:length]
+    ids = hash_ids(np.asarray(behaviour + [None] * (length - len(behaviour)), dtype=object),
+                   buckets)
+    out["sequence_ids"] = ids[:, None]
+    out["sequence_mask"] = ids > 0
+  return out
+
+
 def columns_of(s: Mapping[str, Any]) -> list[str]:
   """Every column the config names, the request column first."""
   cols = [s["request_column"], s["label_column"], *s["context_columns"], *s["item_columns"],
@@ -248,6 +296,8 @@ def columns_of(s: Mapping[str, Any]) -> list[str]:
                           "split_column") if s[k]]
   cols += [s["candidate_column"]] if s.get("candidate_column") else []
   cols += list(s.get("teacher_score_columns", ()))
+  cols += [*s.get("context_id_columns", ()), *s.get("item_id_columns", ())]
+  cols += [s["sequence_column"]] if s.get("sequence_column") else []
   return list(dict.fromkeys(cols))
 
 
@@ -255,7 +305,9 @@ def build_requests(files: Mapping[str, str], s: Mapping[str, Any]) -> dict[str, 
   columns = columns_of(s)
   text = ([s["request_column"]] + ([s["split_column"]] if s["split_column"] else [])
           + ([s["candidate_column"]] if s.get("candidate_column") else []))
-  tables = {split: read_table(path, columns, text_columns=text)
+  text += [*s.get("context_id_columns", ()), *s.get("item_id_columns", ())]
+  lists = [s["sequence_column"]] if s.get("sequence_column") else []
+  tables = {split: read_table(path, columns, text_columns=text, list_columns=lists)
             for split, path in files.items() if path}
   owner: dict[str, str] = {}
   for split, table in tables.items():
@@ -331,7 +383,11 @@ def _builder_class():
       shapes = tfds_base.record_shapes(
           context=len(p["context_columns"]), list_size=p["list_size"],
           items=len(p["item_columns"]), cross=len(p["cross_columns"]), truth=True,
-          propensity=bool(p["propensity_column"]))
+          propensity=bool(p["propensity_column"]),
+          context_ids=len(p.get("context_id_columns", ())),
+          item_ids=len(p.get("item_id_columns", ())),
+          sequence=(int(p.get("sequence_length", 20)), 1) if p.get("sequence_column")
+          else (0, 0))
       if p.get("teacher_score_columns"):
         shapes[tfds_base.LOGGED_SCORES] = ((p["list_size"], len(p["teacher_score_columns"])),
                                            np.float32)
@@ -374,6 +430,10 @@ PARAMS = ("list_size", "min_list_size", "request_column", "label_column", "conte
 
 # Fields added later, with the value a config made before them means.
 NEWER_PARAMS = {"candidate_column": "", "teacher_score_columns": ()}
+# The ID fields (issue 21): in the params only when a table has IDs, so a table without
+# them keeps its prepared dataset (its name fingerprints the params).
+ID_PARAMS = {"context_id_columns": (), "item_id_columns": (), "sequence_column": "",
+             "sequence_length": 20, "id_buckets": 100_003}
 
 
 def params_of(config) -> dict[str, Any]:
@@ -382,6 +442,10 @@ def params_of(config) -> dict[str, Any]:
   for k, default in NEWER_PARAMS.items():
     value = s.get(k, default)
     out[k] = list(value) if isinstance(value, (tuple, list)) else value
+  if any(s.get(k, d) for k, d in ID_PARAMS.items() if k.endswith(("columns", "column"))):
+    for k, default in ID_PARAMS.items():
+      value = s.get(k, default)
+      out[k] = list(value) if isinstance(value, (tuple, list)) else value
   out["seed"] = int(config.seed)
   return out
 

@@ -136,6 +136,19 @@ def validate_data_config(config) -> None:
     checks.names(s.cross_columns, "source.cross_columns")
     _check(isinstance(s.get("candidate_column", ""), str), "source.candidate_column",
            "must be a column name or '' (the row number)", s.get("candidate_column"))
+    checks.names(s.get("context_id_columns", ()), "source.context_id_columns")
+    checks.names(s.get("item_id_columns", ()), "source.item_id_columns")
+    _check(isinstance(s.get("sequence_column", ""), str), "source.sequence_column",
+           "must be a list column's name or '' (none)", s.get("sequence_column"))
+    _check(not s.get("sequence_column", "") or len(s.get("item_id_columns", ())) >= 1,
+           "source.sequence_column", "needs source.item_id_columns (the behaviour shares "
+           "the first item ID field's table)", s.get("sequence_column"))
+    _check(checks.is_int(s.get("sequence_length", 20)) and s.get("sequence_length", 20) >= 1,
+           "source.sequence_length", "must be an int >= 1", s.get("sequence_length"))
+    buckets = s.get("id_buckets", 100_003)
+    _check(checks.is_int(buckets) and 2 <= buckets <= 2**31 - 1, "source.id_buckets",
+           "must be an int in [2, 2147483647] (hash buckets per ID column, row 0 reserved)",
+           buckets)
   if kind in ("tabular", "letor"):
     validate_logged_teacher(config, kind)
 

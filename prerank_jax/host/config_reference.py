@@ -199,6 +199,18 @@ FIELDS: dict[str, tuple[Spec, str]] = {
     "source.cross_columns": (COLUMNS, "tabular: interaction features, teacher only"),
     "source.candidate_column": (COLUMN, "tabular: the candidate IDs ('' = the row number "
                                 "in its file)"),
+    "source.context_id_columns": (COLUMNS, "tabular: request-side categorical ID columns "
+                                  "(constant per request), hashed into source.id_buckets "
+                                  "rows (docs/guides/id_features.md)"),
+    "source.item_id_columns": (COLUMNS, "tabular: candidate-side categorical ID columns, "
+                               "hashed into source.id_buckets rows"),
+    "source.sequence_column": (COLUMN, "tabular: a list column of the user's behaviour (IDs "
+                               "of the first item ID field), one list per request"),
+    "source.sequence_length": (integer(1), "tabular: L, behaviour slots kept per request "
+                               "(the list's first L entries)"),
+    "source.id_buckets": (integer(2, 2**31 - 1), "tabular: hash buckets (embedding rows, "
+                          "row 0 reserved for null/padding) of every ID column; the "
+                          "models' context_vocab / item_vocab"),
     "source.teacher_score_columns": (COLUMNS, "tabular: the production ranker's logged "
                                      "scores, one column per teacher (several: an "
                                      "ensemble), read when teacher.model.name='logged'"),

@@ -142,3 +142,58 @@ def test_id_fields_round_trip_through_arrayrecord_and_streaming(tmp_path):
   for field in ("context_ids", "item_ids", "sequence_ids", "sequence_mask"):
     assert from_records[field].dtype == from_memory[field].dtype
     np.testing.assert_array_equal(from_records[field], from_memory[field])
+
+
+def test_tabular_id_columns_are_hashed_into_the_batch(tmp_path):
+  """source.context_id_columns / item_id_columns / sequence_column (a Parquet list column):
+  the loader writes hash_ids of the values; the behaviour is the request's list, padded."""
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+
+  from prerank_jax.batch import hash_ids
+  from prerank_jax.config import validate_config
+  from prerank_jax.config_files import repo_config
+  from prerank_jax.data.registry import load_dataset
+
+  rows = 12
+  users = {"a": "u1", "b": "u2", "c": "u1"}
+  behaviour = {"a": ["i9", "i3"], "b": [], "c": ["i1", "i2", "i3", "i4"]}
+  request = [r for r in "abc" for _ in range(rows)]
+  path = tmp_path / "raw" / "logs.parquet"
+  path.parent.mkdir(parents=True)
+  pq.write_table(pa.table({
+      "request_id": request, "split": [{"a": "train", "b": "valid", "c": "test"}[r]
+                                       for r in request],
+      "user_f0": [0.0] * len(request), "item_f0": [1.0] * len(request),
+      "label": [float(i % 2) for i in range(len(request))],
+      "user": [users[r] for r in request],
+      "item": [f"i{i}" for i in range(len(request))],
+      "author": [None if i == 5 else f"au{i % 3}" for i in range(len(request))],
+      "clicks": [behaviour[r] for r in request]}), path)
+  config = repo_config("tabular", None)
+  config.source.data_dir, config.source.manual_dir = str(tmp_path / "tfds"), str(path.parent)
+  config.source.update(train_file="logs.parquet", split_column="split", list_size=16,
+                       min_list_size=1, context_columns=("user_f0",), item_columns=("item_f0",),
+                       cross_columns=(), context_id_columns=("user",),
+                       item_id_columns=("item", "author"), sequence_column="clicks",
+                       sequence_length=3, id_buckets=101)
+  validate_config(config)
+  splits = load_dataset(config).splits
+  for split, rid in (("train", "a"), ("valid", "b"), ("test", "c")):
+    batch = splits[split]
+    validate_batch(batch, name=split, vocab=IdVocab(context=(101,), items=(101, 101)))
+    assert batch.context_ids[0, 0] == hash_ids([users[rid]], 101)[0]
+    rows_of = [i for i, r in enumerate(request) if r == rid]
+    np.testing.assert_array_equal(batch.item_ids[0, :rows, 0],
+                                  hash_ids([f"i{i}" for i in rows_of], 101))
+    authors = [None if i == 5 else f"au{i % 3}" for i in rows_of]
+    np.testing.assert_array_equal(batch.item_ids[0, :rows, 1], hash_ids(authors, 101))
+    assert not batch.item_ids[0, rows:].any()                       # padding: row 0
+    kept = behaviour[rid][:3]
+    np.testing.assert_array_equal(batch.sequence_ids[0, :, 0],
+                                  hash_ids(kept + [None] * (3 - len(kept)), 101))
+    np.testing.assert_array_equal(batch.sequence_mask[0], np.arange(3) < len(kept))
+  config.source.sequence_column = "user"  # not a list column
+  config.source.data_dir = str(tmp_path / "tfds2")
+  with pytest.raises(ValueError, match="column 'user' .* must be a list column"):
+    load_dataset(config)
