@@ -31,8 +31,10 @@ from prerank_jax.models.embeddings import IdEmbeddings, masked_mean
 from prerank_jax.models.towers import Tower
 
 
-def check_id_inputs(module, batch: Batch, name: str) -> None:
-  """Raises if the batch lacks an ID field the model was built for (at trace time)."""
+def check_id_inputs(module: nnx.Module, batch: Batch, name: str) -> None:
+  """Raises ``ValueError`` (at trace time) if the batch's ID fields do not have the columns
+  ``module`` (a :class:`IdDSSM` or DIN: ``embeddings`` and ``sequence_columns``) was built
+  for: ``context_ids [R, Cc]``, ``item_ids [R, N, Ci]``, ``sequence_ids [R, L, Cs]``."""
   for field, count in (("context_ids", len(module.embeddings.context)),
                        ("item_ids", len(module.embeddings.items)),
                        ("sequence_ids", module.sequence_columns)):
