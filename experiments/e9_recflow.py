@@ -67,10 +67,11 @@ MARGIN = 0.005
 METRICS = ("joint_recall@10@20", "recflow_recall@50", "recflow_ndcg@50", "lcron_recall@10@30",
            "lcron_ndcg@10", "lcron_kendall_tau")
 SMOKE_REQUESTS = 60  # per day of the --smoke world (recflow_world's --smoke: 150)
-# The full run on the simulated worlds: 6 days of 1,000 requests of 120 candidates a world
-# (recflow_world's default: 5,000) and 8 student epochs (configs/recflow.py,world: 20), so
-# that 5 worlds fit in about half an hour of the shared 2-core CPU.
-FULL_REQUESTS, FULL_STUDENT_EPOCHS = 1000, 8
+# The full run on the simulated worlds is small, to fit the shared 2-core CPU: the --smoke
+# world's cascade (60 candidates a request) with 100 requests a day, the ,smoke configs'
+# DIN and DSSM, and 4 epochs for the teacher and the students (the ,world configs on 1,000
+# requests a day of 120 candidates, DIN 8 epochs, students 8: over 7 minutes for one run).
+FULL_REQUESTS, FULL_EPOCHS = 100, 4
 
 _STATE: dict[str, Any] = {"recflow_dir": None, "smoke": False, "worlds": {}, "tmp": None}
 
@@ -92,7 +93,7 @@ def _world_dir(seed: int, smoke: bool) -> Path:
       atexit.register(shutil.rmtree, _STATE["tmp"], True)
     from recflow_world import write_world
     out = _STATE["tmp"] / f"world{seed}"
-    write_world(out, smoke=smoke, seed=seed,
+    write_world(out, smoke=True, seed=seed,
                 requests=SMOKE_REQUESTS if smoke else FULL_REQUESTS)
     worlds[seed] = out
   return worlds[seed]
@@ -111,17 +112,17 @@ def _vocab_overrides(manual: Path) -> dict[str, tuple[int, ...]]:
 
 
 def configure(config: Any, method: Method) -> None:
-  """Points the run at the protocol's config (``configs/recflow.py:<protocol>,ids`` with
-  ``,smoke`` or ``,world``, or RecFlow's own days with ``--recflow-dir``), the world's
+  """Points the run at the protocol's config (``configs/recflow.py:<protocol>,ids,smoke``
+  on a world, ``:<protocol>,ids`` with RecFlow's own days with ``--recflow-dir``), the world's
   files (or the real ones) and the ID vocabularies read from ``others/id_cnt.pkl``."""
   from prerank_jax.config_files import repo_config
   smoke, real = _STATE["smoke"], _STATE["recflow_dir"]
-  flags = [method.name, "ids"] + (["smoke"] if smoke else [] if real else ["world"])
+  flags = [method.name, "ids"] + ([] if real else ["smoke"])
   fresh = repo_config("recflow", ",".join(flags))
   for field in ("source", "eval", "input_pipeline", "streaming"):
     config[field] = fresh[field]
   if not smoke and not real:
-    config.student.num_epochs = FULL_STUDENT_EPOCHS
+    config.student.num_epochs = config.teacher.num_epochs = FULL_EPOCHS
   config.teacher.model, config.student.model = fresh.teacher.model, fresh.student.model
   manual = Path(real) if real else _world_dir(int(config.seed), smoke)
   config.source.manual_dir = str(manual)
