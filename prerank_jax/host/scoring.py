@@ -31,7 +31,6 @@ column (and row) with no output written.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
+from prerank_jax.host.export import _atomic
 from prerank_jax.host.artifact import ArtifactError, StudentArtifact, load_artifact
 
 BATCH_ROWS = 16_384  # rows per scoring call: one compiled shape (the last batch is padded)
@@ -203,13 +203,7 @@ def _transform(spec: dict, group: str, raw: np.ndarray) -> np.ndarray:
 
 def _write_atomic(output: Path, write) -> None:
   output.parent.mkdir(parents=True, exist_ok=True)
-  tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-  try:
-    write(tmp)
-    os.replace(tmp, output)
-  finally:
-    if tmp.exists():
-      tmp.unlink()
+  _atomic(output, write)
 
 
 def _score_table(artifact: StudentArtifact, path: Path, output: Path, keep: Sequence[str],
