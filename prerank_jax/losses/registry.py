@@ -18,6 +18,7 @@ from prerank_jax.batch import Batch
 from prerank_jax.losses import distill, ground_truth
 from prerank_jax.losses import listnet, pairwise, ranking_distillation
 from prerank_jax.losses import cascade, rankdistil
+from prerank_jax.losses import lambdaloss
 from prerank_jax.losses import ensemble as ensemble_module
 from prerank_jax.losses.ensemble import ENSEMBLES
 
@@ -87,6 +88,13 @@ HPARAMS: dict[str, HParam] = {
                                 "rest", default=10.0),
     "rankflow_beta": HParam(0.0, 1.0, doc="RankFlow: β·top-k term + (1−β)·MSE",
                             default=0.5),
+    "lambdaloss_topn": HParam(1.0, math.inf, high_open=True,
+                              doc="FS-LambdaLoss: ranks beyond n get no discount "
+                                  "(LCRON's call: 30)", default=30.0),
+    "lambdaloss_smooth_fraction": HParam(0.0, 1.0,
+                                         doc="FS-LambdaLoss: f in (1−f)·u + f·v, the "
+                                             "pair discount (LCRON's call: 0.8)",
+                                         default=0.8),
     "gt_negative_weight": HParam(0.0, math.inf, high_open=True,
                                  doc="gt_extra_positives: weight λ of unexposed negatives",
                                  default=1.0),
@@ -167,7 +175,8 @@ class LossSpec:
   distillation term and ``fn(student_scores, labels, *, where, weights, **kwargs)`` for a
   ground-truth term. ``kwargs`` holds the traced ``hparams`` it declares (read from the
   sweep point) plus the extra inputs it declares in ``needs``, taken from the batch and the
-  trainer: ``"labels"``, ``"exposed"`` (valid & exposed), ``"valid"``, ``"propensity"``
+  trainer: ``"labels"``, ``"exposed"`` (valid & exposed), ``"valid"``, ``"relevance"``
+  (``batch.true_relevance``, the graded stage labels), ``"propensity"``
   (``[..., N]``), ``"step"`` (the
   optimizer step, int32 scalar) and ``"rng"`` (a fresh key each step), and the static
   ``options`` it declares (names in :data:`STATIC_OPTIONS`, values from the config).
@@ -204,6 +213,9 @@ KD_LOSSES: dict[str, LossSpec] = {
     "soft_recall": LossSpec(cascade.soft_recall_loss,
                             ("recall_k", "recall_keep_ratio", "neuralsort_tau"),
                             options=("soft_recall_form",)),
+    "fs_lambdaloss": LossSpec(lambdaloss.fs_lambdaloss,
+                              ("lambdaloss_topn", "lambdaloss_smooth_fraction"),
+                              needs=("relevance",)),
     "rankflow": LossSpec(cascade.rankflow_loss, ("rankflow_topk", "rankflow_beta"),
                          options=("rankflow_space",)),
 }
@@ -313,7 +325,7 @@ def make_objective(
     ensemble: str = "mean_logits",
     ensemble_weights: tuple = (),
     gt_weighting: str = "none",
-    ipw_clip: float = 0.05,
+    propensity_floor: float = 0.05,
     options: Mapping[str, Any] | None = None,
 ) -> Callable[[jnp.ndarray, Batch, Mapping[str, jnp.ndarray]], jnp.ndarray]:
   """Builds the mixed objective α·KD + (1−α)·GT from registry names.
@@ -336,7 +348,8 @@ def make_objective(
       clicks divided by the observation propensity θ (``batch.propensity``), π
       (``batch.exposure_propensity``) or π·θ, over the exposed candidates (examination)
       or every valid candidate (exposure, both).
-    ipw_clip: propensity floor of every propensity weighting, in (0, 1].
+    propensity_floor: the floor q of every propensity weighting, in (0, 1]: a
+      propensity p enters as max(p, q) (``loss.propensity_floor``; was ``ipw_clip``).
     options: values of static options (``STATIC_OPTIONS`` names); missing ones take the
       default.
 
@@ -348,8 +361,8 @@ def make_objective(
   gt_spec = lookup(GT_LOSSES, gt, "loss.gt")
   combine = lookup(ENSEMBLES, ensemble, "loss.ensemble")
   check_gt_weighting(gt_weighting, gt, "loss")
-  if not 0.0 < ipw_clip <= 1.0:
-    raise ValueError(f"loss.ipw_clip: must be in (0, 1], got {ipw_clip!r}")
+  if not 0.0 < propensity_floor <= 1.0:
+    raise ValueError(f"loss.propensity_floor: must be in (0, 1], got {propensity_floor!r}")
 
   ensemble_weights = tuple(ensemble_weights or ())
   if ensemble_weights:
@@ -362,6 +375,7 @@ def make_objective(
   def extras(spec: LossSpec, batch: Batch, step, rng) -> dict[str, Any]:
     available = {"labels": batch.label, "exposed": batch.valid & batch.exposed,
                  "valid": batch.valid,
+                 "relevance": batch.true_relevance,
                  "propensity": batch.propensity, "step": step, "rng": rng}
     out = {name: available[name] for name in spec.needs}
     out.update({name: options.get(name, STATIC_OPTIONS[name].default)
@@ -375,11 +389,11 @@ def make_objective(
       propensity = observation_propensity(batch, gt_weighting)
       return IPS_GT_LOSSES[gt](student_scores, batch.label, where=support,
                                propensity=ground_truth.clipped_propensity(
-                                   propensity, where=support, clip=ipw_clip))
+                                   propensity, where=support, clip=propensity_floor))
     weights = None
     if gt_weighting.startswith("reweight_examination"):
       weights = ground_truth.inverse_propensity_weights(
-          observation_propensity(batch, gt_weighting), where=observed, clip=ipw_clip)
+          observation_propensity(batch, gt_weighting), where=observed, clip=propensity_floor)
     if gt_weighting.endswith("grade"):
       grade = ground_truth.grade_weights(batch.label, where=observed)
       weights = grade if weights is None else weights * grade
