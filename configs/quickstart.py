@@ -29,7 +29,7 @@ def _role(model: dict, *, num_epochs: int, batch_size: int, kd: str) -> dict:
   return dict(
       model=model,
       loss=dict(kd=kd, gt="bce", ensemble="mean_logits", gt_weighting="none",
-                ipw_clip=0.05,
+                propensity_floor=0.05,  # propensities below it count as it (IPS)
                 ensemble_weights=(),  # per-teacher weights for the ensemble; () = uniform
                 # Static (shape-changing) options of every registered loss.
                 options={n: o.default for n, o in STATIC_OPTIONS.items()}),
@@ -39,6 +39,9 @@ def _role(model: dict, *, num_epochs: int, batch_size: int, kd: str) -> dict:
       # The forward pass's dtype: "float32", or "bfloat16" (matmuls in bf16 on TPUs and
       # recent GPUs; parameters, optimizer state and loss stay float32).
       compute_dtype="float32",
+      # How Adam updates ID embedding tables (dssm, din): "sparse" touches only the rows a
+      # step looks up (lazy Adam), "dense" every row (docs/guides/id_features.md).
+      embedding_update="sparse",
   )
 
 

@@ -19,6 +19,7 @@ from prerank_jax.metrics.ranking import EMPTY_MODES
 from prerank_jax.losses.registry import (GT_LOSSES, HPARAMS, KD_LOSSES, STATIC_OPTIONS,
                                          check_gt_weighting, check_hparam)
 from prerank_jax.models import MODELS, validate_model_options
+from prerank_jax.models.embeddings import EMBEDDING_UPDATES
 from prerank_jax.train.sweep import grid_points
 
 from prerank_jax.data.registry import DATASETS as _DATASETS
@@ -38,6 +39,46 @@ def _choice(config: Any, field: str, choices) -> str:
 
 
 _get = checks.get
+
+
+#: Config fields renamed (old ``<role>.loss`` key → new one): the old name is refused with
+#: a message naming the new one (docs/reference/outputs.md, "Names").
+RENAMED_LOSS_FIELDS = {"ipw_clip": "propensity_floor"}
+
+
+def renamed_message(field: str) -> str | None:
+  """The error for a renamed field (``student.loss.ipw_clip``), or ``None`` when
+  ``field`` was not renamed."""
+  role, _, rest = field.partition(".loss.")
+  if not rest or rest not in RENAMED_LOSS_FIELDS:
+    return None
+  new = f"{role}.loss.{RENAMED_LOSS_FIELDS[rest]}"
+  return (f"{field}: renamed to {new} (same meaning: the floor of every propensity "
+          f"weighting); use {new} (in a config file or a run dir's config.json too)")
+
+
+def renamed_override(args) -> str | None:
+  """The :func:`renamed_message` of the first ``--config.<field>=`` override in ``args``
+  that names a renamed field, else ``None`` (the CLI's parse error of an unknown field
+  then names the new one)."""
+  for arg in args:
+    if isinstance(arg, str) and arg.startswith("--config."):
+      message = renamed_message(arg[len("--config."):].split("=", 1)[0])
+      if message:
+        return message
+  return None
+
+
+def check_renamed(config: ml_collections.ConfigDict, role: str) -> None:
+  """Refuses a renamed field in ``config[role].loss`` (a config file or an old run dir's
+  config.json), naming the new one.
+
+  Raises:
+    ConfigError: ``<role>.loss.ipw_clip: renamed to <role>.loss.propensity_floor ...``.
+  """
+  for old in RENAMED_LOSS_FIELDS:
+    if old in config[role].loss:
+      raise ConfigError(renamed_message(f"{role}.loss.{old}"))
 
 
 def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -90,15 +131,18 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
         STATIC_OPTIONS[opt].check(value, f"{role}.loss.options.{opt}")
       except ValueError as e:
         raise ConfigError(str(e)) from None
-    clip = _get(config, f"{role}.loss.ipw_clip")
-    checks.require(checks.is_number(clip) and 0 < clip <= 1, f"{role}.loss.ipw_clip",
-                   "must be in (0, 1]", clip)
+    check_renamed(config, role)
+    floor = _get(config, f"{role}.loss.propensity_floor")
+    checks.require(checks.is_number(floor) and 0 < floor <= 1,
+                   f"{role}.loss.propensity_floor", "must be in (0, 1]", floor)
     epochs = _int(config, f"{role}.num_epochs", 1)
     chunk = _int(config, f"{role}.epochs_per_chunk", 1, epochs)
     if epochs % chunk:
       raise ConfigError(f"{role}.epochs_per_chunk: must divide {role}.num_epochs={epochs}, "
                         f"got {chunk}")
     _int(config, f"{role}.batch_size", 1)
+    if "embedding_update" in config[role]:  # absent in run dirs made before it existed
+      _choice(config, f"{role}.embedding_update", EMBEDDING_UPDATES)
     if "compute_dtype" in config[role]:  # absent in run dirs made before mixed precision
       from prerank_jax.models.precision import check_compute_dtype
       try:

@@ -111,12 +111,17 @@ FIELDS: dict[str, tuple[Spec, str]] = {
                                 "and checkpoints between calls"),
     "<role>.batch_size": (text("int in [1, the train split's requests]"),
                           "requests per optimizer step"),
+    "<role>.embedding_update": (choice("dense", "sparse"),
+                                "Adam on the ID embedding tables (dssm, din): 'sparse' "
+                                "updates only the rows a step looks up (lazy Adam: other "
+                                "rows' moments do not decay), 'dense' every row"),
     "<role>.loss.ensemble_weights": (
         text("() or one number >= 0 per teacher (not all 0)"),
         "per-teacher weights of the ensemble combiner; () = uniform"),
-    "<role>.loss.ipw_clip": (number(0, 1, open_low=True),
-                             "propensities are clipped below at this value before "
-                             "dividing by them (weights <= 1/clip)"),
+    "<role>.loss.propensity_floor": (number(0, 1, open_low=True),
+                                     "every propensity weighting (gt_weighting) divides by "
+                                     "max(propensity, this floor), so weights are <= "
+                                     "1/floor (was ipw_clip)"),
     "teacher.learning_rate": (number(0, math.inf, open_low=True, open_high=True),
                               "the teacher's Adam learning rate"),
     "teacher.num_teachers": (integer(1, 64), "> 1: an ensemble of teachers of one "

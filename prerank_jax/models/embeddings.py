@@ -10,17 +10,25 @@ item share their embedding.
 
 Tables are ordinary parameters, so a vmapped sweep of ``K`` points holds ``K`` copies of
 every table and its Adam moments; :func:`table_bytes` states that memory before a run.
-The gradient of a lookup is row-sparse, but the optimizer applied here is dense Adam over
-the whole table (``docs/guides/id_features.md`` gives the measurement of dense against a
-row-sparse update).
+The gradient of a lookup is row-sparse: :func:`embedding_tables` says which batch columns
+read which table and :func:`rows_looked_up` rewrites a batch onto the rows it reads, so
+that the trainer's row-sparse ("lazy") Adam (``<role>.embedding_update = "sparse"``,
+:mod:`prerank_jax.train.sparse_embeddings`) differentiates and updates those rows only
+(``docs/guides/id_features.md`` compares it with dense Adam).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax.numpy as jnp
 from flax import nnx
+
+from prerank_jax.batch import Batch
+
+# ``<role>.embedding_update``: how Adam updates the ID embedding tables (the trainer's
+# prerank_jax/train/sparse_embeddings.py).
+EMBEDDING_UPDATES = ("dense", "sparse")
 
 
 def lookup(table: jnp.ndarray, ids: jnp.ndarray) -> jnp.ndarray:
@@ -88,3 +96,73 @@ def masked_mean(x: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
 def table_bytes(vocab: Sequence[int], dim: int, *, dtype_bytes: int = 4) -> int:
   """Bytes of the embedding tables of ``vocab`` rows × ``dim`` (one copy, no optimizer)."""
   return int(sum(int(v) for v in vocab)) * int(dim) * int(dtype_bytes)
+
+
+class EmbeddingTable(NamedTuple):
+  """One ID table of a model and the batch columns that read it.
+
+  ``path`` is the table's place in the model's parameters (``nnx.state`` keys, e.g.
+  ``("embeddings", "items", 0, "embedding")``), ``rows`` its V, and ``columns`` the
+  ``(batch field, column)`` pairs looked up in it, e.g.
+  ``(("item_ids", 0), ("sequence_ids", 0))``.
+  """
+
+  path: tuple[Any, ...]
+  rows: int
+  columns: tuple[tuple[str, int], ...]
+
+
+def embedding_tables(module: nnx.Module) -> tuple[EmbeddingTable, ...]:
+  """The ID tables of a model with an :class:`IdEmbeddings` at ``module.embeddings`` (the
+  ``dssm`` student and the ``din`` teacher); ``()`` for any other model.
+
+  Context table ``j`` is read by ``context_ids[..., j]``; item table ``j`` by
+  ``item_ids[..., j]`` and, for ``j < Cs`` (``module.sequence_columns``), by
+  ``sequence_ids[..., j]``.
+  """
+  emb = getattr(module, "embeddings", None)
+  if not isinstance(emb, IdEmbeddings):
+    return ()
+  sequence = int(getattr(module, "sequence_columns", 0))
+  tables = [EmbeddingTable(("embeddings", "context", j, "embedding"),
+                           int(t.num_embeddings), (("context_ids", j),))
+            for j, t in enumerate(emb.context)]
+  tables += [EmbeddingTable(("embeddings", "items", j, "embedding"), int(t.num_embeddings),
+                            (("item_ids", j),) + ((("sequence_ids", j),) if j < sequence
+                                                  else ()))
+             for j, t in enumerate(emb.items)]
+  return tuple(tables)
+
+
+def rows_looked_up(tables: Sequence[EmbeddingTable], batch: Batch
+                   ) -> tuple[list[jnp.ndarray], Batch]:
+  """The distinct rows each table's lookups read, and the batch rewritten onto them.
+
+  For table ``t`` with ``M_t`` lookups in ``batch`` (all of its columns together),
+  ``rows[t]`` ``[M_t]`` holds the distinct row indices read, sorted, padded at the end with
+  ``V_t`` (out of range: a gather with ``mode="fill"`` reads 0 there and a scatter with
+  ``mode="drop"`` skips it); a fixed size, so it works under ``jit``. In the returned batch
+  every column of ``t`` holds positions into ``rows[t]``, so that a model whose table ``t``
+  is replaced by ``table[rows[t]]`` ``[M_t, d]`` computes exactly the scores it computes
+  with the whole table: ``table[rows[t]][position] = table[id]`` for every lookup. An ID
+  outside ``[0, V_t)`` reads row 0, as :func:`lookup` does.
+
+  Duplicated IDs share one position, so the gradient w.r.t. the ``[M_t, d]`` rows sums
+  their contributions (the gather's transpose is a scatter-add).
+  """
+  rows, fields = [], {}
+  for table in tables:
+    cols = [jnp.asarray(getattr(batch, f))[..., c] for f, c in table.columns]
+    flat = jnp.concatenate([c.reshape(-1) for c in cols])
+    flat = jnp.where((flat >= 0) & (flat < table.rows), flat, 0)
+    unique, inverse = jnp.unique(flat, size=flat.shape[0], fill_value=table.rows,
+                                 return_inverse=True)
+    rows.append(unique)
+    inverse = inverse.reshape(-1).astype(jnp.int32)
+    start = 0
+    for (field, c), col in zip(table.columns, cols):
+      part = inverse[start:start + col.size].reshape(col.shape)
+      start += col.size
+      current = fields.get(field, jnp.asarray(getattr(batch, field)))
+      fields[field] = current.at[..., c].set(part)
+  return rows, batch._replace(**fields)

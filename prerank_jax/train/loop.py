@@ -22,6 +22,7 @@ from prerank_jax.losses.ensemble import teacher_present
 from prerank_jax.losses.registry import make_objective
 from prerank_jax.models import PureModel, build_model
 from prerank_jax.models.precision import with_compute_dtype
+from prerank_jax.train.sparse_embeddings import lazy_adam_step, sparse_tables
 
 HParams = Mapping[str, jax.Array]  # {"temperature", "alpha", "learning_rate"} scalars
 
@@ -64,8 +65,9 @@ class Trainer(NamedTuple):
   :mod:`prerank_jax.train.host_fed` (batches from a :mod:`prerank_jax.data.streaming`
   input).
 
-  ``metrics`` are per-epoch arrays ``[epochs, ...]``: ``loss``, ``valid_ndcg_exposed`` and,
-  when the data has them, ``valid_ndcg_true`` and ``valid_recall_teacher``.
+  ``metrics`` are per-epoch arrays ``[epochs, ...]``: ``loss`` and the validation monitor
+  (:func:`monitor`), named as the same metrics in results.csv: ``valid/ndcg@{k}_logs``
+  and, when the data has them, ``valid/ndcg@{k}`` and ``valid/R@({k},{r})``.
   """
 
   model: PureModel
@@ -80,13 +82,24 @@ class Trainer(NamedTuple):
 
 
 def monitor(scores: jax.Array, batch: Batch, *, k: int, keep_ratio: float) -> dict:
-  """Cheap per-epoch validation metrics, each averaged over the lists where defined."""
+  """Cheap per-epoch validation metrics, each averaged over the lists where defined.
+
+  Named as the same metric of the validation split in results.csv
+  (:func:`prerank_jax.evaluate.metric_names` with the ``valid/`` prefix), so a history
+  curve's last value and its results column are found by one name:
+
+  - ``valid/ndcg@{k}_logs``: NDCG@k against the logged labels over the exposed candidates;
+  - ``valid/ndcg@{k}`` (with ``true_relevance``): NDCG@k against the truth;
+  - ``valid/R@({k},{r})`` (with teacher scores): teacher-consistency recall at the keep
+    ratio ``r`` = ``keep_ratio`` (``eval.monitor_keep_ratio``, as a percentage).
+  """
+  keep = f"{100 * keep_ratio:g}%"  # prerank_jax.evaluate.keep_label (same floor: no import)
   observed = batch.valid & batch.exposed
-  out = {"valid_ndcg_exposed": metrics.mean_over_lists(
+  out = {f"valid/ndcg@{k}_logs": metrics.mean_over_lists(
       metrics.ndcg_at_k(scores, batch.label, where=observed, k=k),
       where=metrics.has_relevant(batch.label, where=observed))}
   if batch.true_relevance is not None:
-    out["valid_ndcg_true"] = metrics.mean_over_lists(
+    out[f"valid/ndcg@{k}"] = metrics.mean_over_lists(
         metrics.ndcg_at_k(scores, batch.true_relevance, where=batch.valid, k=k),
         where=metrics.has_relevant(batch.true_relevance, where=batch.valid))
   if batch.teacher_scores is not None:
@@ -94,7 +107,7 @@ def monitor(scores: jax.Array, batch: Batch, *, k: int, keep_ratio: float) -> di
     # Over the candidates every teacher scored (a logged ranker may score part of a list).
     present = teacher_present(batch.valid, batch.teacher_mask)
     m = metrics.keep_size(present, keep_ratio=keep_ratio)
-    out["valid_recall_teacher"] = jnp.mean(metrics.teacher_consistency_recall(
+    out[f"valid/R@({k},{keep})"] = jnp.mean(metrics.teacher_consistency_recall(
         scores, teacher, where=present, k=k, m=m))
   return out
 
@@ -155,7 +168,7 @@ def make_train(config: Any, *, role: str = "student", feature_sizes: Mapping[str
   objective = make_objective(
       kd=loss_cfg.kd, gt=loss_cfg.gt, ensemble=loss_cfg.ensemble,
       ensemble_weights=tuple(loss_cfg.get("ensemble_weights", ())),
-      gt_weighting=loss_cfg.gt_weighting, ipw_clip=loss_cfg.ipw_clip,
+      gt_weighting=loss_cfg.gt_weighting, propensity_floor=loss_cfg.propensity_floor,
       options=dict(loss_cfg.get("options", {})))
   batch_size = int(role_cfg.batch_size)
   if not 1 <= batch_size <= num_train_requests:
@@ -167,6 +180,9 @@ def make_train(config: Any, *, role: str = "student", feature_sizes: Mapping[str
   k, keep_ratio = int(config.eval.k), float(config.eval.monitor_keep_ratio)
   # The learning rate lives in the optimizer state (inject_hyperparams), so it is traced.
   tx = optax.inject_hyperparams(optax.adam)(learning_rate=0.0)
+  # ID embedding tables: dense Adam, or the row-sparse (lazy) update of the looked-up rows.
+  tables = sparse_tables(model, role_cfg.get("embedding_update", "dense"),
+                         field=f"{role}.embedding_update")
 
   def init(hparams: HParams, rng: jax.Array) -> TrainState:
     init_rng, run_rng = jax.random.split(rng)
@@ -181,24 +197,31 @@ def make_train(config: Any, *, role: str = "student", feature_sizes: Mapping[str
     if shard_batch is not None:
       batch = shard_batch(batch)
 
-    def loss_fn(params):
-      return objective(model.apply(params, batch), batch, hparams, step=state.step,
+    def loss_fn(params, model_batch=batch):
+      return objective(model.apply(params, model_batch), batch, hparams, step=state.step,
                        rng=jax.random.fold_in(state.rng, state.step))
 
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    # Non-finite updated parameters count too: a finite loss and gradient can still step
-    # to inf (a huge learning rate), which would freeze the point at non-finite values.
-    finite = jnp.isfinite(loss) & jnp.all(jnp.array(
-        [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves((grads, params))]))
-    keep_going = finite & ~state.diverged
-    # A run that produced a non-finite loss is frozen at its last finite parameters;
-    # the other points of a vmapped sweep are unaffected.
-    pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(keep_going, a, b), new, old)
+    if tables:  # the lazy update freezes a diverged point itself, row by row
+      loss, finite, params, opt_state = lazy_adam_step(
+          loss_fn, tables, tx, state.params, state.opt_state, batch, frozen=state.diverged)
+      keep_going = finite & ~state.diverged
+    else:
+      loss, grads = jax.value_and_grad(loss_fn)(state.params)
+      updates, opt_state = tx.update(grads, state.opt_state, state.params)
+      params = optax.apply_updates(state.params, updates)
+      # Non-finite updated parameters count too: a finite loss and gradient can still step
+      # to inf (a huge learning rate), which would freeze the point at non-finite values.
+      finite = jnp.isfinite(loss) & jnp.all(jnp.array(
+          [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves((grads, params))]))
+      keep_going = finite & ~state.diverged
+      # A run that produced a non-finite loss is frozen at its last finite parameters;
+      # the other points of a vmapped sweep are unaffected.
+      pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(keep_going, a, b), new,
+                                           old)
+      params, opt_state = pick(params, state.params), pick(opt_state, state.opt_state)
     new_state = TrainState(
-        params=pick(params, state.params),
-        opt_state=pick(opt_state, state.opt_state),
+        params=params,
+        opt_state=opt_state,
         rng=state.rng,
         step=state.step + keep_going.astype(jnp.int32),
         diverged=state.diverged | ~finite)
