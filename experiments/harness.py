@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python experiments/<name>.py` from anywhere
   sys.path.insert(0, str(ROOT))
 
-from prerank_jax.analysis import stats  # noqa: E402
+from prerank_jax.analysis import normalize_results, stats  # noqa: E402
 from prerank_jax.analysis.stats import t_interval  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
@@ -266,7 +266,7 @@ def run_methods(experiment: str, methods: Sequence[Method], world_seeds: Sequenc
 
 def load_raw(path: Path) -> pd.DataFrame:
   """``raw.csv`` as a DataFrame (blank numbers NaN; blank names ``""``)."""
-  frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+  frame = normalize_results(pd.read_csv(path, keep_default_na=False, na_values=[""]))
   for column in ("experiment", "method", "model", "point", "role", "program"):
     if column in frame.columns:
       frame[column] = frame[column].astype(object).where(frame[column].notna(), "").astype(str)

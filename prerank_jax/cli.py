@@ -239,6 +239,9 @@ def parse_config(command: str, argv: list[str], base=None):
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError,
           FileNotFoundError) as e:
     # config_flags reports an unknown --config.<field> as AttributeError/KeyError.
+    from prerank_jax.config import renamed_override  # a renamed field: name the new one
+
+    e = renamed_override(sys.argv) or e
     print(f"prerank-jax {command}: bad flag or config override: {e}", file=sys.stderr)
     return 2
   finally:

@@ -14,8 +14,9 @@ notebooks can both use it.
 """
 
 from prerank_jax.analysis.load import (find_run_dirs, flatten_config, load_history,
-                                       load_results_csv, load_run, load_runs, setup_key,
-                                       split_model)
+                                       load_results_csv, load_run, load_runs,
+                                       normalize_history, normalize_name, normalize_results,
+                                       setup_key, split_model)
 from prerank_jax.analysis.plots import (best_valid_cell, grid_table, headline_metrics,
                                         heatmap_figure, keep_ratio_columns,
                                         keep_ratio_families, keep_ratio_figure,
@@ -25,7 +26,8 @@ from prerank_jax.analysis.stats import mean_ci, paired_diff, t_interval, t_quant
 
 __all__ = [
     "find_run_dirs", "flatten_config", "load_history", "load_results_csv", "load_run",
-    "load_runs", "setup_key", "split_model", "grid_table", "headline_metrics",
+    "load_runs", "normalize_history", "normalize_name", "normalize_results", "setup_key",
+    "split_model", "grid_table", "headline_metrics",
     "heatmap_figure", "keep_ratio_columns", "keep_ratio_families", "keep_ratio_figure",
     "learning_curves_figure", "report_figures", "best_on_valid", "best_valid_cell",
     "require_valid", "valid_column", "mean_ci", "paired_diff", "t_interval",

@@ -42,6 +42,53 @@ NOT_SETUP = ("name", "workdir", "seed", "overwrite", "resume", "progress", "chec
 _PROGRAM = re.compile(r"^\[(?P<label>[^\]]*)\]\s*(?P<rest>.*)$")
 _REPLICATE = re.compile(r"^(?P<base>.*?) seed=(?P<seed>-?\d+)$")
 
+#: Names written by earlier versions → the current ones (docs/reference/outputs.md,
+#: "Names"): results.csv columns, and the short forms inside row names.
+OLD_COLUMNS = {"T": "temperature", "lr": "learning_rate"}
+_OLD_IN_NAME = re.compile(r"(?<!\S)(T|α|lr)=")
+_OLD_IN_NAME_NEW = {"T": "temperature", "α": "alpha", "lr": "learning_rate"}
+#: Per-epoch history keys written by earlier versions → results names (``{k}``: eval.k;
+#: ``{r}``: eval.monitor_keep_ratio as a keep label, e.g. ``25%``).
+OLD_HISTORY = {"valid_ndcg_true": "valid/ndcg@{k}", "valid_ndcg_exposed": "valid/ndcg@{k}_logs",
+               "valid_recall_teacher": "valid/R@({k},{r})"}
+
+
+def normalize_name(name: Any) -> Any:
+  """A model or point name in the current scheme: ``T=``, ``α=`` and ``lr=`` (written
+  before the names were unified) become ``temperature=``, ``alpha=`` and
+  ``learning_rate=``; current names and non-strings come back unchanged.
+
+  Example: ``"student T=1 α=0.5"`` → ``"student temperature=1 alpha=0.5"``;
+  ``"gt-only lr=0.01"`` → ``"gt-only learning_rate=0.01"``.
+  """
+  if not isinstance(name, str):
+    return name
+  return _OLD_IN_NAME.sub(lambda m: f"{_OLD_IN_NAME_NEW[m[1]]}=", name)
+
+
+def normalize_results(frame: pd.DataFrame) -> pd.DataFrame:
+  """A results table (results.csv, an experiment's raw.csv) in the current names: the
+  columns ``T`` / ``lr`` renamed ``temperature`` / ``learning_rate`` (unless the new
+  column is already there), and the names in ``model``, ``point`` and ``results_model``
+  through :func:`normalize_name`. Every reader of results calls it, so files written
+  before the names were unified load as if written today. Returns a new frame."""
+  frame = frame.rename(columns={old: new for old, new in OLD_COLUMNS.items()
+                                if old in frame.columns and new not in frame.columns})
+  for column in ("model", "point", "results_model"):
+    if column in frame.columns:
+      frame[column] = frame[column].map(normalize_name)
+  return frame
+
+
+def normalize_history(metrics: Mapping[str, Any], *, k: int,
+                      keep_ratio: float) -> dict[str, Any]:
+  """Per-epoch history keys in the current names (:data:`OLD_HISTORY`): the names of the
+  same metrics in results.csv, e.g. ``valid_ndcg_true`` → ``valid/ndcg@10``. ``k`` and
+  ``keep_ratio`` are the run's ``eval.k`` and ``eval.monitor_keep_ratio``."""
+  label = f"{100 * float(keep_ratio):g}%"
+  return {OLD_HISTORY[m].format(k=int(k), r=label) if m in OLD_HISTORY else m: v
+          for m, v in metrics.items()}
+
 
 def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
   """Nested config dict → ``{dotted.name: value}``; lists become tuples (hashable).
@@ -99,7 +146,8 @@ def find_run_dirs(paths: Iterable[PathLike]) -> list[Path]:
 def split_model(model: str) -> tuple[str, str, str]:
   """``(point, role, program)`` of a results.csv ``model`` name.
 
-  ``"student [kd=logit_mse] T=2 α=0.5"`` → ``("T=2 α=0.5", "student", "kd=logit_mse")``;
+  ``"student [kd=logit_mse] temperature=2 alpha=0.5"`` → ``("temperature=2 alpha=0.5",
+  "student", "kd=logit_mse")``;
   ``"teacher"`` → ``("teacher", "teacher", "")``; ``"oracle (truth)"`` / ``"random"`` →
   role ``"reference"``.
   """
@@ -155,7 +203,8 @@ def load_run(run_dir: PathLike, *, config_columns: bool = True) -> pd.DataFrame:
   teacher and the default student seed), ``replicate_seed`` (the student replicate of
   ``sweep.seeds`` within the run; NaN without), ``setup`` (:func:`setup_key`), ``model``
   (results.csv's name without the `` seed=<s>`` replicate suffix, so that replicates share
-  it), ``point`` (the sweep point's name, e.g. ``T=2 α=0.5 lr=0.003``), ``role``
+  it), ``point`` (the sweep point's name, e.g. ``temperature=2 alpha=0.5
+  learning_rate=0.003``), ``role``
   (``student`` | ``teacher`` | ``reference``), ``program`` (the structural program's label,
   ``""`` without ``sweep.programs``), ``results_model`` (the name as in results.csv), then
   every results.csv column (metrics as floats; blank cells as NaN), then, with
@@ -165,7 +214,7 @@ def load_run(run_dir: PathLike, *, config_columns: bool = True) -> pd.DataFrame:
   results = run_dir / "results.csv"
   if not results.exists():
     raise FileNotFoundError(f"{run_dir}: no results.csv (is it a finished run dir?)")
-  frame = pd.read_csv(results, keep_default_na=False, na_values=[""])
+  frame = normalize_results(pd.read_csv(results, keep_default_na=False, na_values=[""]))
   flat = read_config(run_dir)
   seed = flat.get("seed", math.nan)
   frame = _annotate(frame, run=run_dir.name, seed=seed, setup=setup_key(flat))
@@ -208,7 +257,7 @@ def load_results_csv(paths: Sequence[PathLike] | PathLike, *,
     paths = [paths]
   frames = []
   for path in map(Path, paths):
-    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    frame = normalize_results(pd.read_csv(path, keep_default_na=False, na_values=[""]))
     setup = frame["method"].astype(str) if "method" in frame.columns else str(path)
     frames.append(_annotate(frame, run=path.parent.name, seed=seed, setup=setup))
   if not frames:
@@ -222,8 +271,10 @@ def load_history(paths: Iterable[PathLike] | PathLike) -> pd.DataFrame:
   Columns: the identifiers of :func:`load_run` (``model``: ``student <point>``,
   ``teacher`` or ``teacher <i>`` for an ensemble of seeds; ``replicate_seed`` from the
   `` seed=<s>`` suffix of a replicate), ``epoch`` (1-based: the value after that many
-  epochs), then one column per logged metric (``loss``, ``valid_recall_teacher``, ...; NaN where a model
-  does not log it, e.g. the teacher has no teacher consistency).
+  epochs), then one column per logged metric, named as the same metric in results.csv
+  (``loss``, ``valid/ndcg@10``, ``valid/ndcg@10_logs``, ``valid/R@(10,25%)``, ...; NaN where
+  a model does not log it, e.g. the teacher has no teacher consistency). Histories written
+  before the names were unified are renamed on read (:func:`normalize_history`).
   """
   paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
   frames = []
@@ -233,13 +284,17 @@ def load_history(paths: Iterable[PathLike] | PathLike) -> pd.DataFrame:
       raise FileNotFoundError(f"{run_dir}: no history.json")
     history = json.loads(path.read_text())
     flat = read_config(run_dir)
+    # Histories written before the names were unified: their keys in results names.
+    rename = lambda m: normalize_history(m, k=flat.get("eval.k", 10),
+                                         keep_ratio=flat.get("eval.monitor_keep_ratio", 0.25))
     curves: list[tuple[str, dict[str, list[float]]]] = []
-    teacher = history.get("teacher", {})
+    teacher = rename(history.get("teacher", {}))
     members = len(next(iter(teacher.values()), []))
     for i in range(members):
       name = "teacher" if members == 1 else f"teacher {i}"
       curves.append((name, {m: v[i] for m, v in teacher.items()}))
-    curves += [(f"student {name}", c) for name, c in history.get("students", {}).items()]
+    curves += [(f"student {normalize_name(name)}", rename(c))
+               for name, c in history.get("students", {}).items()]
     rows = []
     for model, metrics in curves:
       epochs = max((len(v) for v in metrics.values()), default=0)

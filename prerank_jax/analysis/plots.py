@@ -1,4 +1,4 @@
-"""Figures of loaded results: T × α heatmaps, quality vs keep ratio, learning curves.
+"""Figures of loaded results: ``temperature`` × ``alpha`` (T × α) heatmaps, quality vs keep ratio, learning curves.
 
 Each function takes DataFrames from :mod:`prerank_jax.analysis.load` and returns a
 :class:`matplotlib.figure.Figure` drawn on the Agg canvas (no pyplot state, no display
@@ -28,6 +28,9 @@ _KEEP = re.compile(r"^(?P<family>[^()]+?)@(?P<pct>\d+(?:\.\d+)?)%$")
 REFERENCE_STYLE = {
     "teacher": dict(color="black", lw=2.2, ls="-", marker="*", ms=9, zorder=5),
     "oracle (truth)": dict(color="goldenrod", lw=2.0, ls="--", marker="D", ms=5, zorder=4),
+    # The same reference when the data has no truth column: scored by the logged labels.
+    "oracle (logged labels)": dict(color="goldenrod", lw=2.0, ls="--", marker="D", ms=5,
+                                   zorder=4),
     "random": dict(color="grey", lw=1.2, ls=":", marker="x", ms=5, zorder=3),
 }
 
@@ -78,7 +81,7 @@ def _setup_names(frame: pd.DataFrame) -> dict[str, str]:
           for s, g in frame.groupby("setup", sort=False)}
 
 
-def grid_table(frame: pd.DataFrame, metric: str, *, rows: str = "T", cols: str = "alpha",
+def grid_table(frame: pd.DataFrame, metric: str, *, rows: str = "temperature", cols: str = "alpha",
                exclude: str = r"^gt-only", level: float = 0.95
                ) -> tuple[pd.DataFrame, pd.DataFrame, int]:
   """The ``rows × cols`` grid of one setup: ``(mean, ci half width, seeds)`` tables.
@@ -111,7 +114,7 @@ def choice_column(metric: str) -> str:
 
 
 def best_valid_cell(frame: pd.DataFrame, metric: str, shown: pd.DataFrame, *,
-                    rows: str = "T", cols: str = "alpha", exclude: str = r"^gt-only",
+                    rows: str = "temperature", cols: str = "alpha", exclude: str = r"^gt-only",
                     level: float = 0.95) -> tuple[int, int] | None:
   """``(i, j)`` in ``shown`` (a :func:`grid_table` mean) of the cell with the best mean
   ``valid/<metric>`` over seeds (first in row-major order on ties), or ``None`` when the
@@ -128,9 +131,9 @@ def best_valid_cell(frame: pd.DataFrame, metric: str, shown: pd.DataFrame, *,
   return int(bi), int(bj)
 
 
-def heatmap_figure(frame: pd.DataFrame, metric: str, *, rows: str = "T", cols: str = "alpha",
+def heatmap_figure(frame: pd.DataFrame, metric: str, *, rows: str = "temperature", cols: str = "alpha",
                    exclude: str = r"^gt-only", level: float = 0.95) -> Figure:
-  """T × α heatmap of ``metric``: mean over seeds, each cell annotated (± CI half width
+  """``temperature`` × ``alpha`` (T × α) heatmap of ``metric``: mean over seeds, each cell annotated (± CI half width
   when there are ≥ 2 seeds), the cell chosen on validation outlined; one panel per
   setup × program.
 
@@ -162,8 +165,8 @@ def heatmap_figure(frame: pd.DataFrame, metric: str, *, rows: str = "T", cols: s
     fig.colorbar(image, ax=ax, shrink=0.85)
     ax.set_xticks(range(values.shape[1]), [f"{v:g}" for v in mean.columns])
     ax.set_yticks(range(values.shape[0]), [f"{v:g}" for v in mean.index])
-    ax.set_xlabel("α (weight of the KD term)" if cols == "alpha" else cols)
-    ax.set_ylabel("T (temperature)" if rows == "T" else rows)
+    ax.set_xlabel("alpha (α, weight of the KD term)" if cols == "alpha" else cols)
+    ax.set_ylabel("temperature (T)" if rows == "temperature" else rows)
     lo, hi = np.nanmin(values), np.nanmax(values)
     for i in range(values.shape[0]):
       for j in range(values.shape[1]):
@@ -315,7 +318,7 @@ def report_figures(frame: pd.DataFrame, history: pd.DataFrame | None = None, *,
   """The figures ``prerank-jax report`` writes: ``{file name: figure}``.
 
   ``heatmap_<metric>.png`` per headline metric (:func:`headline_metrics`) when the
-  students sweep both T and α over ≥ 2 values each (skipped with a warning when a cell
+  students sweep both ``temperature`` and ``alpha`` over ≥ 2 values each (skipped with a warning when a cell
   would pool several points, e.g. a third swept axis); ``keep_ratio.png`` when keep-ratio
   columns exist; ``learning_curves.png`` from the history when given.
   """
@@ -325,7 +328,8 @@ def report_figures(frame: pd.DataFrame, history: pd.DataFrame | None = None, *,
     students = students[students["role"] == "student"]
   if "point" in students.columns:
     students = students[~students["point"].astype(str).str.contains(r"^gt-only")]
-  if {"T", "alpha"} <= set(students.columns) and students["T"].nunique() > 1 \
+  if {"temperature", "alpha"} <= set(students.columns) \
+      and students["temperature"].nunique() > 1 \
       and students["alpha"].nunique() > 1:
     for metric in headline_metrics(list(frame.columns), keep_ratio=keep_ratio):
       safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", metric).strip("_")

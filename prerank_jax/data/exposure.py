@@ -10,7 +10,7 @@ so it is estimated by Monte Carlo: ``S`` independent redraws of the logging nois
 ``π̂_i = (1/S)·Σ_s [i in the top E of draw s]``. The estimate is unbiased with standard
 error ``sqrt(π(1 − π)/S) ≤ 0.5/sqrt(S)`` (0.022 at the default ``S = 512``); its relative
 error is largest for rarely exposed candidates, which is one reason importance weights are
-clipped (``loss.ipw_clip``). With ``σ = 0`` the policy is deterministic and ``π`` is 0 or 1.
+clipped (``loss.propensity_floor``). With ``σ = 0`` the policy is deterministic and ``π`` is 0 or 1.
 Lists with fewer than ``E`` valid candidates expose all of them (``π = 1``).
 
 Used by the simulator and by the LETOR loader's simulated logs; the noise for the Monte Carlo

@@ -12,7 +12,9 @@ name                       data
 ``yahoo_ltrc/{set1,set2}``
 ``movielens``              GroupLens ml-100k or ml-1m files (``movielens/100k``,
                            ``movielens/1m`` pick one; ``-ratings`` suffixes accepted)
-``tabular``                your Parquet/CSV table (aliases ``parquet``, ``csv``)
+``tabular``                your Parquet or CSV table (the file's suffix decides how it
+                           is read); ``parquet`` and ``csv`` are aliases of ``tabular``:
+                           the same loader, builder and prepared dataset
 ``recflow``                RecFlow's folders, RecFlow's coarse-ranking or LCRON's protocol
                            (``configs/recflow.py``)
 =========================  ==============================================================
@@ -37,7 +39,7 @@ from prerank_jax.data.ids import SplitIds, check_ids
 from prerank_jax.data.sources import CONFIG_FILES, CONFIG_SOURCES
 from prerank_jax.data.tfds_base import DatasetMissingError
 
-__all__ = ["DATASETS", "DatasetMissingError", "load_dataset", "load_splits"]
+__all__ = ["ALIASES", "DATASETS", "DatasetMissingError", "load_dataset", "load_splits"]
 
 
 class DatasetSpec(NamedTuple):
@@ -67,11 +69,13 @@ DATASETS: dict[str, DatasetSpec] = {
     "movielens": DatasetSpec("movielens", "MovieLens (auto)"),
     **{f"movielens/{v}{suffix}": DatasetSpec("movielens", f"MovieLens ml-{v}")
        for v in ("100k", "1m") for suffix in ("", "-ratings")},
-    "tabular": DatasetSpec("tabular", "a Parquet/CSV table"),
-    "parquet": DatasetSpec("tabular", "a Parquet table"),
-    "csv": DatasetSpec("tabular", "a CSV table"),
+    "tabular": DatasetSpec("tabular", "a Parquet or CSV table"),
     "recflow": DatasetSpec("recflow", "RecFlow's files (the coarse or LCRON protocol)"),
 }
+#: Other names of a dataset: the same spec (loader, builder, prepared files) as the name
+#: they stand for. ``tabular`` reads Parquet and CSV alike (by the file's suffix).
+ALIASES: dict[str, str] = {"parquet": "tabular", "csv": "tabular"}
+DATASETS.update({alias: DATASETS[name] for alias, name in ALIASES.items()})
 
 
 class Loaded(NamedTuple):

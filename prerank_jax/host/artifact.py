@@ -312,7 +312,7 @@ def results_row(run_dir: Path, point: str) -> dict[str, Any]:
     rows = list(csv.DictReader(f))
   students = [r["model"] for r in rows if r.get("status") != "reference"]
   for row in rows:
-    if row["model"] == point:
+    if normalize_name(row["model"]) == normalize_name(point):
       if row.get("status") == "reference":
         raise ValueError(f"--point: {point!r} is a reference row, not a student; the "
                          f"students are {students}")
@@ -367,6 +367,8 @@ def feature_spec(config, loaded, model) -> dict[str, Any]:
             "candidate_column": s.get("candidate_column", "") or "",
             "null": 0.0}
   elif kind == "letor":
+  from prerank_jax.analysis.load import normalize_name  # old names (T=, α=, lr=) match too
+
     spec = _letor_spec(config, loaded)
   else:
     spec = {"kind": "arrays",
@@ -550,3 +552,6 @@ def write_artifact(out: str | Path, *, model, params: Any, spec: dict, config: d
               "prerank_jax_version": __version__,
               "inputs": {"context": len(spec["context"]), "items": len(spec["items"])}}
   return write_directory_atomic(Path(out), files, manifest, overwrite=overwrite)
+  from prerank_jax.analysis.load import normalize_name
+
+  point = normalize_name(point)  # the names of this version (old spellings accepted)

@@ -9,13 +9,17 @@ A finished run writes, next to its results tables (every column: ``docs/referenc
   request and candidate IDs under the user's own column names (:func:`id_columns`; absent
   when the dataset has no IDs, as the simulator), ``score`` (float32, as evaluated),
   ``rank`` (1-based, descending score, ties by the lower index), ``label`` (logged),
-  ``truth`` (graded truth) and ``exposed``.
+  ``truth`` (graded truth; NaN without one: a table without ``source.truth_column``, whose
+  "truth" metrics are computed on the logged labels, has them in ``label``) and
+  ``exposed``.
 * ``trec/run.<model>.trec``: a TREC run file per model of the test split,
   ``qid Q0 docid rank score tag``, with the user's IDs (:func:`trec_ids`) or, without
   them, ``qid = q<request>`` and ``docid = d<candidate>``.
 * ``trec/qrels.truth.txt``: the test split's truth as TREC qrels, ``qid 0 docid grade``,
   for every valid candidate (written when every grade is an integer, as trec_eval
-  requires), with the same IDs as the run files.
+  requires), with the same IDs as the run files. Without a truth (the truth metrics are
+  computed on the logged labels) the same file holds the logged labels and is named
+  ``trec/qrels.logged_labels.txt``.
 
 **Ties.** trec_eval (and pytrec_eval) keep run scores as float32, sort by score and break
 ties by docid in *descending* string order; prerank-jax breaks ties by the lower candidate
@@ -44,13 +48,14 @@ from prerank_jax.data.ids import SplitIds
 SCORES_FILE = "scores.parquet"
 TREC_DIR = "trec"
 QRELS_FILE = "qrels.truth.txt"
+LOGGED_QRELS_FILE = "qrels.logged_labels.txt"  # the qrels when the truth is the logs
 
 
 def file_tag(model: str) -> str:
-  """A file-name and TREC-tag safe form of a model name: ``"student T=1 α=0.5"`` →
-  ``"student_T=1_alpha=0.5"``."""
-  tag = model.replace("α", "alpha")
-  tag = re.sub(r"[^A-Za-z0-9.=+-]+", "_", tag).strip("_")
+  """A file-name and TREC-tag safe form of a model name: ``"student temperature=1
+  alpha=0.5"`` → ``"student_temperature=1_alpha=0.5"`` (model names are ASCII; any other
+  run of characters becomes one ``_``)."""
+  tag = re.sub(r"[^A-Za-z0-9.=+-]+", "_", model).strip("_")
   return tag or "model"
 
 
@@ -153,6 +158,9 @@ class SplitScores(NamedTuple):
     truth: ``[R, N]`` graded truth, or ``None``.
     ids: the user's IDs of the split (:class:`~prerank_jax.data.ids.SplitIds`), or
       ``None`` (the simulator): internal indices only.
+    truth_source: ``"truth"``, or ``"logged labels"`` when ``truth`` is the logged labels
+      (a dataset without a truth): scores.parquet's ``truth`` is then NaN and the qrels
+      file is :data:`LOGGED_QRELS_FILE`.
   """
 
   scores: np.ndarray
@@ -161,6 +169,7 @@ class SplitScores(NamedTuple):
   exposed: np.ndarray
   truth: np.ndarray | None
   ids: SplitIds | None = None
+  truth_source: str = "truth"
 
 
 def id_columns(ids: SplitIds) -> tuple[str, str]:
@@ -271,7 +280,8 @@ def _split_tables(split: str, models: Sequence[str], data: SplitScores, names: t
       "candidate": pa.array(cand.astype(np.int32)),
       "label": pa.array(np.asarray(data.label, np.float32)[req, cand]),
       "truth": pa.array(np.asarray(data.truth, np.float32)[req, cand]
-                        if data.truth is not None else np.full(n, np.nan, np.float32)),
+                        if data.truth is not None and data.truth_source == "truth"
+                        else np.full(n, np.nan, np.float32)),
       "exposed": pa.array(np.asarray(data.exposed, bool)[req, cand]),
   }
   if names is not None:
@@ -381,8 +391,9 @@ def _write_trec(run_dir: Path, split: str, models: Sequence[str],
   qrels = (qrels_text(np.asarray(truth), valid, qids=qids, docids=docids)
            if truth is not None else None)
   if qrels is not None:
-    _write_text(trec / QRELS_FILE, qrels)
-    written["qrels"] = f"{TREC_DIR}/{QRELS_FILE}"
+    name = QRELS_FILE if data.truth_source == "truth" else LOGGED_QRELS_FILE
+    _write_text(trec / name, qrels)
+    written["qrels"] = f"{TREC_DIR}/{name}"
   else:
     written["qrels"] = "not written: " + ("no truth" if truth is None
                                           else "the truth has non-integer grades")

@@ -97,6 +97,8 @@ def load_points(run_dir: Path, *, keep_ratio: float = 0.25) -> tuple[list[dict],
     "valid_consistency", "valid_recall"}`` (the ``valid_`` values from the ``valid/``
     columns, NaN when the run has none).
   """
+  from prerank_jax.analysis.load import normalize_name  # pandas: only when reading
+
   run_dir = Path(run_dir)
   results = run_dir / "results.csv"
   if not results.exists():
@@ -125,7 +127,8 @@ def load_points(run_dir: Path, *, keep_ratio: float = 0.25) -> tuple[list[dict],
     if not math.isfinite(flops):  # runs written before the cost columns existed
       flops = _number(costs.get(f"{role}_flops_per_candidate"))
       params = _number(costs.get(f"{role}_params"))
-    points.append({"run": run_dir.name, "model": row["model"], "arch": arch.get(role, ""),
+    points.append({"run": run_dir.name, "model": normalize_name(row["model"]),
+                   "arch": arch.get(role, ""),
                    "role": role, "status": status, "params": params, "flops": flops,
                    "consistency": _number(row[consistency]), "recall": _number(row[recall]),
                    "valid_consistency": _number(row.get(f"{VALID_PREFIX}{consistency}")),

@@ -19,13 +19,17 @@ from prerank_jax.train.sweep import (SweepPoint, config_group_size, grid_points,
 
 
 def student_points(config: ml_collections.ConfigDict) -> list[SweepPoint]:
-  """The sweep grid, plus a ground-truth-only student (α = 0) per learning rate, each
-  once per replicate seed of ``sweep.seeds`` (:func:`replicate_points`)."""
+  """The sweep grid, plus a ground-truth-only student (``alpha = 0``, named ``gt-only``) per
+  learning rate, each once per replicate seed of ``sweep.seeds`` (:func:`replicate_points`).
+
+  Point names use the config's names in ASCII: ``temperature=1 alpha=0.5
+  learning_rate=0.003`` (only the swept axes), ``gt-only`` (``gt-only learning_rate=0.003``
+  when several learning rates are swept)."""
   points = grid_points(sweep_axes(config), seed=config.seed, mode=config.sweep.mode)
   if config.sweep.gt_only_baseline:
     rates = sorted({p.hparams["learning_rate"] for p in points})
     for lr in rates:
-      name = f"gt-only lr={lr:g}" if len(rates) > 1 else "gt-only"
+      name = f"gt-only learning_rate={lr:g}" if len(rates) > 1 else "gt-only"
       points.append(SweepPoint(name, {**points[0].hparams, "alpha": 0.0,
                                       "learning_rate": lr}, config.seed))
   return replicate_points(points, config.sweep.get("seeds", ()))

@@ -16,6 +16,7 @@ orders the stages; each stage lives in its own module:
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from prerank_jax.host.rundir import (acquire_lock, commit_run_dir, discard_stagi
                                      holds_lock, load_run_config, prepare_run_dir,
                                      release_lock, write_text_atomic)
 from prerank_jax.host.sweep_driver import restore_phase, restore_teacher, train_phase
-from prerank_jax.host.tables import RunResult, finish_run
+from prerank_jax.host.tables import RunResult, finish_run, truth_warning
 from prerank_jax.host.teachers import (ensemble_members, ensemble_sources, logged_splits,
                                        score_splits)
 from prerank_jax.train.loop import SweepData
@@ -83,6 +84,9 @@ def _run(config: ml_collections.ConfigDict, *, show_progress: bool | None) -> Ru
   validate_config(config)
   programs = student_programs(config)
   show = config.progress if show_progress is None else show_progress
+  warning = truth_warning(config)
+  if warning and is_main():  # one line: the "truth" metrics are the logged labels'
+    print(warning, file=sys.stderr)
   if show and is_main():
     print(describe_plan(config, programs))
   timings = {}

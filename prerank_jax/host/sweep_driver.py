@@ -79,7 +79,8 @@ def train_phase(config: ml_collections.ConfigDict, role: str, points: list[Sweep
       if feed is not None:  # the grain iterator's position, saved with the state
         feed.resume(meta.get("input"), step=meta["chunk"] * steps_per_chunk)
       start, history = meta["chunk"], [
-          {k: np.asarray(v) for k, v in h.items()} for h in meta["history"]]
+          {k: np.asarray(v) for k, v in _history_names(config, h).items()}
+          for h in meta["history"]]
   tracker = Tracker(config.wandb.mode if is_main() else "disabled",
                     project=config.wandb.project, group=config.name, job_type=role,
                     run_dir=run_dir,
@@ -114,6 +115,14 @@ def train_phase(config: ml_collections.ConfigDict, role: str, points: list[Sweep
   return Phase(points, trainer, compiled, final, merged), tracker
 
 
+def _history_names(config: ml_collections.ConfigDict, metrics: dict) -> dict:
+  """A checkpoint's history segment in the current metric names (a checkpoint written
+  before the history used results names: ``valid_ndcg_true`` → ``valid/ndcg@10``, ...)."""
+  from prerank_jax.analysis.load import normalize_history
+
+  return normalize_history(metrics, k=config.eval.k, keep_ratio=config.eval.monitor_keep_ratio)
+
+
 def restore_phase(config: ml_collections.ConfigDict, role: str, points: list[SweepPoint],
                   data: SweepData, source: Path, *, tag: str = "") -> Phase:
   """Restores a *finished* training phase from ``<source>/checkpoints/<role><tag>``."""
@@ -129,8 +138,9 @@ def restore_phase(config: ml_collections.ConfigDict, role: str, points: list[Swe
                             f"{num_chunks} chunks checkpointed); continue it with "
                             "--config.resume=True")
   state, meta = restored
-  history = {k: np.concatenate([np.asarray(h[k]) for h in meta["history"]], axis=1)
-             for k in meta["history"][0]}
+  segments = [_history_names(config, h) for h in meta["history"]]
+  history = {k: np.concatenate([np.asarray(h[k]) for h in segments], axis=1)
+             for k in segments[0]}
   return Phase(points, trainer, compiled, to_host(state), history)
 
 

@@ -31,8 +31,6 @@ from prerank_jax.models import feature_columns, feature_importance, param_count
 from prerank_jax.models.cost import flops_per_candidate
 from prerank_jax.train.sweep import apply_in_chunks
 
-_COLUMN = {"temperature": "T", "learning_rate": "lr"}
-
 
 class RunResult(NamedTuple):
   rows: list[dict[str, Any]]
@@ -48,6 +46,45 @@ class RunResult(NamedTuple):
 _RANDOM_SALT = {"test": None, "valid": 1, "train": 2}
 VALID_PREFIX = report.VALID_PREFIX  # the validation split's metric columns: valid/<metric>
 REFERENCES = ("teacher", "oracle (truth)", "random")
+#: ``truth_source`` of a dataset without a truth: its "truth" metrics use the logged labels.
+LOGGED_LABELS = "logged labels"
+
+
+def truth_source(config: ml_collections.ConfigDict) -> str:
+  """What the data's ``true_relevance`` is: ``"truth"`` (the simulator's, LETOR's judged
+  grades, RecFlow's protocol labels, a table's ``source.truth_column``) or
+  :data:`LOGGED_LABELS` (a Parquet/CSV table without ``source.truth_column`` and
+  MovieLens: the logged labels, 0 where not exposed). With logged labels the truth
+  metrics (``ndcg@k``, ``mrr``, ``recall@*``, ``precision@k``, ``sys_*``) and the oracle
+  row are computed on the logged labels, and the outputs say so
+  (:func:`references`, the ``truth_source`` column, :func:`truth_warning`)."""
+  from prerank_jax.data.registry import DATASETS
+
+  spec = DATASETS.get(config.dataset)
+  kind = spec.kind if spec is not None else ""
+  if (kind == "tabular" and not config.source.get("truth_column", "")) or kind == "movielens":
+    return LOGGED_LABELS
+  return "truth"
+
+
+def references(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The reference rows' names: :data:`REFERENCES`, with the oracle named
+  ``oracle (logged labels)`` when :func:`truth_source` is the logged labels."""
+  if truth_source(config) == LOGGED_LABELS:
+    return tuple(f"oracle ({LOGGED_LABELS})" if r == "oracle (truth)" else r
+                 for r in REFERENCES)
+  return REFERENCES
+
+
+def truth_warning(config: ml_collections.ConfigDict) -> str | None:
+  """The one line printed at the start of a run whose data has no truth, else ``None``."""
+  if truth_source(config) != LOGGED_LABELS:
+    return None
+  where = ("MovieLens has no truth apart from its ratings"
+           if config.dataset.startswith("movielens") else "no source.truth_column")
+  return (f"warning: {config.dataset}: {where}, so the truth metrics (ndcg@k, mrr, "
+          "recall@*, precision@k, sys_*) and the oracle row are computed on the logged "
+          "labels (results.csv: truth_source = 'logged labels', 'oracle (logged labels)')")
 
 
 def split_scores(config: ml_collections.ConfigDict, students: Phase, batch: Batch, *,
@@ -57,7 +94,7 @@ def split_scores(config: ml_collections.ConfigDict, students: Phase, batch: Batc
   Returns:
     ``(scores [P + 3, R, N], teacher [R, N])``: the P students' scores (chunked over
     requests, :func:`~prerank_jax.train.sweep.apply_in_chunks`), then the references
-    :data:`REFERENCES`: the combined teacher, the truth (``true_relevance``) and standard
+    :func:`references`: the combined teacher, the truth (``true_relevance``) and standard
     normal noise keyed by ``config.seed`` (folded with the split's salt, so that each
     split draws its own); and the combined teacher alone.
   """
@@ -124,15 +161,18 @@ def evaluate_rows(config: ml_collections.ConfigDict, students: Phase,
   seeded = bool(config.sweep.get("seeds", ()))  # replicates: a "replicate_seed" column
   columns_v = [f"{VALID_PREFIX}{c}" for c in columns_m] if "valid" in evaluated else []
   rows = []
-  for i, name in enumerate([p.name for p in points] + list(REFERENCES)):
+  logged = truth_source(config) == LOGGED_LABELS
+  for i, name in enumerate([p.name for p in points] + list(references(config))):
     row = {"model": name if i >= len(points) else f"student {name}"}
     if i < len(points):
-      row.update({_COLUMN.get(n, n): points[i].hparams[n] for n in swept})
+      row.update({n: points[i].hparams[n] for n in swept})
       if seeded:
         row["replicate_seed"] = points[i].seed
       row["status"] = "diverged" if diverged[i] else "ok"
     else:
       row["status"] = "reference"
+    if logged:  # the truth metrics of this row are computed on the logged labels
+      row["truth_source"] = LOGGED_LABELS
     row.update({c: float(values[c][i]) for c in columns_m})
     if columns_v:
       row.update({v: float(evaluated["valid"][0][c][i]) for c, v in zip(columns_m, columns_v)})
@@ -143,9 +183,9 @@ def evaluate_rows(config: ml_collections.ConfigDict, students: Phase,
     rows.append(row)
   note = describe_excluded(excluded, [r["model"] for r in rows], num_lists=test.num_requests,
                            **ek)
-  return rows, ["model", *(_COLUMN.get(n, n) for n in swept),
+  return rows, ["model", *swept,
                 *(["replicate_seed"] if seeded else []), *columns_m, *columns_v,
-                "status"], note
+                "status", *(["truth_source"] if logged else [])], note
 
 
 def finish_run(config: ml_collections.ConfigDict, run_dir: Path, members: list[Phase],
@@ -242,6 +282,10 @@ def finish_run(config: ml_collections.ConfigDict, run_dir: Path, members: list[P
             + f", student: {'; '.join(student_costs)}. "
             f"Wall time {timings['total_s']:.1f} s on {jax.device_count()} "
             f"{jax.default_backend()} device(s).")
+  if truth_source(config) == LOGGED_LABELS:
+    header += ("\n\nNo truth in these data: the truth metrics (ndcg@k, mrr, recall@*, "
+               "precision@k, sys_*) and the oracle row are computed on the **logged "
+               "labels** (column truth_source).")
   history = {
       "teacher": ({} if teachers is None
                   else {k: v.tolist() for k, v in teachers.history.items()}),
@@ -269,7 +313,8 @@ def finish_run(config: ml_collections.ConfigDict, run_dir: Path, members: list[P
   per_model = _score_train(rows, kept, per_model, students, scored["train"])
   if is_main():  # per-candidate scores + TREC run files: any number checkable outside
     history["exports"] = export.write_scores(
-        run_dir, [r["model"] for r in rows], _export_splits(rows, per_model, scored, ids))
+        run_dir, [r["model"] for r in rows],
+        _export_splits(rows, per_model, scored, ids, truth_source(config)))
   header += f"\n\n{report.selection_text(selected)}"
   for name, text in report.result_files(rows, columns, history=history,
                                         header=f"{header}\n\n{excluded_note}").items():
@@ -279,7 +324,9 @@ def finish_run(config: ml_collections.ConfigDict, run_dir: Path, members: list[P
   shown = report.terminal_columns(columns, k=config.eval.k,
                                   keep_ratios=config.eval.keep_ratios,
                                   has_truth=test.true_relevance is not None)
-  table = (f"{report.format_table(rows, shown)}\n\n"
+  logged_note = ("Truth metrics and the oracle row: computed on the logged labels (no "
+                 "truth in these data).\n\n" if truth_source(config) == LOGGED_LABELS else "")
+  table = (f"{report.format_table(rows, shown)}\n\n{logged_note}"
            f"{report.full_table_note(run_dir, columns, shown)}\n\n"
            f"{report.selection_text(selected)}\n\n{excluded_note}")
   return RunResult(rows, columns, table, run_dir, history, timings)
@@ -302,7 +349,8 @@ def _score_train(rows: list[dict[str, Any]], kept: list[tuple[int, int, dict[str
 
 
 def _export_splits(rows: list[dict[str, Any]], per_model: dict[int, dict[str, np.ndarray]],
-                   scored: dict[str, Batch], ids: dict[str, SplitIds] | None):
+                   scored: dict[str, Batch], ids: dict[str, SplitIds] | None,
+                   source: str = "truth"):
   """Yields ``(split, SplitScores)`` for train, valid and test, in the rows' order; each
   split's ``[rows, R, N]`` stack is made only when the writer asks for it."""
   for split in ("train", "valid", "test"):
@@ -312,4 +360,4 @@ def _export_splits(rows: list[dict[str, Any]], per_model: dict[int, dict[str, np
         scores, valid=np.asarray(batch.valid), label=np.asarray(batch.label),
         exposed=np.asarray(batch.exposed),
         truth=None if batch.true_relevance is None else np.asarray(batch.true_relevance),
-        ids=None if ids is None else ids.get(split))
+        ids=None if ids is None else ids.get(split), truth_source=source)

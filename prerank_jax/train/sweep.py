@@ -67,12 +67,11 @@ def grid_points(axes: Mapping[str, Sequence[float]], *, seed: int, mode: str = "
   points = []
   for combo in combos:
     swept = {n: float(v) for n, v in zip(names, combo)}
-    label = " ".join(f"{_SHORT.get(n, n)}={v:g}" for n, v in swept.items()) or "default"
+    # The config's names, in ASCII: results.csv's columns and the row names are the same
+    # (docs/reference/outputs.md, "Names").
+    label = " ".join(f"{n}={v:g}" for n, v in swept.items()) or "default"
     points.append(SweepPoint(label, {**defaults, **swept}, seed))
   return points
-
-
-_SHORT = {"temperature": "T", "alpha": "α", "learning_rate": "lr"}
 
 
 def replicate_points(points: Sequence[SweepPoint], seeds: Sequence[int]) -> list[SweepPoint]:

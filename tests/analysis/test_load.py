@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from prerank_jax.analysis import (find_run_dirs, flatten_config, load_history,
-                                  load_results_csv, load_run, load_runs, mean_ci, setup_key,
-                                  split_model)
+                                  load_results_csv, load_run, load_runs, mean_ci,
+                                  normalize_history, normalize_name, normalize_results,
+                                  setup_key, split_model)
 
 METRICS = ["recall@10%", "recall@25%", "R@(10,25%)"]
 
@@ -37,11 +38,12 @@ def grid_rows(offset=0.0):
   rows = []
   for t in (1.0, 2.0):
     for a in (0.5, 1.0):
-      rows.append({"model": f"student T={t:g} α={a:g} lr=0.003", "T": t, "alpha": a,
-                   "lr": 0.003, "recall@10%": 0.1 + t / 10 + a / 100 + offset,
+      rows.append({"model": f"student temperature={t:g} alpha={a:g} learning_rate=0.003",
+                   "temperature": t, "alpha": a, "learning_rate": 0.003, "recall@10%": 0.1 + t / 10 + a / 100 + offset,
                    "recall@25%": 0.3 + t / 10 + offset, "R@(10,25%)": 0.4 + a / 10 + offset,
                    "params": 100, "status": "ok"})
-  rows.append({"model": "student gt-only", "T": 1.0, "alpha": 0.0, "lr": 0.003,
+  rows.append({"model": "student gt-only", "temperature": 1.0, "alpha": 0.0,
+               "learning_rate": 0.003,
                "recall@10%": 0.05 + offset, "recall@25%": 0.2 + offset,
                "R@(10,25%)": 0.3 + offset, "params": 100, "status": "ok"})
   rows.append({"model": "teacher", "recall@10%": 0.3, "recall@25%": 0.5, "R@(10,25%)": 1.0,
@@ -64,7 +66,8 @@ def test_flatten_config_and_setup_key():
 
 
 @pytest.mark.parametrize("model,expected", [
-    ("student T=2 α=0.5 lr=0.003", ("T=2 α=0.5 lr=0.003", "student", "")),
+    ("student temperature=2 alpha=0.5 learning_rate=0.003",
+     ("temperature=2 alpha=0.5 learning_rate=0.003", "student", "")),
     ("student [kd=logit_mse hidden=(32,)] gt-only", ("gt-only", "student",
                                                      "kd=logit_mse hidden=(32,)")),
     ("teacher", ("teacher", "teacher", "")),
@@ -86,7 +89,7 @@ def test_load_run_rows_ids_metrics_and_config_columns(tmp_path):
   assert (frame["run"] == "grid_s3").all() and (frame["seed"] == 3).all()
   assert frame["replicate_seed"].isna().all()
   assert list(frame["role"]) == ["student"] * 5 + ["teacher", "reference"]
-  assert frame["point"].iloc[0] == "T=1 α=0.5 lr=0.003"
+  assert frame["point"].iloc[0] == "temperature=1 alpha=0.5 learning_rate=0.003"
   for c in METRICS:
     np.testing.assert_allclose(frame[c], [r[c] for r in rows])
   assert math.isnan(frame.loc[frame["model"] == "oracle (truth)", "params"].iloc[0])
@@ -94,11 +97,12 @@ def test_load_run_rows_ids_metrics_and_config_columns(tmp_path):
   assert frame["student.model.hidden"].iloc[0] == (64, 32)
   assert frame["sweep.temperature"].iloc[-1] == (1.0, 2.0)
   # The results' own columns win over config fields of the same name; seed is config's.
-  assert "T" in frame.columns and "name" in frame.columns
+  assert "temperature" in frame.columns and "name" in frame.columns
   assert len(load_run(run_dir, config_columns=False).columns) < len(frame.columns)
 
 
 def test_replicates_inside_a_run_share_the_model_name(tmp_path):
+  # Written in the names of earlier versions (T, α, lr): read in today's names.
   rows = []
   for s, v in ((0, 0.30), (1, 0.34)):
     rows.append({"model": f"student T=2 α=0.5 lr=0.003 seed={s}", "T": 2.0, "alpha": 0.5,
@@ -106,12 +110,15 @@ def test_replicates_inside_a_run_share_the_model_name(tmp_path):
   rows.append({"model": "teacher", "recall@25%": 0.5, "status": "reference"})
   frame = load_run(write_run(tmp_path, "rep", rows))
   students = frame[frame["role"] == "student"]
-  assert set(students["model"]) == {"student T=2 α=0.5 lr=0.003"}
+  assert set(students["model"]) == {"student temperature=2 alpha=0.5 learning_rate=0.003"}
+  assert set(students["point"]) == {"temperature=2 alpha=0.5 learning_rate=0.003"}
+  assert "temperature" in frame.columns and "T" not in frame.columns
   assert list(students["replicate_seed"]) == [0, 1]
-  assert list(students["results_model"]) == [r["model"] for r in rows[:2]]
+  assert list(students["results_model"]) == [
+      f"student temperature=2 alpha=0.5 learning_rate=0.003 seed={s}" for s in (0, 1)]
   out = mean_ci(frame, "recall@25%", by="model")
-  assert out.set_index("model").loc["student T=2 α=0.5 lr=0.003", "recall@25%"] == \
-      pytest.approx(0.32)
+  assert out.set_index("model").loc["student temperature=2 alpha=0.5 learning_rate=0.003",
+                                    "recall@25%"] == pytest.approx(0.32)
 
 
 def test_load_runs_pools_seeds_of_one_setup(tmp_path):
@@ -136,6 +143,7 @@ def test_load_runs_pools_seeds_of_one_setup(tmp_path):
 
 
 def test_load_history_long_table(tmp_path):
+  # An earlier version's history: its point names and metric keys are read in today's.
   history = {"teacher": {"loss": [[0.7, 0.6], [0.71, 0.62]]},
              "students": {"T=1 α=0.5": {"loss": [0.5, 0.4, 0.3],
                                         "valid_recall_teacher": [0.2, 0.3, 0.35]},
@@ -144,14 +152,16 @@ def test_load_history_long_table(tmp_path):
   write_run(tmp_path, "h", grid_rows(), seed=5, history=history)
   frame = load_history(tmp_path / "h")
   assert len(frame) == 2 * 2 + 2 * 3
-  assert list(frame["model"].unique()) == ["teacher 0", "teacher 1", "student T=1 α=0.5",
+  assert list(frame["model"].unique()) == ["teacher 0", "teacher 1",
+                                           "student temperature=1 alpha=0.5",
                                            "student gt-only"]
+  assert "valid_recall_teacher" not in frame.columns  # eval defaults: k = 10, 25%
   teacher1 = frame[frame["model"] == "teacher 1"]
   assert list(teacher1["epoch"]) == [1, 2] and list(teacher1["loss"]) == [0.71, 0.62]
-  assert teacher1["valid_recall_teacher"].isna().all()
+  assert teacher1["valid/R@(10,25%)"].isna().all()
   gt = frame[frame["model"] == "student gt-only"]
   assert (gt["replicate_seed"] == 1).all() and (gt["seed"] == 5).all()
-  assert list(gt["valid_recall_teacher"]) == [0.1, 0.2, 0.2]
+  assert list(gt["valid/R@(10,25%)"]) == [0.1, 0.2, 0.2]
 
 
 def test_load_results_csv_reads_experiment_rows(tmp_path):
@@ -174,8 +184,42 @@ def test_load_results_csv_reads_experiment_rows(tmp_path):
   frame = load_results_csv(exp / "raw.csv")
   assert list(frame["setup"]) == ["kd", "kd", "gt", "gt"]
   assert (frame["program"] == "").all()
-  assert list(frame["model"]) == ["student T=4 α=1"] * 2 + ["student gt-only"] * 2
+  assert list(frame["model"]) == ["student temperature=4 alpha=1"] * 2 + [
+      "student gt-only"] * 2
   assert list(mean_ci(frame, "recall@25%")["n"]) == [2, 2]
   with pytest.raises(ValueError, match="'model' column"):
     (tmp_path / "bad.csv").write_text("name,x\na,1\n")
     load_results_csv(tmp_path / "bad.csv")
+
+
+@pytest.mark.parametrize("old,new", [
+    ("student T=1 α=0.5", "student temperature=1 alpha=0.5"),
+    ("student [kd=logit_mse] T=2 α=1 lr=0.003 seed=3",
+     "student [kd=logit_mse] temperature=2 alpha=1 learning_rate=0.003 seed=3"),
+    ("gt-only lr=0.01", "gt-only learning_rate=0.01"),
+    ("student temperature=1 alpha=0.5", "student temperature=1 alpha=0.5"),  # current
+    ("teacher", "teacher"), ("oracle (truth)", "oracle (truth)"),
+    ("student [lr_decay=T=1] x", "student [lr_decay=T=1] x"),  # only whole words
+])
+def test_normalize_name_maps_old_spellings(old, new):
+  assert normalize_name(old) == new
+  assert normalize_name(new) == new  # idempotent
+
+
+def test_normalize_results_renames_columns_and_names():
+  old = pd.DataFrame({"model": ["student T=1 α=0.5 lr=0.003", "student gt-only"],
+                      "T": [1.0, 1.0], "alpha": [0.5, 0.0], "lr": [0.003, 0.003],
+                      "ndcg@10": [0.6, 0.5]})
+  new = normalize_results(old)
+  assert list(new.columns) == ["model", "temperature", "alpha", "learning_rate", "ndcg@10"]
+  assert list(new["model"]) == ["student temperature=1 alpha=0.5 learning_rate=0.003",
+                                "student gt-only"]
+  assert list(old.columns)[1] == "T"  # the input is not changed
+  pd.testing.assert_frame_equal(normalize_results(new), new)  # current names: unchanged
+
+
+def test_normalize_history_keys_are_results_names():
+  old = {"loss": [1], "valid_ndcg_true": [2], "valid_ndcg_exposed": [3],
+         "valid_recall_teacher": [4]}
+  assert normalize_history(old, k=5, keep_ratio=0.1) == {
+      "loss": [1], "valid/ndcg@5": [2], "valid/ndcg@5_logs": [3], "valid/R@(5,10%)": [4]}

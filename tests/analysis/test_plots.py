@@ -22,8 +22,9 @@ def results(seeds=(0,), *, replicate=False):
     for t in TS:
       for a in ALPHAS:
         base = 0.3 + 0.02 * t - 0.05 * abs(a - 0.5)
-        rows.append(dict(ids, model=f"student T={t:g} α={a:g}", point=f"T={t:g} α={a:g}",
-                         role="student", status="ok", T=t, alpha=a,
+        rows.append(dict(ids, model=f"student temperature={t:g} alpha={a:g}",
+                         point=f"temperature={t:g} alpha={a:g}",
+                         role="student", status="ok", temperature=t, alpha=a,
                          **{f"recall@{p}%": base * p / 25 + rng.normal(0, 0.01)
                             for p in (10, 25, 50)},
                          **{"R@(10,25%)": base + rng.normal(0, 0.01),
@@ -34,11 +35,12 @@ def results(seeds=(0,), *, replicate=False):
                             + rng.normal(0, 0.001),
                             "valid/recall@25%": 0.3 - 0.01 * t + 0.02 * a}))
     rows.append(dict(ids, model="student gt-only", point="gt-only", role="student",
-                     status="ok", T=1.0, alpha=0.0, **{"recall@10%": 0.1, "recall@25%": 0.2,
+                     status="ok", temperature=1.0, alpha=0.0, **{"recall@10%": 0.1, "recall@25%": 0.2,
                                                         "recall@50%": 0.4,
                                                         "R@(10,25%)": 0.25}))
-    rows.append(dict(ids, model="student T=9 α=9", point="T=9 α=9", role="student",
-                     status="diverged", T=9.0, alpha=9.0,
+    rows.append(dict(ids, model="student temperature=9 alpha=9",
+                     point="temperature=9 alpha=9", role="student",
+                     status="diverged", temperature=9.0, alpha=9.0,
                      **{"recall@10%": 9.0, "recall@25%": 9.0, "recall@50%": 9.0,
                         "R@(10,25%)": 9.0}))
     for model, v in (("teacher", 0.5), ("oracle (truth)", 0.9), ("random", 0.2)):
@@ -68,13 +70,13 @@ def test_grid_table_is_the_mean_over_seeds(replicate):
   assert seeds == 3 and list(mean.index) == list(TS) and list(mean.columns) == list(ALPHAS)
   for t in TS:
     for a in ALPHAS:
-      x = frame[(frame["T"] == t) & (frame["alpha"] == a)]["R@(10,25%)"].to_numpy()
+      x = frame[(frame["temperature"] == t) & (frame["alpha"] == a)]["R@(10,25%)"].to_numpy()
       assert mean.loc[t, a] == pytest.approx(x.mean())
       assert half.loc[t, a] > 0
   # gt-only (α = 0) and the diverged point are not grid cells.
   assert 0.0 not in mean.columns and 9.0 not in mean.index
-  with pytest.raises(ValueError, match="rows='lr' is not a column"):
-    grid_table(frame, "R@(10,25%)", rows="lr")
+  with pytest.raises(ValueError, match="rows='learning_rate' is not a column"):
+    grid_table(frame, "R@(10,25%)", rows="learning_rate")
 
 
 def test_heatmap_shows_the_table_and_outlines_the_cell_chosen_on_validation():
@@ -123,8 +125,8 @@ def test_keep_ratio_figure_draws_every_model_beside_the_references():
   np.testing.assert_allclose(teacher.get_xdata(), [10, 25, 50])
   np.testing.assert_allclose(teacher.get_ydata(), [0.25, 0.5, 0.75])
   assert teacher.get_color() == "black"
-  student = frame[frame["model"] == "student T=2 α=1"]
-  np.testing.assert_allclose(lines["student T=2 α=1"].get_ydata(),
+  student = frame[frame["model"] == "student temperature=2 alpha=1"]
+  np.testing.assert_allclose(lines["student temperature=2 alpha=1"].get_ydata(),
                              student[["recall@10%", "recall@25%", "recall@50%"]].mean())
   assert len(ax.collections) == len(expected)  # one shaded interval per line (2 seeds)
   # Default families: recall and the cascade's sys_* columns.
@@ -136,11 +138,11 @@ def test_keep_ratio_figure_draws_every_model_beside_the_references():
 def test_learning_curves_and_report_figures():
   history = pd.DataFrame([
       {"setup": "s", "run": "r", "seed": s, "model": m, "role": "student", "epoch": e,
-       "loss": 1.0 / e + 0.1 * s, "valid_recall_teacher": 0.1 * e}
+       "loss": 1.0 / e + 0.1 * s, "valid/R@(10,25%)": 0.1 * e}
       for s in (0, 1) for m in ("student a", "student b") for e in (1, 2, 3)])
   fig = learning_curves_figure(history)
   panels = [a for a in fig.axes if a.lines]
-  assert [a.get_title() for a in panels] == ["loss", "valid_recall_teacher"]
+  assert [a.get_title() for a in panels] == ["loss", "valid/R@(10,25%)"]
   a_loss = [line for line in panels[0].lines if line.get_label() == "student a"][0]
   np.testing.assert_allclose(a_loss.get_ydata(), [1.05, 0.55, 1 / 3 + 0.05])
   figures = report_figures(results(seeds=(0, 1)), history)
@@ -157,7 +159,7 @@ def test_report_write_figures_saves_pngs_next_to_the_tables(tmp_path):
 
   from tests.analysis.test_load import grid_rows, write_run
 
-  history = {"students": {"T=1 α=0.5 lr=0.003": {"loss": [0.5, 0.4]}}}
+  history = {"students": {"temperature=1 alpha=0.5 learning_rate=0.003": {"loss": [0.5, 0.4]}}}
   runs = [write_run(tmp_path, f"grid_s{s}", grid_rows(0.01 * s), seed=s, history=history)
           for s in (0, 1)]
   written = write_figures(runs, out_dir=runs[0])

@@ -24,10 +24,19 @@ def test_smoke_run_learns_and_writes_the_run_dir(smoke_config):
   # scores do, and the teacher-consistency recall rose over training.
   for r in distilled:
     assert r[f"R@({k},50%)"] > rows["random"][f"R@({k},50%)"]
+  monitored = f"valid/R@({k},{100 * smoke_config.eval.monitor_keep_ratio:g}%)"
   for name, hist in result.history["students"].items():
     if not name.startswith("gt-only"):
-      curve = hist["valid_recall_teacher"]
+      curve = hist[monitored]
       assert curve[-1] > curve[0], name
+    # History metric names are results names: each curve's last epoch is the trained
+    # point's value in its results column (the same metric of the same parameters).
+    assert set(hist) - {"loss"} <= set(result.columns), sorted(hist)
+    assert {f"valid/ndcg@{k}", f"valid/ndcg@{k}_logs", monitored} <= set(hist)
+    for metric in set(hist) - {"loss"}:
+      assert hist[metric][-1] == pytest.approx(rows[f"student {name}"][metric], abs=1e-4), (
+          name, metric)
+  assert set(result.history["teacher"]) - {"loss"} <= set(result.columns)
   assert result.history["teacher"]["loss"][0][-1] < result.history["teacher"]["loss"][0][0]
   assert rows["oracle (truth)"][f"ndcg@{k}"] == pytest.approx(1.0)
   costs = result.history["costs"]
