@@ -28,9 +28,18 @@ the run's ``apply`` on lists of one candidate; the two-tower students compute th
 tower once per row here (their cached serving path lives in
 :meth:`~prerank_jax.models.PureModel.score_cached`).
 
+A student over categorical IDs (``dssm`` with vocabularies) takes four more arrays, also one
+row per candidate (the request's IDs and behaviour repeated on each of its candidates, so
+rows of many requests share one compiled call): ``context_ids [n, Cc]``, ``item_ids
+[n, Ci]``, ``sequence_ids [n, L, Cs]`` (int32 embedding rows) and ``sequence_mask [n, L]``
+(bool); ``Cc``, ``Ci``, ``Cs`` or ``L`` is 0 where the model has no such field. The feature
+spec's ``ids`` entry (:func:`id_spec`) says how raw IDs become those rows. Such an artifact
+is written as format version 2 (an older prerank-jax then refuses it by its version instead
+of misreading it); a float-only one stays version 1.
+
 **Loading** (:func:`load_artifact`) imports only ``jax``, ``numpy`` and the standard
 library: no flax, optax, orbax, TFDS or training code. It refuses, naming the file and what
-differs, an artifact whose format version is not :data:`FORMAT_VERSION`, a file that is
+differs, an artifact whose format version is not in :data:`READ_VERSIONS`, a file that is
 missing, truncated or edited (size or checksum differs from the manifest), parameters that
 do not match the exported function, a feature spec whose column count differs from the
 function's inputs, and a platform the function was not lowered for.
@@ -53,7 +62,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 FORMAT = "prerank-jax student"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # written for students over IDs; float-only artifacts stay version 1
+READ_VERSIONS = (1, 2)
 PLATFORMS = ("cpu", "cuda", "tpu")
 MANIFEST = "manifest.json"
 FUNCTION_FILE = "scoring.jax_export"
@@ -62,6 +72,8 @@ FEATURES_FILE = "features.json"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 FILES = (FUNCTION_FILE, PARAMS_FILE, FEATURES_FILE, CONFIG_FILE, METRICS_FILE)
+# The ID inputs of a student over categorical IDs, in the exported function's order.
+ID_FIELDS = ("context_ids", "item_ids", "sequence_ids", "sequence_mask")
 
 
 class ArtifactError(ValueError):
@@ -175,7 +187,21 @@ class StudentArtifact:
     """``Fi``: the number of item inputs."""
     return len(self.features["items"])
 
-  def score(self, context: np.ndarray, items: np.ndarray) -> np.ndarray:
+  @property
+  def ids(self) -> dict | None:
+    """The feature spec's ``ids`` entry (:func:`id_spec`); None for a float-only student."""
+    return self.features.get("ids")
+
+  def id_shapes(self, n: int) -> dict[str, tuple[int, ...]]:
+    """``{field: shape}`` of the ID arrays :meth:`score` takes for ``n`` candidates."""
+    spec = self.ids or {}
+    cc, ci = len(spec.get("context", ())), len(spec.get("items", ()))
+    cs, length = len(spec.get("sequence", ())), int(spec.get("sequence_length", 0))
+    return {"context_ids": (n, cc), "item_ids": (n, ci), "sequence_ids": (n, length, cs),
+            "sequence_mask": (n, length)}
+
+  def score(self, context: np.ndarray, items: np.ndarray,
+            ids: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
     """Scores ``[n]`` (float32 logits) of ``n`` candidates.
 
     Args:
@@ -183,6 +209,10 @@ class StudentArtifact:
         transformed as ``features.json`` says; :mod:`prerank_jax.host.scoring` does that
         from raw rows).
       items: ``[n, Fi]`` model inputs of each candidate.
+      ids: for a student over IDs (:attr:`ids` not None), the embedding rows
+        ``context_ids [n, Cc]``, ``item_ids [n, Ci]``, ``sequence_ids [n, L, Cs]`` (int32)
+        and ``sequence_mask [n, L]`` (bool), already mapped as ``features.json`` says;
+        None otherwise.
 
     Each distinct ``n`` compiles once; callers that stream pad to a fixed size.
     """
@@ -194,9 +224,22 @@ class StudentArtifact:
     if context.shape != (n, self.num_context) or items.shape != (n, self.num_items):
       raise ArtifactError(f"score: expected context [n, {self.num_context}] and items "
                           f"[n, {self.num_items}], got {context.shape} and {items.shape}")
+    extra = []
+    if self.ids is not None:
+      if ids is None:
+        raise ArtifactError("score: this student reads categorical IDs; pass ids= "
+                            f"{{field: array}} of shapes {self.id_shapes(n)}")
+      for field, shape in self.id_shapes(n).items():
+        value = np.asarray(ids[field], bool if field == "sequence_mask" else np.int32)
+        if value.shape != shape:
+          raise ArtifactError(f"score: ids[{field!r}] is {list(value.shape)}, expected "
+                              f"{list(shape)}")
+        extra.append(value)
+    elif ids is not None:
+      raise ArtifactError("score: this student reads no categorical IDs; ids must be None")
     if self._device_params is None:
       self._device_params = [jax.device_put(p) for p in self.params]
-    return np.asarray(self._call(self._device_params, context, items))
+    return np.asarray(self._call(self._device_params, context, items, *extra))
 
 
 def _read_checked(path: Path, name: str, entry: Mapping[str, Any] | None) -> bytes:
@@ -221,7 +264,7 @@ def read_manifest(path: Path) -> dict:
 
   Raises:
     ArtifactError: not an artifact directory, unreadable manifest, another format, or a
-      format version other than :data:`FORMAT_VERSION`.
+      format version not in :data:`READ_VERSIONS`.
   """
   path = Path(path)
   file = path / MANIFEST
@@ -236,9 +279,9 @@ def read_manifest(path: Path) -> dict:
     raise ArtifactError(f"{file}: format is {manifest.get('format') if isinstance(manifest, dict) else None!r}, "
                         f"not {FORMAT!r}")
   version = manifest.get("format_version")
-  if version != FORMAT_VERSION:
+  if version not in READ_VERSIONS:
     raise ArtifactError(f"{file}: format_version {version!r}; this prerank-jax reads format "
-                        f"version {FORMAT_VERSION} only (export the run again with this "
+                        f"versions {list(READ_VERSIONS)} only (export the run again with this "
                         "version, or score with the version that wrote it)")
   if not isinstance(manifest.get("files"), dict):
     raise ArtifactError(f"{file}: no 'files' table; the artifact is damaged")
@@ -273,20 +316,34 @@ def load_artifact(path: str | Path) -> StudentArtifact:
   with np.load(io.BytesIO(data[PARAMS_FILE]), allow_pickle=False) as npz:
     names = sorted(npz.files)
     params = [npz[n] for n in names]
+  inputs = 2 + (len(ID_FIELDS) if isinstance(features.get("ids"), dict) else 0)
   avals = exported.in_avals
-  if len(avals) != len(params) + 2:
-    raise ArtifactError(f"{path / PARAMS_FILE}: {len(params)} parameter arrays, the exported "
-                        f"function takes {len(avals) - 2}")
+  if len(avals) != len(params) + inputs:
+    raise ArtifactError(f"{path / PARAMS_FILE}: {len(params)} parameter arrays and "
+                        f"{inputs} inputs ({FEATURES_FILE}), the exported function takes "
+                        f"{len(avals)} arguments")
   for name, p, aval in zip(names, params, avals):
     if tuple(p.shape) != tuple(aval.shape) or p.dtype != aval.dtype:
       raise ArtifactError(f"{path / PARAMS_FILE}: {name} is {p.dtype}{list(p.shape)}, the "
                           f"exported function takes {aval.dtype}{list(aval.shape)}")
-  for group, aval in (("context", avals[-2]), ("items", avals[-1])):
+  for group, aval in (("context", avals[len(params)]), ("items", avals[len(params) + 1])):
     listed = len(features.get(group, ()))
     if aval.shape[-1] != listed:
       raise ArtifactError(f"{path / FEATURES_FILE}: lists {listed} {group} column(s), the "
                           f"exported function takes {aval.shape[-1]}; the feature spec does "
                           "not belong to this function")
+  if inputs > 2:
+    spec = features["ids"]
+    want = {"context_ids": (len(spec.get("context", ())),),
+            "item_ids": (len(spec.get("items", ())),),
+            "sequence_ids": (int(spec.get("sequence_length", 0)), len(spec.get("sequence", ()))),
+            "sequence_mask": (int(spec.get("sequence_length", 0)),)}
+    for field, aval in zip(ID_FIELDS, avals[len(params) + 2:]):
+      if tuple(aval.shape[1:]) != want[field]:
+        raise ArtifactError(f"{path / FEATURES_FILE}: its ids give {field} "
+                            f"[n, {', '.join(map(str, want[field]))}], the exported function "
+                            f"takes {aval.shape}; the feature spec does not belong to this "
+                            "function")
   here = _platform()
   if here not in exported.platforms:
     raise ArtifactError(f"{path / FUNCTION_FILE}: lowered for {list(exported.platforms)}, "
@@ -310,6 +367,8 @@ def results_row(run_dir: Path, point: str) -> dict[str, Any]:
                             "it, or run `prerank-jax eval` on it, first")
   with open(path, newline="") as f:
     rows = list(csv.DictReader(f))
+  from prerank_jax.analysis.load import normalize_name  # old names (T=, α=, lr=) match too
+
   students = [r["model"] for r in rows if r.get("status") != "reference"]
   for row in rows:
     if normalize_name(row["model"]) == normalize_name(point):
@@ -367,8 +426,6 @@ def feature_spec(config, loaded, model) -> dict[str, Any]:
             "candidate_column": s.get("candidate_column", "") or "",
             "null": 0.0}
   elif kind == "letor":
-  from prerank_jax.analysis.load import normalize_name  # old names (T=, α=, lr=) match too
-
     spec = _letor_spec(config, loaded)
   else:
     spec = {"kind": "arrays",
@@ -379,7 +436,121 @@ def feature_spec(config, loaded, model) -> dict[str, Any]:
     raise ValueError(f"export: the data give {len(spec['context'])} context and "
                      f"{len(spec['items'])} item columns, the model was built for {fc} and "
                      f"{fi}; the run's data changed since it trained")
+  ids = id_spec(config, model, loaded)
+  if ids is not None:
+    spec["ids"] = ids
   return spec
+
+
+def id_inputs(model) -> tuple[int, int, int, int]:
+  """``(Cc, Ci, Cs, L)``: the ID columns a student reads (context, item, behaviour columns)
+  and its behaviour length; all 0 for a model without ID embeddings (or a ``dssm`` built
+  with no vocabularies and no behaviour sequence)."""
+  options = model.options or {}
+  if "context_vocab" not in options:  # the models with ID embeddings declare vocabularies
+    return 0, 0, 0, 0
+  cs = int(model.feature_sizes.get("sequence_ids", 0))
+  length = int(model.feature_sizes.get("sequence_length", 0)) if cs else 0
+  return len(options["context_vocab"]), len(options["item_vocab"]), cs, length
+
+
+def id_type(arrow_type) -> str:
+  """The kind of an ID column's Arrow type, as ``features.json`` records it and scoring
+  checks it: ``integer``, ``string``, ``float``, ``boolean``, ``binary``, ``null`` (a column
+  with no values) or ``list<...>`` (a behaviour list of IDs of that kind)."""
+  import pyarrow as pa
+
+  t = arrow_type
+  if pa.types.is_dictionary(t):
+    t = t.value_type
+  if pa.types.is_list(t) or pa.types.is_large_list(t):
+    return f"list<{id_type(t.value_type)}>"
+  for kind, test in (("integer", pa.types.is_integer), ("float", pa.types.is_floating),
+                     ("boolean", pa.types.is_boolean), ("null", pa.types.is_null),
+                     ("string", lambda x: pa.types.is_string(x) or pa.types.is_large_string(x)),
+                     ("binary", lambda x: pa.types.is_binary(x) or pa.types.is_large_binary(x))):
+    if test(t):
+      return kind
+  return str(t)
+
+
+def _source_id_types(path: str, names: Sequence[str]) -> dict[str, str | None]:
+  """``{column: id_type}`` of a training table (Parquet schema, or the types pyarrow's CSV
+  reader infers from its first block); ``None`` each when the file is gone."""
+  if not path or not Path(path).is_file():
+    return {n: None for n in names}
+  if Path(path).suffix.lower() in (".parquet", ".pq"):
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+  else:
+    import pyarrow.csv as pcsv
+
+    reader = pcsv.open_csv(path)
+    schema = reader.schema
+    reader.close()
+  return {n: (id_type(schema.field(n).type) if n in schema.names else None) for n in names}
+
+
+def id_spec(config, model, loaded=None) -> dict[str, Any] | None:
+  """The ``ids`` entry of ``features.json``: how raw IDs become the student's embedding
+  rows; None for a student without ID inputs (:func:`id_inputs`).
+
+  ``{"map", "buckets", "context": [...], "items": [...], "sequence": [...],
+  "sequence_length": L}``; each column ``{"name", "rows", "type"}`` (``rows``: the model's
+  table size, the reserved row 0 included; ``type``: :func:`id_type` of the training
+  column, None if unknown). ``map`` is
+
+  * ``hash`` (tabular data): an ID column is read as text (Arrow's cast to string; null →
+    ``""``) and mapped with :func:`prerank_jax.batch.hash_ids` into ``buckets`` rows
+    (``source.id_buckets``), ``""`` to the reserved row 0, exactly as the loader did; the
+    behaviour ``sequence`` is one Parquet list column (its elements hashed as the Python
+    values they read as, its first ``L`` entries kept, the rest padded with row 0,
+    ``sequence_mask`` = row > 0). A hashed ID never seen in training still lands in its
+    bucket (there is no vocabulary to be out of);
+  * ``rows`` (the simulator's and other built-in datasets, whose batches hold table rows
+    already): an integer column ``context_ids_<i>`` / ``item_ids_<i>`` and integer list
+    columns ``sequence_ids_<j>`` are the rows themselves; a value outside ``[1, rows)``
+    (unseen, negative) or a null is the reserved row 0.
+
+  Raises:
+    ValueError: the tabular source names other ID columns than the model was built for.
+  """
+  from prerank_jax.data.registry import DATASETS
+
+  cc, ci, cs, length = id_inputs(model)
+  if not (cc or ci or cs):
+    return None
+  options = model.options
+  kind = DATASETS[config.dataset].kind
+  vocab_c, vocab_i = list(options["context_vocab"]), list(options["item_vocab"])
+  if kind == "tabular":
+    s = config.source
+    names_c = list(s.get("context_id_columns", ()))
+    names_i = list(s.get("item_id_columns", ()))
+    names_s = [s.sequence_column] if s.get("sequence_column") else []
+    if (len(names_c), len(names_i), len(names_s)) != (cc, ci, cs):
+      raise ValueError(f"export: source.context_id_columns {names_c}, item_id_columns "
+                       f"{names_i} and sequence_column {names_s} do not match the model's "
+                       f"{cc} context, {ci} item and {cs} behaviour ID columns; the run's "
+                       "config changed since it trained")
+    files = loaded.builder.builder_config.files if loaded is not None else {}
+    types = _source_id_types(files.get("train", ""), [*names_c, *names_i, *names_s])
+    head = {"map": "hash", "buckets": int(s.get("id_buckets", 100_003))}
+  else:
+    names_c = [f"context_ids_{i}" for i in range(cc)]
+    names_i = [f"item_ids_{i}" for i in range(ci)]
+    names_s = [f"sequence_ids_{j}" for j in range(cs)]
+    types = {**{n: "integer" for n in [*names_c, *names_i]},
+             **{n: "list<integer>" for n in names_s}}
+    head = {"map": "rows"}
+  column = lambda name, rows: {"name": name, "rows": int(rows), "type": types.get(name)}
+  return {**head,
+          "context": [column(n, v) for n, v in zip(names_c, vocab_c)],
+          "items": [column(n, v) for n, v in zip(names_i, vocab_i)],
+          "sequence": [column(n, vocab_i[j] if j < len(vocab_i) else 0)
+                       for j, n in enumerate(names_s)],
+          "sequence_length": length}
 
 
 def _letor_spec(config, loaded) -> dict[str, Any]:
@@ -411,10 +582,13 @@ def scoring_function(model, params: Any, *, platforms: Sequence[str] = PLATFORMS
 
   The exported function is ``score(leaves, context [n, Fc], items [n, Fi]) -> [n]``,
   ``model.apply`` on ``n`` lists of one candidate, with ``n`` symbolic; ``leaves`` are the
-  flattened ``params`` in its argument order.
+  flattened ``params`` in its argument order. A student over IDs (:func:`id_inputs`) takes
+  ``context_ids [n, Cc]``, ``item_ids [n, Ci]``, ``sequence_ids [n, L, Cs]`` (int32) and
+  ``sequence_mask [n, L]`` (bool) after ``items``.
 
   Raises:
-    ValueError: the model reads cross features (a student never does).
+    ValueError: the model reads cross features (a student never does; ``din`` is a
+      teacher for this reason).
   """
   import jax
   import jax.numpy as jnp
@@ -424,27 +598,35 @@ def scoring_function(model, params: Any, *, platforms: Sequence[str] = PLATFORMS
 
   if "cross" in model.inputs:
     raise ValueError(f"export: model {model.name!r} reads cross features, which are not "
-                     "available when serving; only students can be exported")
-  options = model.options or {}
-  if (options.get("context_vocab") or options.get("item_vocab")
-      or model.feature_sizes.get("sequence_ids")):
-    raise ValueError(f"export: model {model.name!r} reads categorical ID embeddings or a "
-                     "behaviour sequence; this export takes float features only (a dssm "
-                     "without ID vocabularies exports)")
+                     "available when serving; only students can be exported (din is a "
+                     "teacher: its MLP reads the cross features)")
+  cc, ci, cs, length = id_inputs(model)
+  with_ids = bool(cc or ci or cs)
   leaves, treedef = jax.tree.flatten(params)
   leaves = [np.asarray(x) for x in leaves]
 
-  def score(flat, context, items):
+  def score(flat, context, items, *ids):
     n = items.shape[0]
+    fields = {}
+    if with_ids:  # absent groups stay None, as in the batches the model trained on
+      context_ids, item_ids, sequence_ids, sequence_mask = ids
+      fields = dict(context_ids=context_ids if cc else None,
+                    item_ids=item_ids[:, None, :] if ci else None,
+                    sequence_ids=sequence_ids if cs else None,
+                    sequence_mask=sequence_mask if cs else None)
     batch = Batch(context=context, items=items[:, None, :],
                   cross=jnp.zeros((n, 1, 0), jnp.float32), label=jnp.zeros((n, 1)),
-                  exposed=jnp.zeros((n, 1), bool), valid=jnp.ones((n, 1), bool))
+                  exposed=jnp.zeros((n, 1), bool), valid=jnp.ones((n, 1), bool), **fields)
     return model.apply(jax.tree.unflatten(treedef, flat), batch)[:, 0].astype(jnp.float32)
 
   (n,) = export.symbolic_shape("n")
   fc, fi = (int(model.feature_sizes[g]) for g in ("context", "items"))
-  specs = ([jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves],
-           jax.ShapeDtypeStruct((n, fc), jnp.float32), jax.ShapeDtypeStruct((n, fi), jnp.float32))
+  specs = [[jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves],
+           jax.ShapeDtypeStruct((n, fc), jnp.float32), jax.ShapeDtypeStruct((n, fi), jnp.float32)]
+  if with_ids:
+    specs += [jax.ShapeDtypeStruct((n, cc), jnp.int32), jax.ShapeDtypeStruct((n, ci), jnp.int32),
+              jax.ShapeDtypeStruct((n, length, cs), jnp.int32),
+              jax.ShapeDtypeStruct((n, length), jnp.bool_)]
   exported = export.export(jax.jit(score), platforms=tuple(platforms))(*specs)
   return exported, leaves
 
@@ -463,8 +645,9 @@ def export_point(run_dir: str | Path, point: str, out: str | Path, *, overwrite:
 
   Args:
     run_dir: a finished run directory (``config.json``, ``results.csv``, checkpoints).
-    point: a ``model`` of ``results.csv``, e.g. ``"student T=2 α=0.5"`` or, with
-      ``sweep.programs``, ``"student [name=linear] T=2 α=0.5"``.
+    point: a ``model`` of ``results.csv``, e.g. ``"student temperature=2 alpha=0.5"`` or,
+      with ``sweep.programs``, ``"student [name=linear] temperature=2 alpha=0.5"`` (the
+      older spelling ``"student T=2 α=0.5"`` is accepted).
     out: the artifact directory to write.
     overwrite: replace an existing ``out`` (only once the new artifact is complete).
     platforms: ``jax.export`` platforms to lower for.
@@ -492,6 +675,9 @@ def export_point(run_dir: str | Path, point: str, out: str | Path, *, overwrite:
   bad = [p for p in platforms if p not in PLATFORMS]
   if bad or not platforms:
     raise ValueError(f"--platforms: {bad or 'none given'}; choose among {list(PLATFORMS)}")
+  from prerank_jax.analysis.load import normalize_name
+
+  point = normalize_name(point)  # the names of this version (old spellings accepted)
   config = load_run_config(run_dir)
   row = results_row(run_dir, point)
   if row.get("status") == "diverged":
@@ -535,6 +721,10 @@ def write_artifact(out: str | Path, *, model, params: Any, spec: dict, config: d
   from prerank_jax import __version__
 
   spec = dict(spec)
+  cc, ci, cs, length = id_inputs(model)
+  if (cc or ci or cs) and not isinstance(spec.get("ids"), dict):
+    raise ValueError(f"export: model {model.name!r} reads categorical IDs, but the feature "
+                     "spec has no 'ids' entry (id_spec) saying how raw IDs become rows")
   exported, leaves = scoring_function(model, params, platforms=platforms)
   paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
   spec["parameters"] = [{"array": f"p{i:04d}", "path": p, "shape": list(x.shape)}
@@ -546,12 +736,11 @@ def write_artifact(out: str | Path, *, model, params: Any, spec: dict, config: d
       CONFIG_FILE: _json(config),
       METRICS_FILE: _json(metrics),
   }
-  manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "point": point,
-              "model": model.name, "run": run, "dataset": dataset,
+  inputs = {"context": len(spec["context"]), "items": len(spec["items"])}
+  if cc or ci or cs:
+    inputs.update(context_ids=cc, item_ids=ci, sequence_ids=cs, sequence_length=length)
+  manifest = {"format": FORMAT, "format_version": FORMAT_VERSION if cc or ci or cs else 1,
+              "point": point, "model": model.name, "run": run, "dataset": dataset,
               "platforms": list(exported.platforms), "jax_version": jax.__version__,
-              "prerank_jax_version": __version__,
-              "inputs": {"context": len(spec["context"]), "items": len(spec["items"])}}
+              "prerank_jax_version": __version__, "inputs": inputs}
   return write_directory_atomic(Path(out), files, manifest, overwrite=overwrite)
-  from prerank_jax.analysis.load import normalize_name
-
-  point = normalize_name(point)  # the names of this version (old spellings accepted)

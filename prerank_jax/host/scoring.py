@@ -27,6 +27,22 @@ input is refused, naming the column, when a feature or ID column is missing, whe
 column is not numeric, or when an output column name would repeat; a value that cannot be
 read as a number in a later CSV block, or an infinite feature, stops the run naming the
 column (and row) with no output written.
+
+**Students over categorical IDs** (``features.json`` has ``ids``;
+:func:`prerank_jax.host.artifact.id_spec`): the input also has the artifact's ID columns
+under their training names, and its behaviour column (a Parquet list column). They become
+embedding rows exactly as the loader made them: with ``map: hash`` each ID is read as text
+(Arrow's cast to string, null → ``""``) and hashed by :func:`prerank_jax.batch.hash_ids`
+into ``buckets`` rows (``""`` → the reserved row 0); the behaviour list's elements are
+hashed as the Python values they read as, its first ``L`` kept, padded with row 0, and
+``sequence_mask`` is ``row > 0``. As the loader takes a request's behaviour from its first
+row, a row takes the list of the first row of its run of consecutive rows with the same
+request ID (so a table with the list on the first row of each request only scores as it
+trained). With ``map: rows`` (the simulator's IDs) an integer is the row itself and a value
+outside ``[1, rows)`` or a null is row 0. An ID column that is missing, or whose type
+differs from the training table's (``integer``, ``string``, ``float``, ``list<...>``: cast
+it, e.g. to string, to match), is refused by name before anything is written; a CSV input
+cannot hold the behaviour list column and is refused for such an artifact (give Parquet).
 """
 
 from __future__ import annotations
@@ -38,8 +54,9 @@ from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
+from prerank_jax.batch import hash_ids
 from prerank_jax.host.export import _atomic
-from prerank_jax.host.artifact import ArtifactError, StudentArtifact, load_artifact
+from prerank_jax.host.artifact import ArtifactError, StudentArtifact, id_type, load_artifact
 
 BATCH_ROWS = 16_384  # rows per scoring call: one compiled shape (the last batch is padded)
 CSV_BLOCK_BYTES = 1 << 22  # CSV bytes per block read (types are inferred from the first)
@@ -118,32 +135,180 @@ def _features_of(batch, names: Sequence[str], *, path: Path, first_row: int) -> 
   return out
 
 
+def _pad(x: np.ndarray, rows: int) -> np.ndarray:
+  """``x`` with zero rows appended up to ``rows`` (False for a bool mask)."""
+  k = x.shape[0]
+  return x if k >= rows else np.concatenate([x, np.zeros((rows - k, *x.shape[1:]), x.dtype)])
+
+
 class _Padded:
   """Scores arrays of any length with one compiled shape: rows padded to ``BATCH_ROWS``."""
 
   def __init__(self, artifact: StudentArtifact, rows: int = BATCH_ROWS):
     self.artifact, self.rows = artifact, rows
 
-  def __call__(self, context: np.ndarray, items: np.ndarray) -> np.ndarray:
+  def __call__(self, context: np.ndarray, items: np.ndarray,
+               ids: dict[str, np.ndarray] | None = None) -> np.ndarray:
     n = items.shape[0]
     out = np.empty(n, np.float32)
     for start in range(0, n, self.rows):
-      c, x = context[start:start + self.rows], items[start:start + self.rows]
-      k = x.shape[0]
-      if k < self.rows:
-        c = np.concatenate([c, np.zeros((self.rows - k, c.shape[1]), c.dtype)])
-        x = np.concatenate([x, np.zeros((self.rows - k, x.shape[1]), x.dtype)])
-      out[start:start + k] = self.artifact.score(c, x)[:k]
+      part = slice(start, start + self.rows)
+      k = items[part].shape[0]
+      c, x = _pad(context[part], self.rows), _pad(items[part], self.rows)
+      i = None if ids is None else {f: _pad(v[part], self.rows) for f, v in ids.items()}
+      out[start:start + k] = self.artifact.score(c, x, i)[:k]
     return out
 
 
+# --- categorical IDs -----------------------------------------------------------------------
+
+def _hash_text(column, buckets: int) -> np.ndarray:
+  """``[rows]`` int32: ``hash_ids`` of a column read as text (the loader's
+  ``cast(string)``, null → ``""`` → row 0); each distinct value is hashed once."""
+  import pyarrow as pa
+
+  encoded = column.cast(pa.string()).dictionary_encode()
+  return _rows_of(encoded, hash_ids(np.asarray(encoded.dictionary.to_pylist(), dtype=object),
+                                    buckets))
+
+
+def _hash_values(values, buckets: int) -> np.ndarray:
+  """``[len(values)]`` int32: ``hash_ids`` of the Python values an Arrow array reads as
+  (the loader hashes a behaviour list's elements as ``to_pylist`` gives them)."""
+  encoded = values.dictionary_encode()
+  return _rows_of(encoded, hash_ids(np.asarray(encoded.dictionary.to_pylist(), dtype=object),
+                                    buckets))
+
+
+def _rows_of(encoded, table: np.ndarray) -> np.ndarray:
+  indices = encoded.indices.to_numpy(zero_copy_only=False)
+  valid = ~np.asarray(encoded.indices.is_null().to_numpy(zero_copy_only=False), bool)
+  out = np.zeros(len(encoded), np.int32)
+  out[valid] = table[indices[valid].astype(np.int64)]
+  return out
+
+
+def _as_rows(values, rows: int) -> np.ndarray:
+  """``[len]`` int32 of integer IDs that are rows already: outside ``[1, rows)`` or null → 0."""
+  import pyarrow as pa
+
+  x = values.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+  return np.where((x >= 1) & (x < rows), x, 0).astype(np.int32)
+
+
+def _behaviour(column, entry: dict, spec: dict, length: int) -> np.ndarray:
+  """``[rows, L]`` int32 of a list column: each row's first ``L`` IDs mapped, row 0 after."""
+  import pyarrow as pa
+
+  values = column.values  # the whole child array; offsets index into it (even if sliced)
+  if pa.types.is_null(values.type):  # lists that are all empty or hold only nulls
+    mapped = np.zeros(len(values), np.int32)
+  elif spec["map"] == "hash":
+    mapped = _hash_values(values, int(spec["buckets"]))
+  else:
+    mapped = _as_rows(values, int(entry["rows"]))
+  offsets = np.asarray(column.offsets.to_numpy(zero_copy_only=False), np.int64)
+  count = np.minimum(offsets[1:] - offsets[:-1], length)
+  count[np.asarray(column.is_null().to_numpy(zero_copy_only=False), bool)] = 0
+  slots = np.arange(length)
+  inside = slots[None, :] < count[:, None]
+  index = np.where(inside, offsets[:-1, None] + slots[None, :], 0)
+  if not len(mapped):
+    return np.zeros((len(column), length), np.int32)
+  return np.where(inside, mapped[np.minimum(index, len(mapped) - 1)], 0).astype(np.int32)
+
+
+class _IdReader:
+  """Turns the raw ID columns of record batches into the artifact's ID inputs (see the
+  module docstring); carries the behaviour of a request whose rows span two batches."""
+
+  def __init__(self, spec: dict, request_column: str):
+    self.spec, self.request_column = spec, request_column
+    self.length = int(spec.get("sequence_length", 0))
+    self.carry: tuple[str, np.ndarray] | None = None  # (request ID, its behaviour [L, Cs])
+
+  def columns(self) -> list[str]:
+    return [c["name"] for g in ("context", "items", "sequence") for c in self.spec.get(g, ())]
+
+  def check(self, path: Path, schema, *, csv: bool) -> None:
+    """Refuses, naming the column, a missing ID column, a type other than the training
+    table's, and a behaviour column in a CSV input."""
+    names = list(schema.names)
+    missing = [c for c in self.columns() if c not in names]
+    if missing:
+      raise ArtifactError(f"{path}: no ID column(s) {missing}; the artifact's student reads "
+                          f"the categorical columns {self.columns()}, the table has {names}")
+    for group in ("context", "items", "sequence"):
+      for entry in self.spec.get(group, ()):
+        name, want = entry["name"], entry.get("type")
+        if group == "sequence" and csv:
+          raise ArtifactError(f"{path}: ID column {name!r} is the behaviour sequence, a list "
+                              "of IDs per row, which CSV cannot hold; give the input as "
+                              "Parquet with it as a list column")
+        got = id_type(schema.field(name).type)
+        listed = got.startswith("list<")
+        if group == "sequence" and not listed:
+          raise ArtifactError(f"{path}: ID column {name!r} is {schema.field(name).type}; the "
+                              f"behaviour sequence must be a list column ({want or 'list'})")
+        if group != "sequence" and listed:
+          raise ArtifactError(f"{path}: ID column {name!r} is a list column; it holds one ID "
+                              f"per row ({want or 'integer or string'})")
+        if self.spec["map"] == "rows":
+          want = "list<integer>" if group == "sequence" else "integer"
+        if want and got != want and got not in ("null", "list<null>"):
+          raise ArtifactError(f"{path}: ID column {name!r} is {got} "
+                              f"({schema.field(name).type}); the student was trained on "
+                              f"{want} IDs in it, and other types hash to other rows: cast "
+                              f"the column to {want}")
+
+  def __call__(self, batch) -> dict[str, np.ndarray]:
+    n = batch.num_rows
+    column = lambda name: batch.column(batch.schema.get_field_index(name))
+    spec = self.spec
+
+    def flat(entries) -> np.ndarray:
+      out = np.zeros((n, len(entries)), np.int32)
+      for j, entry in enumerate(entries):
+        out[:, j] = (_hash_text(column(entry["name"]), int(spec["buckets"]))
+                     if spec["map"] == "hash" else _as_rows(column(entry["name"]),
+                                                             int(entry["rows"])))
+      return out
+
+    sequence = np.zeros((n, self.length, len(spec.get("sequence", ()))), np.int32)
+    for j, entry in enumerate(spec.get("sequence", ())):
+      sequence[:, :, j] = _behaviour(column(entry["name"]), entry, spec, self.length)
+    if sequence.shape[-1] and self.request_column and n:
+      sequence = self._first_row_of_run(column(self.request_column), sequence)
+    mask = (sequence[:, :, 0] > 0) if sequence.shape[-1] else np.zeros((n, self.length), bool)
+    return {"context_ids": flat(spec.get("context", ())), "item_ids": flat(spec.get("items", ())),
+            "sequence_ids": sequence, "sequence_mask": mask}
+
+  def _first_row_of_run(self, request, sequence: np.ndarray) -> np.ndarray:
+    """Each row's behaviour replaced by that of the first row of its run of consecutive
+    rows with the same request ID (the loader reads a request's first row's list)."""
+    import pyarrow as pa
+
+    ids = np.asarray(request.cast(pa.string()).fill_null("").to_pylist(), dtype=object)
+    n = len(ids)
+    start = np.ones(n, bool)
+    start[1:] = ids[1:] != ids[:-1]
+    continues = self.carry is not None and self.carry[0] == ids[0]
+    start[0] = not continues
+    source = np.maximum.accumulate(np.where(start, np.arange(n), -1))
+    out = np.where((source >= 0)[:, None, None], sequence[np.maximum(source, 0)],
+                   self.carry[1][None] if continues else 0)
+    self.carry = (ids[-1], out[-1].copy())
+    return out.astype(np.int32)
+
+
 def _table_batches(path: Path, features: Sequence[str], ids: Sequence[str], *,
-                   rows: int) -> Iterator[Any]:
+                   rows: int, id_reader: _IdReader | None = None) -> Iterator[Any]:
   """Record batches of a Parquet or CSV table (only the needed columns), schema checked
   before the first is returned."""
   import pyarrow as pa
 
-  needed = list(dict.fromkeys([*ids, *features]))
+  categorical = id_reader.columns() if id_reader is not None else []
+  needed = list(dict.fromkeys([*ids, *features, *categorical]))
   if _is_parquet(path):
     import pyarrow.parquet as pq
 
@@ -154,6 +319,8 @@ def _table_batches(path: Path, features: Sequence[str], ids: Sequence[str], *,
     except (pa.ArrowInvalid, OSError) as e:
       raise ArtifactError(f"{path}: not a readable Parquet file ({e})") from None
     _check_columns(path, reader.schema_arrow, features, ids)
+    if id_reader is not None:
+      id_reader.check(path, reader.schema_arrow, csv=False)
     yield from reader.iter_batches(batch_size=rows, columns=needed)
     return
   import pyarrow.csv as pcsv
@@ -163,10 +330,13 @@ def _table_batches(path: Path, features: Sequence[str], ids: Sequence[str], *,
   except (pa.ArrowInvalid, OSError) as e:
     raise ArtifactError(f"{path}: not a readable CSV file ({e})") from None
   _check_columns(path, probe.schema, features, ids)
+  if id_reader is not None:
+    id_reader.check(path, probe.schema, csv=True)
   names = list(probe.schema.names)  # the file's columns, as pyarrow numbers them in errors
   probe.close()
   types = {c: pa.float64() for c in features}
-  types.update({c: probe.schema.field(c).type for c in ids if c not in types})
+  types.update({c: probe.schema.field(c).type for c in [*ids, *categorical]
+                if c not in types})
   reader = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
                          convert_options=pcsv.ConvertOptions(include_columns=needed,
                                                              column_types=types))
@@ -215,7 +385,10 @@ def _score_table(artifact: StudentArtifact, path: Path, output: Path, keep: Sequ
   context_names = [c["name"] for c in spec["context"]]
   item_names = [c["name"] for c in spec["items"]]
   ids = _output_columns(spec, keep)
-  batches = _table_batches(path, [*context_names, *item_names], ids, rows=rows)
+  id_reader = (_IdReader(spec["ids"], spec.get("request_column", "") or "")
+               if isinstance(spec.get("ids"), dict) else None)
+  batches = _table_batches(path, [*context_names, *item_names], ids, rows=rows,
+                           id_reader=id_reader)
   first = next(batches, None)  # the schema checks run here, before any output exists
   scorer = _Padded(artifact)
   count = 0
@@ -228,7 +401,7 @@ def _score_table(artifact: StudentArtifact, path: Path, output: Path, keep: Sequ
                                                            first_row=count))
       items = _transform(spec, "items", _features_of(batch, item_names, path=path,
                                                      first_row=count))
-      scores = scorer(context, items)
+      scores = scorer(context, items, None if id_reader is None else id_reader(batch))
       table = pa.table({**{c: batch.column(batch.schema.get_field_index(c)) for c in ids},
                         SCORE_COLUMN: pa.array(scores, pa.float32())})
       if writer is None:

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from prerank_jax.host.artifact import (FEATURES_FILE, FUNCTION_FILE, MANIFEST, PARAMS_FILE,
-                                       ArtifactError, export_point, load_artifact)
+                                       ArtifactError, export_point, load_artifact,
+                                       results_row)
 from prerank_jax.host.scoring import score_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -169,9 +170,14 @@ def test_export_refuses_an_existing_dir_an_unknown_point_and_overwrites_atomical
   out = trained["artifacts"]["linear"]
   with pytest.raises(FileExistsError, match="--overwrite"):
     export_point(run_dir, point_name("linear"), out)
-  with pytest.raises(ValueError, match=r"no row 'student T=9' .* the students are \['student "
-                                       r"\[name=mlp_student\]"):
+  # An old spelling (T=, α=) is read in today's names (student temperature=9).
+  with pytest.raises(ValueError, match=r"no row 'student temperature=9' .* the students are "
+                                       r"\['student \[name=mlp_student\]"):
     export_point(run_dir, "student T=9", tmp / "nowhere")
+  name = point_name("linear")
+  old = name.replace("temperature=", "T=").replace("alpha=", "α=").replace(
+      "learning_rate=", "lr=")
+  assert old != name and results_row(run_dir, old) == results_row(run_dir, name)
   with pytest.raises(ValueError, match="reference row"):
     export_point(run_dir, "teacher", tmp / "nowhere")
   assert not (tmp / "nowhere").exists()
@@ -227,9 +233,9 @@ def test_damaged_or_mismatched_artifacts_are_refused_with_the_file_named(trained
     load_artifact(art)
 
   art = _copy(trained, tmp_path / "e")
-  _rewrite_manifest(art, lambda m: m.update(format_version=2))
-  with pytest.raises(ArtifactError, match=r"format_version 2; this prerank-jax reads format "
-                                          r"version 1"):
+  _rewrite_manifest(art, lambda m: m.update(format_version=99))
+  with pytest.raises(ArtifactError, match=r"format_version 99; this prerank-jax reads format "
+                                          r"versions \[1, 2\]"):
     load_artifact(art)
 
   art = _copy(trained, tmp_path / "f")  # a feature spec that is not this function's
