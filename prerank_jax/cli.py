@@ -343,6 +343,17 @@ def _run_dir_command(command: str, paths: list[str]) -> int:
   if not paths:
     print(f"prerank-jax {command}: give at least one run directory", file=sys.stderr)
     return 2
+  if command == "eval":  # an --overwrite killed mid-swap: keep its complete side first
+    from prerank_jax.host.rundir import recover_interrupted_swap
+
+    for path in paths:
+      try:
+        recover_interrupted_swap(Path(path))
+      except Exception as e:
+        if not raised_by_project(e):
+          raise
+        print(f"prerank-jax eval: {e}", file=sys.stderr)
+        return 2
   missing = [p for p in paths if not (Path(p) / "config.json").exists()]
   if missing:
     print(f"prerank-jax {command}: not a run directory (no config.json): {missing}",
