@@ -20,7 +20,7 @@ import pytest
 
 from prerank_jax.host.artifact import (ArtifactError, export_point, id_spec, load_artifact,
                                        scoring_function, write_artifact)
-from prerank_jax.host.scoring import score_file
+from prerank_jax.host.scoring import hash_unique, score_file
 
 ROOT = Path(__file__).resolve().parents[2]
 HELPER = Path(__file__).resolve().parent / "score_fresh_process.py"
@@ -321,3 +321,20 @@ def test_din_is_a_teacher_and_the_export_refuses_it():
   model = _tiny_id_model("din", cross=1)
   with pytest.raises(ValueError, match="reads cross features.*din is a teacher"):
     scoring_function(model, model.init(jax.random.key(0)), platforms=("cpu",))
+
+
+def test_vectorised_hash_gives_the_loaders_hash_ids_rows():
+  """Scoring hashes with ``hash_unique`` (FNV-1a over all keys at once); the loader with
+  ``prerank_jax.batch.hash_ids``. They must agree on every kind of ID."""
+  from prerank_jax.batch import hash_ids
+
+  rng = np.random.default_rng(0)
+  alphabet = list("abcxyz019-_é漢😀")
+  values = [None, "", b"", b"\x00\xff", "a", "é漢字", 0, 7, -3, 2**63, 1.5, "x" * 300,
+            "y" * 257 + "z"]
+  values += ["".join(rng.choice(alphabet, rng.integers(0, 20))) for _ in range(3000)]
+  values += [int(v) for v in rng.integers(-10**12, 10**12, 500)]
+  for buckets in (2, 101, 100_003, 2**31 - 1):
+    np.testing.assert_array_equal(hash_unique(values, buckets),
+                                  hash_ids(np.asarray(values, dtype=object), buckets))
+  assert hash_unique([], 101).shape == (0,)
