@@ -52,16 +52,23 @@ Both protocols carry, for every candidate:
   author / second-level category occurs in it.
 
 Valid requests: a seeded ``valid_fraction`` of the train days' requests (by a hash of the
-``request_id``). Reading is day by day: one day's files are in memory at a time.
+``request_id``). Preparation streams day by day: one day's files are in memory at a time,
+and TFDS's writer spools the records to disk in order instead of holding a split
+(:func:`spooled_tfds_writer`). :func:`load` then reads the prepared splits into memory (the runner's
+contract for every dataset); ``streaming.read_from="records"`` feeds training from the
+ArrayRecord files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import functools
 import json
 import pickle
+import struct
+import uuid
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -579,6 +586,10 @@ def _builder_class():
     def _split_generators(self, dl_manager):
       return {split: self._generate_examples(split) for split in SPLITS}
 
+    def _download_and_prepare(self, dl_manager, download_config=None):
+      with spooled_tfds_writer():  # memory bounded by a day, not by a split
+        return super()._download_and_prepare(dl_manager, download_config)
+
     def _generate_examples(self, split):
       c = self.builder_config
       shapes = shapes_of(c.params)
@@ -589,6 +600,93 @@ def _builder_class():
 
 
 builder_classes = functools.cache(_builder_class)
+
+# Preparation memory. TFDS's writer passes every serialized record through its Shuffler
+# (tensorflow_datasets/core/shuffle.py), which keeps a split in memory up to 1 GB, then
+# spills to 1,000 bucket files through TensorFlow's gfile (TensorFlow is not installed
+# here: a split over 1 GB fails), and with ``disable_shuffling`` all keys 0, 1, 2, ... land
+# in bucket 0, which is read back whole. While a RecFlow split is written, the Shuffler is
+# replaced by OrderedSpool: records go to one local file in generation order and are read
+# back one at a time, so preparation holds one day's files and a record at a time.
+
+
+class OrderedSpool:
+  """A stand-in for TFDS's ``Shuffler`` when shuffling is disabled (same constructor,
+  ``add``, ``size``, ``num_examples``, ``bucket_lengths``, iteration): the records, added
+  in increasing key order, are appended to a temporary file under ``dirpath`` and yielded
+  back in that order, one at a time.
+
+  Raises:
+    ValueError: a key not above the previous one (the order would be lost).
+  """
+
+  def __init__(self, dirpath, hash_salt=None, disable_shuffling: bool = True,
+               ignore_duplicates: bool = False):
+    del hash_salt, ignore_duplicates
+    if not disable_shuffling:
+      raise ValueError("OrderedSpool: keeps the generation order; shuffling must be off")
+    self._path = Path(dirpath) / f"recflow-spool-{uuid.uuid4().hex}.tmp"
+    self._file = None
+    self._size = 0
+    self._count = 0
+    self._last: int | None = None
+
+  @property
+  def size(self) -> int:
+    return self._size
+
+  @property
+  def num_examples(self) -> int:
+    return self._count
+
+  @property
+  def bucket_lengths(self) -> list[int]:
+    return [self._count]
+
+  def add(self, key, data: bytes) -> None:
+    key = int(key)
+    if self._last is not None and key <= self._last:
+      raise ValueError(f"OrderedSpool: key {key} after {self._last}; keys must increase")
+    if self._file is None:
+      self._path.parent.mkdir(parents=True, exist_ok=True)
+      self._file = open(self._path, "wb")
+    self._file.write(struct.pack("<QQ", key, len(data)))
+    self._file.write(data)
+    self._last, self._size, self._count = key, self._size + len(data), self._count + 1
+
+  def __iter__(self):
+    if self._file is None:
+      return
+    self._file.close()
+    try:
+      with open(self._path, "rb") as f:
+        while header := f.read(16):
+          key, length = struct.unpack("<QQ", header)
+          yield key, f.read(length)
+    finally:
+      self._path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def spooled_tfds_writer():
+  """Makes TFDS's writer use :class:`OrderedSpool` for the splits written inside (those
+  with shuffling disabled, as every prerank-jax dataset's), and restores its Shuffler."""
+  from tensorflow_datasets.core import shuffle
+
+  original = shuffle.Shuffler
+
+  def make(dirpath, hash_salt, disable_shuffling=False, ignore_duplicates=False):
+    if disable_shuffling:
+      return OrderedSpool(dirpath, hash_salt, disable_shuffling, ignore_duplicates)
+    return original(dirpath, hash_salt, disable_shuffling=disable_shuffling,
+                    ignore_duplicates=ignore_duplicates)
+
+  shuffle.Shuffler = make
+  try:
+    yield
+  finally:
+    shuffle.Shuffler = original
+
 
 PARAMS = {"protocol": "recflow_protocol", "train_days": "recflow_train_days",
           "test_day": "recflow_test_day", "test_file": "recflow_test_file",

@@ -270,7 +270,7 @@ def test_sweep_end_to_end_carries_both_protocols_columns(world, tmp_path, protoc
   # Learning happens: the teacher and the distilled student beat random on the protocol's
   # headline metric.
   headline = "recflow_ndcg@50" if protocol == "coarse" else "joint_recall@10@20"
-  student = [m for m in results.index if m.startswith("student T=")][0]
+  student = [m for m in results.index if m.startswith("student temperature=")][0]
   assert results.loc["teacher", headline] > results.loc["random", headline]
   assert results.loc[student, headline] > results.loc["random", headline]
   # The printed RecFlow recall equals RecFlow's formula on scores.parquet.
@@ -338,3 +338,44 @@ def test_recflows_470_candidate_lists(tmp_path):
   config.source.valid_fraction = 1e-6
   with pytest.raises(ValueError, match=r"split\(s\) \['valid'\] would have no request"):
     load_dataset(config)
+
+
+def test_preparation_spools_records_to_disk_in_order(world, tmp_path, monkeypatch):
+  """Preparation memory: TFDS's Shuffler (a split in memory up to 1 GB, then TensorFlow's
+  gfile) is replaced by OrderedSpool while the splits are written; every record passes
+  through the spool file and comes back in generation order, and the Shuffler is restored."""
+  from tensorflow_datasets.core import shuffle
+
+  original = shuffle.Shuffler
+  spooled = []
+
+  class Counting(recflow.OrderedSpool):
+    def add(self, key, data):
+      spooled.append(int(key))
+      super().add(key, data)
+
+  monkeypatch.setattr(recflow, "OrderedSpool", Counting)
+  config = config_for(world, tmp_path, "lcron,smoke")
+  loaded = load_dataset(config)
+  assert shuffle.Shuffler is original
+  params = recflow.params_of(config)
+  total = 0
+  for split in recflow.SPLITS:
+    want = [r["request_id"] for r in recflow.split_records(world, params, split)]
+    assert list(loaded.ids[split].request) == want, split
+    total += len(want)
+  assert len(spooled) == total and not list(tmp_path.rglob("recflow-spool-*"))
+
+
+def test_ordered_spool_keeps_order_and_refuses_a_key_out_of_order(tmp_path):
+  spool = recflow.OrderedSpool(tmp_path, "salt", disable_shuffling=True)
+  records = [(0, b"a"), (1, b""), (5, b"\x00" * 70_000), (6, b"last")]
+  for key, data in records:
+    spool.add(key, data)
+  assert (spool.num_examples, spool.size, spool.bucket_lengths) == (4, 70_005, [4])
+  assert list(spool) == records
+  assert not list(tmp_path.iterdir())  # the file is removed once read
+  with pytest.raises(ValueError, match="keys must increase"):
+    spool.add(6, b"again")
+  with pytest.raises(ValueError, match="shuffling must be off"):
+    recflow.OrderedSpool(tmp_path, "salt", disable_shuffling=False)
