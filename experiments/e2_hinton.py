@@ -49,12 +49,12 @@ def methods(smoke: bool) -> list[Method]:
 
 CLAIMS = [
     Claim("distillation (T=4, α=0.5) beats the gt-only student", T2, harness.PRIMARY, +1,
-          where={"T": 4.0, "alpha": 0.5}, source="Hinton et al. 2015 §3"),
-    Claim("T=4 beats T=1 at α=0.5", T2, harness.PRIMARY, +1, where={"T": 4.0, "alpha": 0.5},
-          against=T2, against_where={"T": 1.0, "alpha": 0.5}, source="Hinton et al. 2015 §2"),
+          where={"temperature": 4.0, "alpha": 0.5}, source="Hinton et al. 2015 §3"),
+    Claim("T=4 beats T=1 at α=0.5", T2, harness.PRIMARY, +1, where={"temperature": 4.0, "alpha": 0.5},
+          against=T2, against_where={"temperature": 1.0, "alpha": 0.5}, source="Hinton et al. 2015 §2"),
     Claim("with T², T=4 α=0.5 beats the same point without T²", T2, harness.PRIMARY, +1,
-          where={"T": 4.0, "alpha": 0.5}, against=NO_T2,
-          against_where={"T": 4.0, "alpha": 0.5}, source="Hinton et al. 2015 §2"),
+          where={"temperature": 4.0, "alpha": 0.5}, against=NO_T2,
+          against_where={"temperature": 4.0, "alpha": 0.5}, source="Hinton et al. 2015 §2"),
 ]
 
 
@@ -63,7 +63,7 @@ def heatmaps(frame: pd.DataFrame, table: pd.DataFrame, out_dir: Path,
   """Δ metric vs gt-only over T × α, one panel per T² setting, CI half-widths in cells."""
   plt = harness.pyplot()
   students = table[table["role"] == "student"]
-  temps = sorted(students["T"].unique())
+  temps = sorted(students["temperature"].unique())
   alphas = sorted(students["alpha"].unique())
   fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), squeeze=False)
   values = students[f"{metric}_diff"].to_numpy(float)
@@ -72,7 +72,7 @@ def heatmaps(frame: pd.DataFrame, table: pd.DataFrame, out_dir: Path,
     grid = np.full((len(temps), len(alphas)), np.nan)
     half = np.full_like(grid, np.nan)
     for _, r in students[students["method"] == method].iterrows():
-      i, j = temps.index(r["T"]), alphas.index(r["alpha"])
+      i, j = temps.index(r["temperature"]), alphas.index(r["alpha"])
       grid[i, j], half[i, j] = r[f"{metric}_diff"], r[f"{metric}_diff_ci"]
     image = ax.imshow(grid, cmap="RdBu", vmin=-bound, vmax=bound, origin="lower",
                       aspect="auto")
@@ -96,7 +96,7 @@ def notes(frame: pd.DataFrame) -> str:
   students = frame[frame["role"] == "student"]
   same = []
   students = students.sort_values(["method", "seed", "replicate_seed"], kind="stable")
-  for (t, alpha), group in students.groupby(["T", "alpha"]):
+  for (t, alpha), group in students.groupby(["temperature", "alpha"]):
     on = group[group["method"] == T2]["ndcg@10"].to_numpy(float)
     off = group[group["method"] == NO_T2]["ndcg@10"].to_numpy(float)
     if len(on) and len(on) == len(off):

@@ -48,7 +48,7 @@ def claims(high_t: float) -> list[Claim]:
       Claim("logit matching (α=1) beats the gt-only student", MSE, harness.PRIMARY, +1,
             source="Ba & Caruana 2014"),
       Claim(f"Hinton at T={high_t:g} ≈ logit matching (|Δ| ≤ {EQUIVALENCE})", HINTON,
-            harness.PRIMARY, 0, where={"T": high_t}, against=MSE, margin=EQUIVALENCE,
+            harness.PRIMARY, 0, where={"temperature": high_t}, against=MSE, margin=EQUIVALENCE,
             source="Hinton et al. 2015 §2.1"),
   ]
 
@@ -118,8 +118,8 @@ def figures(frame: pd.DataFrame, table: pd.DataFrame, out_dir: Path) -> list[Pat
   ax1.legend()
   ax1.set_title("gradients (no training)", fontsize=10)
   students = table[table["role"] == "student"]
-  hinton = students[students["method"] == HINTON].sort_values("T")
-  ax2.errorbar(hinton["T"], hinton["ndcg@10"], yerr=np.nan_to_num(hinton["ndcg@10_ci"]),
+  hinton = students[students["method"] == HINTON].sort_values("temperature")
+  ax2.errorbar(hinton["temperature"], hinton["ndcg@10"], yerr=np.nan_to_num(hinton["ndcg@10_ci"]),
                fmt="o-", capsize=3, label=HINTON)
   mse = students[students["method"] == MSE]
   for _, r in mse.iterrows():

@@ -8,9 +8,15 @@ Claims re-run:
   *worse* than the gt-only student (Cho & Hariharan 2019 argue the teacher must suit the
   student; this repository's earlier 3-seed table found this);
 - a bigger, more accurate teacher is not a better teacher: the over-parameterised
-  teacher's student is equivalent to the quickstart teacher's (|Δ recall@25%| ≤ 0.005;
-  Cho & Hariharan 2019, "more accurate teachers often don't make good teachers");
+  teacher's student is equivalent to the quickstart teacher's (Cho & Hariharan 2019, "more
+  accurate teachers often don't make good teachers");
 - a perfect (oracle) teacher gives a better student than the quickstart teacher.
+
+The last two compare students of different teachers. Their primary metric is the cascade
+with ONE common reference ranker, the oracle (``harness.CROSS_TEACHER``,
+``oracle_sys_ndcg@10@25%``: each student keeps its top 25%, the oracle reorders what was
+kept, |Δ| ≤ 0.01 for the equivalence), so that the better teacher is not counted as the
+better pre-ranker; ``sys_ndcg@10@25%`` (each method's own teacher) is secondary.
 
   python experiments/e5_teacher_quality.py [--smoke] [--from-results]
 
@@ -45,11 +51,13 @@ CLAIMS = [
           where={"alpha": 0.5}, source="Hinton et al. 2015"),
     Claim("an under-trained teacher's student (α=1) is worse than gt-only", UNDER,
           harness.PRIMARY, -1, where={"alpha": 1.0}, source="Cho & Hariharan 2019"),
-    Claim("over-parameterised teacher ≈ quickstart teacher for the student (α=0.5, "
-          "|Δ| ≤ 0.005)", OVER, harness.PRIMARY, 0, where={"alpha": 0.5}, against=BASE,
-          against_where={"alpha": 0.5}, margin=0.005, source="Cho & Hariharan 2019"),
-    Claim("an oracle teacher's student (α=0.5) beats the quickstart teacher's", ORACLE,
-          harness.PRIMARY, +1, where={"alpha": 0.5}, against=BASE, against_where={"alpha": 0.5},
+    Claim("over-parameterised teacher ≈ quickstart teacher for the student (α=0.5, both "
+          "cascades re-ranked by the oracle, |Δ| ≤ 0.01)", OVER, harness.CROSS_TEACHER, 0,
+          where={"alpha": 0.5}, against=BASE, against_where={"alpha": 0.5}, margin=0.01,
+          source="Cho & Hariharan 2019"),
+    Claim("an oracle teacher's student (α=0.5) beats the quickstart teacher's (both "
+          "cascades re-ranked by the oracle)", ORACLE, harness.CROSS_TEACHER, +1,
+          where={"alpha": 0.5}, against=BASE, against_where={"alpha": 0.5},
           source="teacher quality"),
 ]
 

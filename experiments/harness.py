@@ -66,18 +66,39 @@ GT_ONLY = "gt-only"
 METRICS = ("ndcg@10", "recall@25%", "R@(10,25%)", "kendall_tau")
 ID_COLUMNS = ("experiment", "method", "seed", "replicate_seed", "model", "point", "role",
               "program")
-VERDICTS = ("reproduced", "not reproduced", "inconclusive")
-# A claim's primary metric: what a pre-ranker is used for, the share of the truly relevant
-# candidates it keeps at a keep ratio (docs/research/methods.md).
-PRIMARY_METRICS = ("recall@10%", "recall@25%")
+# The verdict of a claim whose declared primary metric is not a column of the raw rows
+# (rows kept from before the metric existed): said plainly, never a silent fall-back.
+NOT_JUDGED = "primary not in the kept rows — needs a re-run"
+VERDICTS = ("reproduced", "not reproduced", "inconclusive", NOT_JUDGED)
+# The metrics a claim may declare as its primary one, with what each measures. A pre-ranker
+# is used for what it keeps: the share of the truly relevant candidates it keeps at a keep
+# ratio, or the cascade after ONE common reference ranker (the oracle: true relevance),
+# the same for every method, reorders what it kept (docs/research/methods.md).
+PRIMARY_METRICS = {
+    "recall@10%": "the share of the truly relevant candidates kept at a keep ratio",
+    "recall@25%": "the share of the truly relevant candidates kept at a keep ratio",
+    "oracle_sys_ndcg@10@25%": "the cascade's NDCG@10 when the pre-ranker keeps its top 25% "
+                              "and the common reference ranker (the oracle: true relevance) "
+                              "reorders what it kept, the same ranker for every method",
+    "joint_recall@10@20": "LCRON's joint recall: the pre-ranker keeps its top 30, the fixed "
+                          "DIN ranker its top 20 of those; the share of the 10 rank_pos "
+                          "items kept (E9)",
+    "recflow_recall@50": "RecFlow's pooled recall of the pre-ranker's top 50 (E9)",
+}
 PRIMARY = "recall@25%"  # the experiments' declared primary: the quickstart's monitored keep ratio
+# The primary of a claim across teachers (E1's and E5's oracle, E5, E6): the cascade with
+# one common reference ranker, so that a better teacher is not counted as a better
+# pre-ranker (sys_* re-ranks with each method's OWN teacher).
+CROSS_TEACHER = "oracle_sys_ndcg@10@25%"
 # Printed beside the primary verdict. sys_ndcg@10@25% is the cascade re-ranked by each
 # method's OWN teacher, so across teachers it partly measures the teacher (hence secondary).
-SECONDARY = ("ndcg@10", "recall@10%", "recall@25%", "R@(10,25%)", "sys_ndcg@10@25%")
+SECONDARY = ("ndcg@10", "recall@10%", "recall@25%", "R@(10,25%)", "sys_ndcg@10@25%",
+             CROSS_TEACHER)
 # Equivalence margins per metric: recall differences run about half the NDCG ones
 # (measured over the kept results by experiments/print_findings.py --ratios).
 MARGINS = {"ndcg@10": 0.01, "recall@10%": 0.005, "recall@25%": 0.005,
-           "R@(10,25%)": 0.02, "sys_ndcg@10@25%": 0.01, "kendall_tau": 0.02}
+           "R@(10,25%)": 0.02, "sys_ndcg@10@25%": 0.01, CROSS_TEACHER: 0.01,
+           "kendall_tau": 0.02, "joint_recall@10@20": 0.005, "recflow_recall@50": 0.005}
 ALPHA, POWER, MDE_TARGET = 0.05, 0.8, 0.01  # family-wise level; power and target of the MDE
 OK_STATUS = ("ok", "reference", "", "nan")  # any other status (e.g. "diverged") is dropped
 _SEED_SUFFIX = re.compile(r" seed=\d+$")
@@ -102,7 +123,7 @@ class Claim:
   reported beside it. ``margin`` (equivalence claims) applies to the primary metric; 0
   takes :data:`MARGINS` of the metric.
 
-  ``method``'s student rows matching ``where`` (column values, e.g. ``{"T": 2.0}``) are
+  ``method``'s student rows matching ``where`` (column values, e.g. ``{"temperature": 2.0}``) are
   compared with ``against``: ``None`` for the gt-only student of the same runs, otherwise
   another method's student rows matching ``against_where``. ``direction`` is +1 (the
   method is higher), −1 (lower) or 0 (equivalent within ``margin``). ``role`` and
@@ -423,14 +444,29 @@ def _metric_stats(mine: pd.DataFrame, base: pd.DataFrame, metric: str, direction
           "raw_verdict": raw}
 
 
+def _not_judged(claim: Claim, worlds: Sequence[int]) -> dict[str, Any]:
+  """The statistics of a claim whose primary metric is not a column of the raw rows: no
+  interval, no p-value (NaN: the claim keeps its place in the Holm family), verdict
+  :data:`NOT_JUDGED`."""
+  nan = math.nan
+  return {"diff": nan, "ci": nan, "lo": nan, "hi": nan, "n": 0, "unpaired": 0, "sd": nan,
+          "p_t": nan, "p_perm": nan, "p_diff_t": nan, "p_diff_perm": nan, "mde": nan,
+          "needs": -1, "margin": claim_margin(claim, claim.metric), "missing": list(worlds),
+          "dropped": {"diverged": 0, "non-finite": 0}, "raw_verdict": NOT_JUDGED,
+          "not_judged": True}
+
+
 def claim_stats(frame: pd.DataFrame, claim: Claim,
                 secondary: Sequence[str] = SECONDARY) -> dict[str, Any]:
   """The uncorrected statistics of one claim: its primary metric and the secondary ones
   (those of ``secondary`` present in ``frame`` and different from the primary)."""
   mine, base, against = _pair_frames(frame, claim)
   worlds = sorted(int(w) for w in frame["seed"].unique())
-  primary = _metric_stats(mine, base, claim.metric, claim.direction,
-                          claim_margin(claim, claim.metric), worlds)
+  if claim.metric in frame.columns:
+    primary = _metric_stats(mine, base, claim.metric, claim.direction,
+                            claim_margin(claim, claim.metric), worlds)
+  else:  # rows kept from before the metric existed: said per claim, no fall-back
+    primary = _not_judged(claim, worlds)
   second = {m: _metric_stats(mine, base, m, claim.direction, claim_margin(claim, m), worlds,
                             full=False)
             for m in secondary if m != claim.metric and m in frame.columns}
@@ -441,6 +477,8 @@ def claim_stats(frame: pd.DataFrame, claim: Claim,
 def _call(r: Mapping[str, Any], p_t: float, p_perm: float) -> tuple[str, bool]:
   """The verdict word and fragility of one claim from its Holm-corrected p-values."""
   direction = r["direction"]
+  if r.get("not_judged"):
+    return NOT_JUDGED, False
   if direction == 0:
     if p_t < ALPHA:
       return "reproduced", not p_perm < ALPHA
@@ -503,7 +541,7 @@ def point_table(frame: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
         d = paired_interval(values, world_values(base, m))
         row[f"{m}_diff"], row[f"{m}_diff_ci"] = d["diff"], d["ci"]
     row["dropped"] = dropped
-    for c in ("T", "alpha", "params", "flops/cand"):
+    for c in ("temperature", "alpha", "params", "flops/cand"):
       if c in group.columns:
         row[c] = pd.to_numeric(group[c], errors="coerce").mean()
     out.append(row)
@@ -546,6 +584,8 @@ def _ci(r: Mapping[str, Any]) -> str:
 
 def _needs(r: Mapping[str, Any]) -> str:
   """'reaches' or the worlds a claim would need (at the SD measured)."""
+  if r.get("not_judged"):
+    return "n/a (needs a re-run)"
   target = r["margin"] if r["direction"] == 0 else MDE_TARGET
   if r["direction"] == 0:
     reached = r["needs"] != -1 and r["n"] >= r["needs"]
@@ -560,6 +600,8 @@ def _needs(r: Mapping[str, Any]) -> str:
 
 
 def _dropped(r: Mapping[str, Any]) -> str:
+  if r.get("not_judged"):
+    return f"no {r['metric']} column"
   d = r["dropped"]
   text = f"{d['diverged']} diverged, {d['non-finite']} non-finite"
   if r["missing"]:
@@ -602,12 +644,20 @@ def markdown_secondary(results: Sequence[Mapping[str, Any]]) -> str:
   return "\n".join(lines)
 
 
-def method_text(n_claims: int) -> str:
-  """The paragraph of ``summary.md`` that states how the claims are judged."""
-  margins = ", ".join(f"{m} ±{v:g}" for m, v in MARGINS.items())
+def method_text(n_claims: int, primaries: Sequence[str] = (PRIMARY,),
+                margins: Sequence[str] | None = None) -> str:
+  """The paragraph of ``summary.md`` that states how the claims are judged: ``primaries``
+  are the primary metrics the claims declare (each said with what it measures), ``margins``
+  the metrics whose equivalence margin is stated (default: every one of :data:`MARGINS`)."""
+  shown = [m for m in (MARGINS if margins is None else margins) if m in MARGINS]
+  margin_text = ", ".join(f"{m} ±{MARGINS[m]:g}" for m in shown)
+  primary_text = "; ".join(
+      f"{m} ({PRIMARY_METRICS[m]})" if m in PRIMARY_METRICS else m
+      for m in dict.fromkeys(primaries))
   return (
-      f"Each claim is judged on its declared primary metric (the pre-ranker's recall of the "
-      f"truly relevant candidates at a keep ratio). Holm–Bonferroni over the {n_claims} "
+      f"Each claim is judged on its declared primary metric: {primary_text}. A claim whose "
+      f"primary metric is not a column of the kept rows says so (\"{NOT_JUDGED}\") and "
+      f"keeps its place in the Holm family. Holm–Bonferroni over the {n_claims} "
       f"claim(s) of this experiment at α = {ALPHA:g}; the verdict word uses the corrected "
       f"t-test p-value, the raw verdict is the uncorrected 95% t-interval's. Beside the "
       f"t-test, the exact sign-flip permutation test over worlds (smallest reachable "
@@ -617,7 +667,7 @@ def method_text(n_claims: int) -> str:
       f"claim's world count, from the between-world SD of its paired differences; each "
       f"claim reaches {MDE_TARGET:g} or says how many worlds it would need (equivalence "
       f"claims: TOST with {POWER:.0%} power at a true difference of 0). Equivalence "
-      f"margins per metric: {margins}. Dropped rows: diverged or non-finite rows of the "
+      f"margins per metric: {margin_text}. Dropped rows: diverged or non-finite rows of the "
       f"claim's two sides, left out and counted; a claim with a missing world is computed "
       f"on the worlds present and says which are missing. Secondary metrics: uncorrected "
       f"t-interval verdicts, for reading beside the primary one. Method: "
@@ -642,7 +692,11 @@ def write_summary(out_dir: Path, *, title: str, command: str, frame: pd.DataFram
       f"ground-truth-only student of the same runs: same world, same replicate seeds, "
       f"α = 0, unless the claim names another arm)."
       + (" **Smoke run: tiny preset, 2 epochs, not a result.**" if smoke else ""),
-      "## Claims\n\n" + method_text(len(results)) + "\n\n" + markdown_claims(results),
+      "## Claims\n\n" + method_text(
+          len(results), [r["metric"] for r in results],
+          list(dict.fromkeys([*(r["metric"] for r in results),
+                              *(m for r in results for m in r["secondary"])])))
+      + "\n\n" + markdown_claims(results),
       "## Secondary metrics of each claim\n\n" + markdown_secondary(results)
       if any(r["secondary"] for r in results) else "",
       "## Every point\n\n" + markdown_points(table, metrics, diff_metric),
@@ -651,6 +705,64 @@ def write_summary(out_dir: Path, *, title: str, command: str, frame: pd.DataFram
   ])) + "\n"
   (out_dir / "summary.md").write_text(text)
   return text
+
+
+# ---------------------------------------------------------------------- stability
+
+
+def compare_verdicts(kept: pd.DataFrame, other: pd.DataFrame, claims: Sequence[Claim],
+                     secondary: Sequence[str] = SECONDARY) -> list[dict[str, Any]]:
+  """Every claim judged on two runs of one experiment (e.g. the kept run and a re-run with
+  another CPU layout, ``sweep.group_size`` 4 instead of 1), on the worlds both hold.
+
+  Returns one entry per claim: ``claim``, ``metric``, the two judgements (``kept``,
+  ``other``: :func:`judge_claims`'s dicts), ``changed`` (the verdict words differ),
+  ``fragile`` (either call is fragile) and ``flagged``: a change where neither call is
+  fragile (nor not judged). Issue 23 §6 asks that no claim be flagged: a layout change
+  (floating-point order only) may flip a fragile verdict, never a firm one.
+  """
+  worlds = sorted(set(int(w) for w in kept["seed"].unique())
+                  & set(int(w) for w in other["seed"].unique()))
+  if not worlds:
+    raise ValueError("compare_verdicts: the two runs share no world seed")
+  on = lambda f: f[f["seed"].astype(int).isin(worlds)]
+  out = []
+  for claim, a, b in zip(claims, judge_claims(on(kept), claims, secondary),
+                         judge_claims(on(other), claims, secondary)):
+    changed = a["verdict"] != b["verdict"]
+    fragile = bool(a["fragile"] or b["fragile"])
+    absent = bool(a.get("not_judged") or b.get("not_judged"))
+    out.append({"claim": claim.text, "metric": claim.metric, "kept": a, "other": b,
+                "worlds": worlds, "changed": changed, "fragile": fragile,
+                "flagged": changed and not fragile and not absent})
+  return out
+
+
+def markdown_comparison(rows: Sequence[Mapping[str, Any]], kept_name: str,
+                        other_name: str) -> str:
+  """The comparison of :func:`compare_verdicts` as Markdown: a verdict line per claim and
+  the changes, with every non-fragile flip named."""
+  def word(r: Mapping[str, Any]) -> str:
+    return r["verdict"] + (" (fragile)" if r["fragile"] else "")
+  changed = [r for r in rows if r["changed"]]
+  flagged = [r for r in rows if r["flagged"]]
+  worlds = rows[0]["worlds"] if rows else []
+  lines = [f"# Stability: {other_name} against {kept_name}", "",
+           f"Both judged on the world seeds they share, {worlds}, with the same claims and "
+           f"rules (Holm within the experiment). A verdict that changes where neither call "
+           f"is fragile is a **non-fragile flip**.", "",
+           f"- claims: {len(rows)}; verdicts changed: {len(changed)}; non-fragile flips: "
+           f"{len(flagged)}" + (" — " + "; ".join(f"**{r['claim']}**" for r in flagged)
+                                if flagged else "."), "",
+           f"| claim | primary metric | Δ {kept_name} | verdict {kept_name} | Δ {other_name} "
+           f"| verdict {other_name} | change |", "|---|---|---|---|---|---|---|"]
+  for r in rows:
+    change = ("**non-fragile flip**" if r["flagged"] else "changed (fragile)"
+              if r["changed"] and r["fragile"] else "changed" if r["changed"] else "same")
+    claim = str(r["claim"]).replace("|", "\\|")
+    lines.append(f"| {claim} | {r['metric']} | {_ci(r['kept'])} | {word(r['kept'])} | "
+                 f"{_ci(r['other'])} | {word(r['other'])} | {change} |")
+  return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------- figures
@@ -808,6 +920,13 @@ def main(exp: Experiment, argv: Sequence[str] | None = None) -> Path:
   ``<out>/<name>-smoke/``). ``--from-results``: rebuild the summary and figures from the
   kept ``raw.csv`` without training. ``--letor``: the same methods on the world written as
   LETOR files (``experiments/letor_world.py``; results in ``<out>/<name>_letor/``).
+  ``--group-size N``: every method with ``sweep.group_size = N`` (another CPU layout;
+  results in ``<out>/<name>-groupN/``). ``--compare-to DIR``: then compare every verdict
+  with the run kept in ``DIR`` (:func:`compare_verdicts`), write ``stability.md`` and exit
+  1 on a non-fragile flip (issue 23 §6):
+
+    python experiments/e4_ranking_distillation.py --group-size 4 \\
+        --compare-to experiments/results/e4_ranking_distillation
   Returns the results directory.
   """
   parser = argparse.ArgumentParser(description=exp.title)
@@ -820,15 +939,33 @@ def main(exp: Experiment, argv: Sequence[str] | None = None) -> Path:
   parser.add_argument("--replicates", type=int, nargs="*", default=None,
                       help="sweep.seeds inside each world (student replicates)")
   parser.add_argument("--out", default=str(RESULTS))
+  parser.add_argument("--group-size", type=int, default=None,
+                      help="sweep.group_size of every method (another CPU layout); results "
+                           "go to <name>-group<N>/")
+  parser.add_argument("--compare-to", default=None, metavar="DIR",
+                      help="after the summary, compare every verdict with the run in DIR "
+                           "(its raw.csv); writes stability.md, exits 1 on a non-fragile "
+                           "flip")
   args = parser.parse_args(argv)
   script = f"experiments/{exp.name}.py"
   if args.letor:
     from letor_world import letor_experiment
     exp = letor_experiment(exp)
+  compare_to = Path(args.compare_to) if args.compare_to else None
+  if compare_to is not None and not (compare_to / "raw.csv").is_file():
+    raise SystemExit(f"--compare-to {compare_to}: no raw.csv there")
+  if args.group_size is not None:
+    if args.group_size < 1:
+      raise SystemExit(f"--group-size: must be >= 1, got {args.group_size}")
+    exp = dataclasses.replace(exp, methods=_with_group_size(exp.methods, args.group_size))
   use_compilation_cache()
-  out_dir = Path(args.out) / (f"{exp.name}-smoke" if args.smoke else exp.name)
+  folder = f"{exp.name}-smoke" if args.smoke else exp.name
+  if args.group_size is not None:
+    folder += f"-group{args.group_size}"
+  out_dir = Path(args.out) / folder
   command = " ".join(["python", script, *map(shlex.quote, argv if argv is not None
                                                else sys.argv[1:])])
+  command = re.sub(r" --compare-to \S+", "", command)  # a check, not part of the run
   if not args.from_results:
     worlds = args.world_seeds or ((0, 1) if args.smoke else exp.world_seeds)
     replicates = args.replicates if args.replicates is not None else (
@@ -847,4 +984,23 @@ def main(exp: Experiment, argv: Sequence[str] | None = None) -> Path:
   text = summarize(exp, out_dir, command)
   print(text)
   print(f"{exp.name}: summary and figures in {out_dir} ({time.perf_counter() - t0:.1f} s)")
+  if compare_to is not None:
+    rows = compare_verdicts(load_raw(compare_to / "raw.csv"), load_raw(out_dir / "raw.csv"),
+                            exp.claims, exp.secondary)
+    report = markdown_comparison(rows, compare_to.name, out_dir.name)
+    (out_dir / "stability.md").write_text(report)
+    print(report)
+    flips = [r["claim"] for r in rows if r["flagged"]]
+    if flips:
+      raise SystemExit(f"{out_dir.name}: {len(flips)} non-fragile verdict flip(s) against "
+                       f"{compare_to}: {flips}")
   return out_dir
+
+
+def _with_group_size(methods: Callable[[bool], Sequence[Method]], group_size: int
+                     ) -> Callable[[bool], list[Method]]:
+  """``methods`` with ``sweep.group_size = group_size`` added to every method."""
+  def wrapped(smoke: bool) -> list[Method]:
+    return [dataclasses.replace(m, overrides={**m.overrides, "sweep.group_size": group_size})
+            for m in methods(smoke)]
+  return wrapped
