@@ -102,7 +102,7 @@ See docs/guides/export_and_serve.md.
 Example:
   prerank-jax export runs/tabular --point "student T=2 α=0.5" --out artifacts/student
 """,
-    "score": """prerank-jax score DIR --input FILE --output scores.parquet [--keep COLUMN ...] [--batch-rows N]
+    "score": """prerank-jax score DIR --input FILE --output scores.parquet [--keep COLUMN ...] [--batch-rows N] [--embed items|users]
 
 Scores every candidate row of a Parquet or CSV table (or a LETOR file, for an artifact of a
 LETOR run) with the exported student in DIR. Needs only jax and this package's loader, not
@@ -110,7 +110,12 @@ the run or its data. Parquet is read one batch of rows at a time and CSV in bloc
 table larger than memory works. The output has the user's ID columns under their own
 names (the request column, the candidate column if the run had one, and every --keep
 column) and the score in a column `score`. A missing or non-numeric feature column is
-refused, with its name, before anything is written.
+refused, with its name, before anything is written. A student over categorical IDs also
+reads its ID columns and its behaviour list column (Parquet), hashed as in training.
+
+--embed items|users (a dssm artifact): writes each row's item vector (a catalogue) or user
+vector instead of a score, in a column `embedding`, for a server that caches item vectors
+and scores by dot products.
 
 Example:
   prerank-jax score artifacts/student --input new_candidates.parquet --output scores.parquet
@@ -411,6 +416,7 @@ def _serve_command(command: str, args: list[str]) -> int:
     parser.add_argument("--output", required=True)
     parser.add_argument("--keep", action="append", default=[])
     parser.add_argument("--batch-rows", type=int, default=16_384)
+    parser.add_argument("--embed", choices=("items", "users"), default=None)
   try:
     ns = parser.parse_args(args)
   except SystemExit:  # argparse printed what is wrong
@@ -424,12 +430,18 @@ def _serve_command(command: str, args: list[str]) -> int:
       print(f"wrote {out}/ (manifest.json, scoring.jax_export, params.npz, features.json, "
             "config.json, metrics.json)")
     else:
-      from prerank_jax.host.scoring import score_file
+      from prerank_jax.host.scoring import embed_file, score_file
 
-      summary = score_file(ns.artifact, ns.input, ns.output, keep=ns.keep,
-                           batch_rows=ns.batch_rows)
-      print(f"wrote {summary.output}: {summary.rows} candidates scored in "
-            f"{summary.seconds:.1f} s")
+      if ns.embed:  # a dssm's cached path: tower vectors instead of scores
+        summary = embed_file(ns.artifact, ns.input, ns.output, side=ns.embed, keep=ns.keep,
+                             batch_rows=ns.batch_rows)
+        print(f"wrote {summary.output}: {summary.rows} {ns.embed[:-1]} vectors in "
+              f"{summary.seconds:.1f} s")
+      else:
+        summary = score_file(ns.artifact, ns.input, ns.output, keep=ns.keep,
+                             batch_rows=ns.batch_rows)
+        print(f"wrote {summary.output}: {summary.rows} candidates scored in "
+              f"{summary.seconds:.1f} s")
   except Exception as e:
     if not raised_by_project(e):
       raise

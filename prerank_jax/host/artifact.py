@@ -19,6 +19,12 @@ training data to score new candidates:
 ``metrics.json``        the point's row of the run's ``results.csv``
 ======================  ====================================================================
 
+A ``dssm`` artifact also holds ``user_tower.jax_export`` and ``item_tower.jax_export``:
+``u(params, context, context_ids, sequence_ids, sequence_mask) -> [n, D]`` and
+``v(params, items, item_ids) -> [n, D]``, the towers whose dot product is the score, for a
+server that caches item vectors (:func:`tower_functions`; ``prerank-jax score --embed
+items|users``).
+
 **The scoring function.** Every student scores each candidate from the request's context
 features and the candidate's own features alone (``prerank_jax/models``: the student never
 sees cross features), so the export takes one row per candidate:
@@ -72,6 +78,9 @@ FEATURES_FILE = "features.json"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 FILES = (FUNCTION_FILE, PARAMS_FILE, FEATURES_FILE, CONFIG_FILE, METRICS_FILE)
+USER_TOWER_FILE = "user_tower.jax_export"
+ITEM_TOWER_FILE = "item_tower.jax_export"
+TOWER_FILES = {"users": USER_TOWER_FILE, "items": ITEM_TOWER_FILE}  # optional (dssm only)
 # The ID inputs of a student over categorical IDs, in the exported function's order.
 ID_FIELDS = ("context_ids", "item_ids", "sequence_ids", "sequence_mask")
 
@@ -169,13 +178,53 @@ class StudentArtifact:
   """
 
   def __init__(self, path: Path, manifest: dict, features: dict, config: dict,
-               metrics: dict, exported: Any, params: list[np.ndarray]):
+               metrics: dict, exported: Any, params: list[np.ndarray],
+               towers: Mapping[str, Any] | None = None):
     import jax
 
     self.path, self.manifest, self.features = path, manifest, features
     self.config, self.metrics, self.exported, self.params = config, metrics, exported, params
+    self.towers = dict(towers or {})  # {"users": Exported, "items": Exported} of a dssm
     self._call = jax.jit(exported.call)
+    self._tower_calls = {side: jax.jit(e.call) for side, e in self.towers.items()}
     self._device_params = None
+
+  def embed(self, side: str, floats: np.ndarray,
+            ids: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """Tower vectors ``[n, D]`` (float32) of a ``dssm`` artifact: ``side="items"`` gives
+    ``v`` from ``floats = items [n, Fi]`` and ``ids["item_ids"]``; ``side="users"`` gives
+    ``u`` from ``floats = context [n, Fc]`` and ``ids["context_ids"]``,
+    ``ids["sequence_ids"]``, ``ids["sequence_mask"]``. ``score`` is ``Σ_d u·v``.
+
+    Raises:
+      ArtifactError: the artifact has no towers (not a ``dssm``), or shapes differ.
+    """
+    import jax
+
+    if side not in self.towers:
+      raise ArtifactError(f"embed: this artifact has no {side!r} tower (model "
+                          f"{self.manifest.get('model')!r}; the dssm exports its towers); "
+                          f"towers: {sorted(self.towers)}")
+    group = "items" if side == "items" else "context"
+    width = self.num_items if side == "items" else self.num_context
+    floats = np.asarray(floats, np.float32)
+    n = floats.shape[0]
+    if floats.shape != (n, width):
+      raise ArtifactError(f"embed: expected {group} [n, {width}], got {floats.shape}")
+    fields = ("item_ids",) if side == "items" else ("context_ids", "sequence_ids",
+                                                    "sequence_mask")
+    shapes, ids = self.id_shapes(n), ids or {}
+    extra = []
+    for field in fields:
+      value = np.asarray(ids.get(field, np.zeros(shapes[field])),
+                         bool if field == "sequence_mask" else np.int32)
+      if value.shape != shapes[field]:
+        raise ArtifactError(f"embed: ids[{field!r}] is {list(value.shape)}, expected "
+                            f"{list(shapes[field])}")
+      extra.append(value)
+    if self._device_params is None:
+      self._device_params = [jax.device_put(p) for p in self.params]
+    return np.asarray(self._tower_calls[side](self._device_params, floats, *extra))
 
   @property
   def num_context(self) -> int:
@@ -349,7 +398,20 @@ def load_artifact(path: str | Path) -> StudentArtifact:
     raise ArtifactError(f"{path / FUNCTION_FILE}: lowered for {list(exported.platforms)}, "
                         f"not for this machine's {here!r}; export it again with "
                         f"--platforms including {here}")
-  return StudentArtifact(path, manifest, features, config, metrics, exported, params)
+  towers = {}
+  for side, name in TOWER_FILES.items():
+    if name in entries:  # optional: listed by the manifest only when exported
+      try:
+        towers[side] = export.deserialize(bytearray(_read_checked(path, name, entries[name])))
+      except ArtifactError:
+        raise
+      except Exception as e:
+        raise ArtifactError(f"{path / name}: cannot be deserialised "
+                            f"({type(e).__name__}: {e})") from None
+      if len(towers[side].in_avals) != len(params) + (2 if side == "items" else 4):
+        raise ArtifactError(f"{path / name}: takes {len(towers[side].in_avals)} arguments, "
+                            f"not the {len(params)} parameter arrays and its inputs")
+  return StudentArtifact(path, manifest, features, config, metrics, exported, params, towers)
 
 
 # --- export -------------------------------------------------------------------------------
@@ -631,6 +693,59 @@ def scoring_function(model, params: Any, *, platforms: Sequence[str] = PLATFORMS
   return exported, leaves
 
 
+def tower_functions(model, params: Any, *,
+                    platforms: Sequence[str] = PLATFORMS) -> dict[str, Any] | None:
+  """``{"users": exported, "items": exported}``: a ``dssm``'s two towers, exported; None for
+  other models.
+
+  ``users(leaves, context [n, Fc], context_ids [n, Cc], sequence_ids [n, L, Cs],
+  sequence_mask [n, L]) -> u [n, D]`` and ``items(leaves, items [n, Fi], item_ids [n, Ci])
+  -> v [n, D]`` (float32, ``n`` symbolic), the module's ``user_embedding`` and
+  ``item_embeddings``; the score of :func:`scoring_function` is ``Σ_d u·v``. An absent
+  field is a 0-wide array (``Cc = 0`` and so on).
+  """
+  import jax
+  import jax.numpy as jnp
+  from jax import export
+
+  from prerank_jax.batch import Batch
+
+  if model.name != "dssm":
+    return None
+  cc, ci, cs, length = id_inputs(model)
+  fc, fi = (int(model.feature_sizes[g]) for g in ("context", "items"))
+  leaves, treedef = jax.tree.flatten(params)
+  leaves = [np.asarray(x) for x in leaves]
+
+  def batch(n, **fields):
+    return Batch(**{"context": jnp.zeros((n, fc)), "items": jnp.zeros((n, 1, fi)),
+                    "cross": jnp.zeros((n, 1, 0)), "label": jnp.zeros((n, 1)),
+                    "exposed": jnp.zeros((n, 1), bool), "valid": jnp.ones((n, 1), bool),
+                    **fields})
+
+  def users(flat, context, context_ids, sequence_ids, sequence_mask):
+    b = batch(context.shape[0], context=context, context_ids=context_ids if cc else None,
+              sequence_ids=sequence_ids if cs else None,
+              sequence_mask=sequence_mask if cs else None)
+    return model.bind(jax.tree.unflatten(treedef, flat)).user_embedding(b).astype(jnp.float32)
+
+  def items(flat, items, item_ids):
+    b = batch(items.shape[0], items=items[:, None, :],
+              item_ids=item_ids[:, None, :] if ci else None)
+    module = model.bind(jax.tree.unflatten(treedef, flat))
+    return module.item_embeddings(b)[:, 0, :].astype(jnp.float32)
+
+  (n,) = export.symbolic_shape("n")
+  shapes = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves]
+  i32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.int32)
+  out = {"users": export.export(jax.jit(users), platforms=tuple(platforms))(
+             shapes, jax.ShapeDtypeStruct((n, fc), jnp.float32), i32(n, cc),
+             i32(n, length, cs), jax.ShapeDtypeStruct((n, length), jnp.bool_)),
+         "items": export.export(jax.jit(items), platforms=tuple(platforms))(
+             shapes, jax.ShapeDtypeStruct((n, fi), jnp.float32), i32(n, ci))}
+  return out
+
+
 def _params_bytes(leaves: Sequence[np.ndarray]) -> bytes:
   import io
 
@@ -736,6 +851,9 @@ def write_artifact(out: str | Path, *, model, params: Any, spec: dict, config: d
       CONFIG_FILE: _json(config),
       METRICS_FILE: _json(metrics),
   }
+  towers = tower_functions(model, params, platforms=platforms)
+  for side, exported_tower in (towers or {}).items():
+    files[TOWER_FILES[side]] = bytes(exported_tower.serialize())
   inputs = {"context": len(spec["context"]), "items": len(spec["items"])}
   if cc or ci or cs:
     inputs.update(context_ids=cc, item_ids=ci, sequence_ids=cs, sequence_length=length)

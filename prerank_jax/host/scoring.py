@@ -264,13 +264,14 @@ class _IdReader:
   """Turns the raw ID columns of record batches into the artifact's ID inputs (see the
   module docstring); carries the behaviour of a request whose rows span two batches."""
 
-  def __init__(self, spec: dict, request_column: str):
-    self.spec, self.request_column = spec, request_column
+  def __init__(self, spec: dict, request_column: str,
+               groups: Sequence[str] = ("context", "items", "sequence")):
+    self.spec, self.request_column, self.groups = spec, request_column, tuple(groups)
     self.length = int(spec.get("sequence_length", 0))
     self.carry: tuple[str, np.ndarray] | None = None  # (request ID, its behaviour [L, Cs])
 
   def columns(self) -> list[str]:
-    return [c["name"] for g in ("context", "items", "sequence") for c in self.spec.get(g, ())]
+    return [c["name"] for g in self.groups for c in self.spec.get(g, ())]
 
   def check(self, path: Path, schema, *, csv: bool) -> None:
     """Refuses, naming the column, a missing ID column, a type other than the training
@@ -280,7 +281,7 @@ class _IdReader:
     if missing:
       raise ArtifactError(f"{path}: no ID column(s) {missing}; the artifact's student reads "
                           f"the categorical columns {self.columns()}, the table has {names}")
-    for group in ("context", "items", "sequence"):
+    for group in self.groups:
       for entry in self.spec.get(group, ()):
         name, want = entry["name"], entry.get("type")
         if group == "sequence" and csv:
@@ -316,14 +317,21 @@ class _IdReader:
                                                              int(entry["rows"])))
       return out
 
-    sequence = np.zeros((n, self.length, len(spec.get("sequence", ()))), np.int32)
-    for j, entry in enumerate(spec.get("sequence", ())):
-      sequence[:, :, j] = _behaviour(column(entry["name"]), entry, spec, self.length)
-    if sequence.shape[-1] and self.request_column and n:
-      sequence = self._first_row_of_run(column(self.request_column), sequence)
-    mask = (sequence[:, :, 0] > 0) if sequence.shape[-1] else np.zeros((n, self.length), bool)
-    return {"context_ids": flat(spec.get("context", ())), "item_ids": flat(spec.get("items", ())),
-            "sequence_ids": sequence, "sequence_mask": mask}
+    out = {}
+    if "context" in self.groups:
+      out["context_ids"] = flat(spec.get("context", ()))
+    if "items" in self.groups:
+      out["item_ids"] = flat(spec.get("items", ()))
+    if "sequence" in self.groups:
+      sequence = np.zeros((n, self.length, len(spec.get("sequence", ()))), np.int32)
+      for j, entry in enumerate(spec.get("sequence", ())):
+        sequence[:, :, j] = _behaviour(column(entry["name"]), entry, spec, self.length)
+      if sequence.shape[-1] and self.request_column and n:
+        sequence = self._first_row_of_run(column(self.request_column), sequence)
+      out["sequence_ids"] = sequence
+      out["sequence_mask"] = ((sequence[:, :, 0] > 0) if sequence.shape[-1]
+                              else np.zeros((n, self.length), bool))
+    return out
 
   def _first_row_of_run(self, request, sequence: np.ndarray) -> np.ndarray:
     """Each row's behaviour replaced by that of the first row of its run of consecutive
@@ -499,6 +507,94 @@ def _score_letor(artifact: StudentArtifact, path: Path, output: Path) -> int:
                     SCORE_COLUMN: pa.array(scores, pa.float32())})
   _write_atomic(output, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
   return len(qids)
+
+
+EMBEDDING_COLUMN = "embedding"
+EMBED_SIDES = ("items", "users")
+
+
+def embed_file(artifact: str | Path | StudentArtifact, input: str | Path, output: str | Path,
+               *, side: str, keep: Sequence[str] = (),
+               batch_rows: int = BATCH_ROWS) -> ScoreSummary:
+  """Tower vectors of a ``dssm`` artifact for every row of a table: the cached serving path.
+
+  ``side="items"``: a catalogue with the artifact's item feature and item ID columns; each
+  row's item vector ``v`` (``prerank-jax score DIR --input catalogue.parquet --output
+  items.parquet --embed items``). ``side="users"``: a table with the context feature, context
+  ID and behaviour columns (one row per user or request; each row's own behaviour list);
+  each row's ``u``. A candidate's score is ``Σ_d u_d v_d`` (the exported ``score`` equals it
+  up to float32 summation order). Columns are mapped and checked as in :func:`score_file`.
+
+  Output (Parquet, atomic as :func:`score_file`): the side's ID columns (item ID columns, or
+  context ID columns), then ``keep`` columns, then ``embedding`` (a fixed-size list of D
+  float32), in input order.
+
+  Raises:
+    ArtifactError: the artifact has no towers (only ``dssm`` exports them), a LETOR
+      artifact, or an input it cannot read (the message names the column).
+  """
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+
+  t0 = time.perf_counter()
+  art = artifact if isinstance(artifact, StudentArtifact) else load_artifact(artifact)
+  path, output = Path(input), Path(output)
+  if side not in EMBED_SIDES:
+    raise ValueError(f"--embed: {side!r}; choose one of {list(EMBED_SIDES)}")
+  if side not in art.towers:
+    raise ArtifactError(f"{art.path}: no {side} tower (model {art.manifest.get('model')!r}); "
+                        "only a dssm artifact holds its towers")
+  spec = art.features
+  if spec.get("kind") == "letor":
+    raise ArtifactError(f"{art.path}: a LETOR artifact's context input is the query's length, "
+                        "not a column; --embed reads tables")
+  if not path.is_file():
+    raise FileNotFoundError(f"--input: {path} does not exist")
+  if batch_rows < 1:
+    raise ValueError(f"batch_rows: must be >= 1, got {batch_rows}")
+  group = "items" if side == "items" else "context"
+  ids_spec = spec.get("ids") if isinstance(spec.get("ids"), dict) else None
+  reader = (None if ids_spec is None else
+            _IdReader(ids_spec, "", ("items",) if side == "items" else ("context", "sequence")))
+  names = [c["name"] for c in spec[group]]
+  passed = list(dict.fromkeys([*(reader.columns() if reader else []), *keep]))
+  passed = [c for c in passed if not (reader and side == "users"
+                                      and c in [e["name"] for e in ids_spec.get("sequence", ())])]
+  if EMBEDDING_COLUMN in passed:
+    raise ArtifactError(f"a --keep column is named {EMBEDDING_COLUMN!r}; rename it")
+  batches = _table_batches(path, names, passed, rows=batch_rows, id_reader=reader)
+  first = next(batches, None)
+  count, width = 0, int(art.towers[side].out_avals[0].shape[-1])
+
+  def write(tmp: Path) -> None:
+    nonlocal count
+    writer = None
+    for batch in _chain(first, batches):
+      floats = _transform(spec, group, _features_of(batch, names, path=path, first_row=count))
+      ids = reader(batch) if reader else None
+      n = batch.num_rows
+      vectors = np.empty((n, width), np.float32)
+      for start in range(0, n, batch_rows):
+        part = slice(start, start + batch_rows)
+        k = floats[part].shape[0]
+        vectors[part] = art.embed(side, _pad(floats[part], batch_rows),
+                                  None if ids is None else
+                                  {f: _pad(v[part], batch_rows) for f, v in ids.items()})[:k]
+      flat = pa.array(vectors.reshape(-1), pa.float32())
+      table = pa.table({**{c: batch.column(batch.schema.get_field_index(c)) for c in passed},
+                        EMBEDDING_COLUMN: pa.FixedSizeListArray.from_arrays(flat, width)})
+      if writer is None:
+        writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+      writer.write_table(table)
+      count += n
+    if writer is None:
+      schema = pa.schema([*(pa.field(c, pa.string()) for c in passed),
+                          pa.field(EMBEDDING_COLUMN, pa.list_(pa.float32(), width))])
+      writer = pq.ParquetWriter(tmp, schema)
+    writer.close()
+
+  _write_atomic(output, write)
+  return ScoreSummary(count, output, time.perf_counter() - t0)
 
 
 def score_file(artifact: str | Path | StudentArtifact, input: str | Path, output: str | Path,

@@ -251,8 +251,9 @@ def test_damaged_or_mismatched_artifacts_are_refused_with_the_file_named(trained
   other = trained["artifacts"]["mlp_student"]
   shutil.copy(other / PARAMS_FILE, art / PARAMS_FILE)
   _reseal(art, PARAMS_FILE)
-  with pytest.raises(ArtifactError, match=r"params.npz: \d+ parameter arrays, the exported "
-                                          r"function takes \d+"):
+  with pytest.raises(ArtifactError, match=r"params.npz: \d+ parameter arrays and 2 inputs "
+                                          r"\(features.json\), the exported function takes "
+                                          r"\d+ arguments"):
     load_artifact(art)
 
   with pytest.raises(ArtifactError, match="not a prerank-jax artifact"):

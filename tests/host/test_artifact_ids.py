@@ -338,3 +338,59 @@ def test_vectorised_hash_gives_the_loaders_hash_ids_rows():
     np.testing.assert_array_equal(hash_unique(values, buckets),
                                   hash_ids(np.asarray(values, dtype=object), buckets))
   assert hash_unique([], 101).shape == (0,)
+
+
+@pytest.mark.slow
+def test_cached_item_and_user_vectors_reproduce_the_scores_by_dot_products(trained, tmp_path,
+                                                                            capsys):
+  """``score --embed items`` on a catalogue and ``--embed users`` on the requests give
+  vectors whose dot products are the exported scores of the same rows."""
+  import pyarrow.parquet as pq
+
+  from prerank_jax.cli import main
+
+  test = _test_rows(trained)
+  pq.write_table(test, tmp_path / "rows.parquet")
+  art = trained["artifact"]
+  score_file(art, tmp_path / "rows.parquet", tmp_path / "scores.parquet")
+  catalogue = test.select(["item_id", "author_id", "item_f0", "candidate_id"])
+  pq.write_table(catalogue, tmp_path / "catalogue.parquet")
+  assert main(["prerank-jax", "score", str(art), "--input", str(tmp_path / "catalogue.parquet"),
+               "--output", str(tmp_path / "items.parquet"), "--embed", "items",
+               "--keep", "candidate_id"]) == 0
+  assert f"{test.num_rows} item vectors" in capsys.readouterr().out
+  users = test.select(["request_id", "user_id", "user_f0", "history"])
+  pq.write_table(users, tmp_path / "users.parquet")
+  assert main(["prerank-jax", "score", str(art), "--input", str(tmp_path / "users.parquet"),
+               "--output", str(tmp_path / "users_out.parquet"), "--embed", "users",
+               "--keep", "request_id", "--batch-rows", "7"]) == 0
+  items = pq.read_table(tmp_path / "items.parquet")
+  users = pq.read_table(tmp_path / "users_out.parquet")
+  assert items.column_names == ["item_id", "author_id", "candidate_id", "embedding"]
+  assert users.column_names == ["user_id", "request_id", "embedding"]
+  assert items["candidate_id"].to_pylist() == test["candidate_id"].to_pylist()
+  v = np.stack(items["embedding"].to_numpy(zero_copy_only=False))
+  u = np.stack(users["embedding"].to_numpy(zero_copy_only=False))
+  assert v.shape == u.shape == (test.num_rows, 8)  # id_tower (16, 8): D = 8
+  scores = pq.read_table(tmp_path / "scores.parquet")["score"].to_numpy()
+  np.testing.assert_allclose((u * v).sum(-1), scores, rtol=1e-5, atol=1e-6)
+
+
+def test_embed_needs_a_dssm_artifact(tmp_path):
+  import jax
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+
+  from prerank_jax.host.scoring import embed_file
+  from prerank_jax.models import build_model
+
+  model = build_model("linear", feature_sizes={"context": 1, "items": 1, "cross": 0})
+  spec = {"kind": "arrays", "request_column": "", "candidate_column": "",
+          "context": [{"name": "context_0", "transform": "raw"}],
+          "items": [{"name": "items_0", "transform": "raw"}]}
+  art = write_artifact(tmp_path / "a", model=model, params=model.init(jax.random.key(0)),
+                       spec=spec, config={}, metrics={}, point="p", platforms=("cpu",))
+  pq.write_table(pa.table({"items_0": [1.0]}), tmp_path / "c.parquet")
+  with pytest.raises(ArtifactError, match="no items tower .*only a dssm"):
+    embed_file(art, tmp_path / "c.parquet", tmp_path / "o.parquet", side="items")
+  assert not (tmp_path / "o.parquet").exists()
