@@ -4,7 +4,8 @@
   prerank-jax sweep --config=configs/<x>.py[:arg] [--config.<field>=<value> ...]
   prerank-jax eval <run dir>            re-evaluate a finished run from its checkpoints
   prerank-jax report <run dir> [...] [--out DIR]   print the results; draw the Pareto plot,
-                                        T × α heatmaps, keep-ratio and learning-curve figures
+                                        temperature × alpha heatmaps, keep-ratio and
+                                        learning-curve figures
   prerank-jax resume <run dir> [--config.<field>=<value> ...]   continue a killed run with
                                         the config it was started with (its config.json)
   prerank-jax config [--config=<file>[:arg]] [--config.<field>=<value> ...]   print every
@@ -100,7 +101,8 @@ of checksums. NAME is a `model` of the run's results.csv. DIR must not exist unl
 See docs/guides/export_and_serve.md.
 
 Example:
-  prerank-jax export runs/tabular --point "student T=2 α=0.5" --out artifacts/student
+  prerank-jax export runs/tabular --point "student temperature=2 alpha=0.5" \\
+      --out artifacts/student
 """,
     "score": """prerank-jax score DIR --input FILE --output scores.parquet [--keep COLUMN ...] [--batch-rows N] [--embed items|users]
 

@@ -140,8 +140,11 @@ CONFIG_CASES = [
     ("name", ["--config.name=a/b"], r"name: must be a non-empty run name"),
     ("checkpoint_every", ["--config.checkpoint_every=-1"],
      r"checkpoint_every: must be an int in \[0, inf\]"),
-    ("ipw_clip", ["--config.student.loss.ipw_clip=0."],
-     r"student\.loss\.ipw_clip: must be in \(0, 1\]"),
+    ("propensity_floor", ["--config.student.loss.propensity_floor=0."],
+     r"student\.loss\.propensity_floor: must be in \(0, 1\]"),
+    # The old name (loss.ipw_clip) is refused, naming the new one.
+    ("ipw_clip renamed", ["--config.student.loss.ipw_clip=0.1"],
+     r"student\.loss\.ipw_clip: renamed to student\.loss\.propensity_floor"),
     ("relevant grade", ["--config.eval.relevant_grade=0."],
      r"eval\.relevant_grade: must be a number > 0"),
     ("teachers=0", ["--config.teacher.num_teachers=0"],

@@ -62,6 +62,17 @@ def test_bad_values_name_the_field(path, value, match):
     validate_config(config)
 
 
+@pytest.mark.parametrize("role", ["teacher", "student"])
+def test_renamed_ipw_clip_is_refused_naming_propensity_floor(role):
+  # A config file (or an old run dir's config.json) that still sets loss.ipw_clip.
+  config = load_config()
+  with config.unlocked():
+    config[role].loss.ipw_clip = 0.05
+  with pytest.raises(ConfigError, match=rf"{role}\.loss\.ipw_clip: renamed to "
+                                        rf"{role}\.loss\.propensity_floor"):
+    validate_config(config)
+
+
 def test_k_larger_than_the_shortest_list_is_accepted():
   # Issue 10: lists shorter than k are evaluated over their length, not refused.
   config = load_config()

@@ -491,3 +491,23 @@ def test_runner_end_to_end_on_letor_movielens_and_parquet(tmp_path):
       assert cached.history["teacher_scores"] == dict.fromkeys(("train", "valid", "test"),
                                                                 "cache")
       assert [r["ndcg@5"] for r in cached.rows] == [r["ndcg@5"] for r in result.rows]
+
+
+def test_parquet_and_csv_are_aliases_of_tabular(tmp_path):
+  # One loader: the same spec, builder and prepared dataset under every name.
+  assert registry.ALIASES == {"parquet": "tabular", "csv": "tabular"}
+  for alias in registry.ALIASES:
+    assert registry.DATASETS[alias] is registry.DATASETS["tabular"]
+  write_table(tmp_path / "raw" / "logs.parquet")
+  loaded = {}
+  for name in ("tabular", "parquet", "csv"):
+    config = data_config(tmp_path, "tabular", name)
+    config.source.list_size = 16
+    validate_config(config)
+    loaded[name] = load_dataset(config)
+  first = loaded["tabular"]
+  for name in ("parquet", "csv"):
+    assert loaded[name].identity == first.identity
+    for split, batch in first.splits.items():
+      np.testing.assert_array_equal(loaded[name].splits[split].items, batch.items)
+      np.testing.assert_array_equal(loaded[name].splits[split].label, batch.label)

@@ -95,7 +95,9 @@ def test_qrels_need_integer_grades_and_tags_are_safe():
   valid = np.ones((1, 2), bool)
   assert export.qrels_text(np.array([[0.5, 1.0]]), valid) is None
   assert export.qrels_text(np.array([[2.0, 0.0]]), valid) == "q0 0 d0 2\nq0 0 d1 0\n"
-  assert export.file_tag("student T=1 α=0.5") == "student_T=1_alpha=0.5"
+  assert export.file_tag("student temperature=1 alpha=0.5") == \
+      "student_temperature=1_alpha=0.5"
+  assert export.file_tag("student temperature=1 alpha=0.5").isascii()
   assert export.file_tag("oracle (truth)") == "oracle_truth"
 
 

@@ -12,13 +12,14 @@ import pytest
 from prerank_jax.host import export
 
 
-def _ndcg_np(frame, *, k: int, gain: str) -> float:
+def _ndcg_np(frame, *, k: int, gain: str, column: str = "truth") -> float:
   """Mean NDCG@k over the lists with a candidate of truth > 0, from scores.parquet rows of
-  one model and split: rank by descending score, ties by the lower candidate index."""
+  one model and split: rank by descending score, ties by the lower candidate index.
+  ``column``: the grades (``label`` where the truth metrics use the logged labels)."""
   g = (lambda y: 2.0 ** y - 1.0) if gain == "exp2" else (lambda y: y)
   values = []
   for _, lst in frame.groupby("request"):
-    truth = lst["truth"].to_numpy(np.float64)
+    truth = lst[column].to_numpy(np.float64)
     if not (truth > 0).any():
       continue
     order = np.lexsort((lst["candidate"].to_numpy(), -lst["score"].to_numpy(np.float64)))
@@ -29,11 +30,11 @@ def _ndcg_np(frame, *, k: int, gain: str) -> float:
   return float(np.mean(values))
 
 
-def _precision_np(frame, *, k: int, grade: float) -> float:
+def _precision_np(frame, *, k: int, grade: float, column: str = "truth") -> float:
   values = []
   for _, lst in frame.groupby("request"):
     order = np.lexsort((lst["candidate"].to_numpy(), -lst["score"].to_numpy(np.float64)))
-    values.append(float(np.sum(lst["truth"].to_numpy()[order][:k] >= grade)) / k)
+    values.append(float(np.sum(lst[column].to_numpy()[order][:k] >= grade)) / k)
   return float(np.mean(values))
 
 
@@ -184,7 +185,7 @@ def _write_table(path, *, num_requests: int = 48, seed: int = 0) -> dict[str, li
 
 
 @pytest.mark.slow
-def test_tabular_run_keys_every_split_by_the_tables_own_ids(tmp_path):
+def test_tabular_run_keys_every_split_by_the_tables_own_ids(tmp_path, capsys):
   """The IDs in scores.parquet name the very rows of the table: each (session, item id)
   pair's logged label and exposure there equal the table's own (read independently)."""
   import pyarrow.parquet as pq
@@ -201,7 +202,10 @@ def test_tabular_run_keys_every_split_by_the_tables_own_ids(tmp_path):
                             candidate_column="item id"))
   config.sweep.temperature, config.sweep.alpha = (2.0,), (1.0,)
   compiled_before = evaluate._evaluate_stacked._cache_size()
+  capsys.readouterr()
   result = run(config)
+  warned = [line for line in capsys.readouterr().err.splitlines() if "logged labels" in line]
+  assert len(warned) == 1 and warned[0].startswith("warning: ")  # one line, at the start
   # valid (10 lists) and test (14) differ in size: padded to one shape, one compile.
   assert evaluate._evaluate_stacked._cache_size() - compiled_before <= 1
   table = pq.read_table(result.run_dir / export.SCORES_FILE).to_pandas()
@@ -226,17 +230,28 @@ def test_tabular_run_keys_every_split_by_the_tables_own_ids(tmp_path):
   qid, _, doc, *_ = run_file.splitlines()[0].split()
   assert qid in set(cols["session"])
   assert doc.startswith("item_") and (qid, doc.replace("_", " ", 1)) in logged
-  # The padded evaluation's valid/ metrics equal NumPy's on scores.parquet's valid rows.
+  # No truth column: the truth metrics are the logged labels', and every output says so.
+  assert not config.source.truth_column and table["truth"].isna().all()
+  assert all(r["truth_source"] == "logged labels" for r in result.rows)
+  assert "oracle (logged labels)" in [r["model"] for r in result.rows]
+  assert "oracle (truth)" not in [r["model"] for r in result.rows]
+  assert (result.run_dir / export.TREC_DIR / export.LOGGED_QRELS_FILE).exists()
+  assert not (result.run_dir / export.TREC_DIR / export.QRELS_FILE).exists()
+  header = (result.run_dir / "results.csv").read_text().splitlines()[0].split(",")
+  assert header[-1] == "truth_source"
+  # The padded evaluation's valid/ metrics equal NumPy's on scores.parquet's valid rows
+  # (on the logged labels, scores.parquet's label column).
   k = config.eval.k
   for p, row in enumerate(result.rows):
     rows = table[(table["split"] == "valid") & (table["point"] == p)]
     assert row[f"valid/ndcg@{k}"] == pytest.approx(
-        _ndcg_np(rows, k=k, gain=config.eval.gain), abs=1e-5), row["model"]
+        _ndcg_np(rows, k=k, gain=config.eval.gain, column="label"), abs=1e-5), row["model"]
     assert row[f"valid/precision@{k}"] == pytest.approx(_precision_np(
-        rows, k=k, grade=config.eval.relevant_grade), abs=1e-6), row["model"]
+        rows, k=k, grade=config.eval.relevant_grade, column="label"), abs=1e-6), row["model"]
     test_rows = table[(table["split"] == "test") & (table["point"] == p)]
     assert row[f"precision@{k}"] == pytest.approx(_precision_np(
-        test_rows, k=k, grade=config.eval.relevant_grade), abs=1e-6), row["model"]
+        test_rows, k=k, grade=config.eval.relevant_grade, column="label"), abs=1e-6), \
+        row["model"]
 
 
 def test_report_selection_pools_seeds_and_chooses_on_validation(tmp_path):
@@ -248,8 +263,9 @@ def test_report_selection_pools_seeds_and_chooses_on_validation(tmp_path):
 
   def rows(seed):
     out = []
-    for point, test, valid in (("T=1", 0.70, 0.50), ("T=2", 0.60, 0.58), ("T=4", 0.65, 0.55)):
-      out.append({"model": f"student {point}", "T": float(point[2:]), "ndcg@10": test + seed / 100,
+    for t, test, valid in ((1, 0.70, 0.50), (2, 0.60, 0.58), (4, 0.65, 0.55)):
+      out.append({"model": f"student temperature={t}", "temperature": float(t),
+                  "ndcg@10": test + seed / 100,
                   "valid/ndcg@10": valid - seed / 100, "status": "ok"})
     out.append({"model": "teacher", "ndcg@10": 0.9, "valid/ndcg@10": 0.9,
                 "status": "reference"})
@@ -257,7 +273,8 @@ def test_report_selection_pools_seeds_and_chooses_on_validation(tmp_path):
 
   runs = [write_run(tmp_path, f"s{seed}", rows(seed), seed=seed) for seed in (0, 1)]
   text = report.selection_report(runs)
-  assert "**student T=2**" in text and "T=1" not in text  # test's argmax is T=1
+  # test's argmax is temperature=1
+  assert "**student temperature=2**" in text and "temperature=1" not in text
   assert "valid/ndcg@10 0.5750" in text and "test ndcg@10 0.6050" in text
   assert "over 2 run(s)" in text and "3 points compared" in text
   old = [write_run(tmp_path, f"old{seed}", [{k: v for k, v in r.items()
@@ -265,3 +282,40 @@ def test_report_selection_pools_seeds_and_chooses_on_validation(tmp_path):
                    seed=seed) for seed in (0, 1)]
   assert "nothing" in report.selection_report(old) and "prerank-jax eval" in (
       report.selection_report(old))
+
+
+@pytest.mark.parametrize("config_name, dataset, truth_column, logged", [
+    ("tabular", "tabular", "", True), ("tabular", "parquet", "", True),
+    ("tabular", "csv", "grade", False), ("movielens", "movielens/100k", "", True),
+    ("quickstart", "simulator", "", False), ("letor", "letor", "", False),
+])
+def test_without_a_truth_the_oracle_and_the_warning_name_the_logged_labels(
+    config_name, dataset, truth_column, logged):
+  from prerank_jax.config_files import repo_config
+  from prerank_jax.host import tables
+
+  config = repo_config(config_name, None)
+  config.dataset = dataset
+  config.source.truth_column = truth_column
+  assert tables.truth_source(config) == ("logged labels" if logged else "truth")
+  oracle = [r for r in tables.references(config) if r.startswith("oracle")]
+  assert oracle == ["oracle (logged labels)" if logged else "oracle (truth)"]
+  warning = tables.truth_warning(config)
+  if logged:  # one line that says what the truth metrics and the oracle are computed on
+    assert "\n" not in warning and "logged labels" in warning and "oracle" in warning
+  else:
+    assert warning is None
+
+
+def test_qrels_and_truth_column_without_a_truth(tmp_path):
+  valid = np.ones((2, 3), bool)
+  labels = np.array([[1.0, 0.0, 2.0], [0.0, 1.0, 0.0]], np.float32)
+  data = export.SplitScores(np.zeros((1, 2, 3), np.float32), valid=valid, label=labels,
+                            exposed=valid, truth=labels, truth_source="logged labels")
+  written = export.write_scores(tmp_path, ["student gt-only"], [("test", data)])
+  assert written["qrels"] == f"{export.TREC_DIR}/{export.LOGGED_QRELS_FILE}"
+  assert (tmp_path / written["qrels"]).read_text().splitlines()[0] == "q0 0 d0 1"
+  import pyarrow.parquet as pq
+
+  table = pq.read_table(tmp_path / export.SCORES_FILE).to_pandas()
+  assert table["truth"].isna().all() and list(table["label"]) == list(labels.ravel())

@@ -80,14 +80,16 @@ def test_report_from_run_dirs_with_and_without_cost_columns(tmp_path):
       "model": model, "recall@25%": rec, "R@(10,25%)": r, "valid/recall@25%": rec,
       "valid/R@(10,25%)": r, **extra, "status": status}
   new = _fake_run(tmp_path, "new", [
-      row("student T=1", 0.6, 0.5, params=10, **{"flops/cand": 20.0}),
-      row("student T=2", 0.7, 0.4, params=10, **{"flops/cand": 20.0}),
+      row("student temperature=1", 0.6, 0.5, params=10, **{"flops/cand": 20.0}),
+      row("student temperature=2", 0.7, 0.4, params=10, **{"flops/cand": 20.0}),
       row("student diverged", "nan", "nan", status="diverged", params=10,
           **{"flops/cand": 20.0}),
       row("teacher", 1.0, 0.6, status="reference", params=1000, **{"flops/cand": 2000.0}),
       row("oracle (truth)", 0.7, 1.0, status="reference", params="", **{"flops/cand": ""}),
   ], student="linear")
-  old = _fake_run(tmp_path, "old", [  # written before the cost columns: history.json costs
+  # Written before the cost columns (history.json costs) and in the old names (T=1): read
+  # in today's names.
+  old = _fake_run(tmp_path, "old", [
       row("student T=1", 0.65, 0.55), row("teacher", 1.0, 0.6, status="reference"),
   ], costs={"student_params": 300, "student_flops_per_candidate": 600.0,
             "teacher_params": 1000, "teacher_flops_per_candidate": 2000.0}, student="two_tower")
@@ -101,15 +103,16 @@ def test_report_from_run_dirs_with_and_without_cost_columns(tmp_path):
   assert len(table) == 4
   assert "diverged" not in text and "oracle" not in text
   by_model = {(line.split(" | ")[0][2:], line.split(" | ")[1]): line for line in table}
-  assert "two_tower" in by_model[("old", "student T=1")] and "| 600 |" in by_model[
-      ("old", "student T=1")]
+  assert "two_tower" in by_model[("old", "student temperature=1")] and "| 600 |" in by_model[
+      ("old", "student temperature=1")]
+  assert "T=1" not in text
   # Fronts: R@ panel: T=2 (0.7 at 20) and teacher (1.0); recall panel: T=1 (0.5 at 20),
   # the two_tower student (0.55 at 600) and the teacher (0.6).
   cells = {k: [c.strip() for c in v.split("|")] for k, v in by_model.items()}
   front = lambda key: (cells[key][8], cells[key][11])
-  assert front(("new", "student T=2")) == ("✓", "")
-  assert front(("new", "student T=1")) == ("", "✓")
-  assert front(("old", "student T=1")) == ("", "✓")
+  assert front(("new", "student temperature=2")) == ("✓", "")
+  assert front(("new", "student temperature=1")) == ("", "✓")
+  assert front(("old", "student temperature=1")) == ("", "✓")
   assert front(("new", "teacher")) == ("✓", "✓")
   with pytest.raises(ValueError, match="at least one run dir"):
     write_pareto_report([], out_dir=tmp_path)

@@ -22,7 +22,8 @@ def test_offline_runs_match_local_results(smoke_config):
               if info["job_type"] == "student"}
   teachers = [info for _, _, info in runs if info["job_type"] == "teacher"]
   assert len(teachers) == 1
-  assert sorted(students) == ["T=1 α=1 lr=0.003", "T=3 α=1 lr=0.003", "gt-only"]
+  assert sorted(students) == ["gt-only", "temperature=1 alpha=1 learning_rate=0.003",
+                              "temperature=3 alpha=1 learning_rate=0.003"]
   assert all(info["group"] == smoke_config.name for _, _, info in runs)
   local = json.loads((result.run_dir / "history.json").read_text())["students"]
   with open(result.run_dir / "results.csv") as f:
@@ -86,7 +87,8 @@ def test_kill_and_resume_continue_each_points_wandb_run(tmp_path):
   info = {i: next(part[2] for part in parts if part[2]) for i, parts in by_id.items()}
   students = {info[i]["name"]: parts for i, parts in by_id.items()
               if info[i]["job_type"] == "student"}
-  assert sorted(students) == ["T=1 α=1 lr=0.003", "T=3 α=1 lr=0.003", "gt-only"]
+  assert sorted(students) == ["gt-only", "temperature=1 alpha=1 learning_rate=0.003",
+                              "temperature=3 alpha=1 learning_rate=0.003"]
   assert sum(x["job_type"] == "teacher" for x in info.values()) == 1
   local = json.loads((run_dir / "history.json").read_text())["students"]
   with open(run_dir / "results.csv") as f:

@@ -107,7 +107,8 @@ def test_objective_weightings_use_user_propensities_and_grades(gt):
   grade = (1.0 + np.asarray(batch.label)) * np.asarray(observed)
   for weighting, w in [("reweight_examination", ipw), ("grade", grade),
                        ("reweight_examination_grade", ipw * grade)]:
-    objective = make_objective(kd="none", gt=gt, gt_weighting=weighting, ipw_clip=clip)
+    objective = make_objective(kd="none", gt=gt, gt_weighting=weighting,
+                               propensity_floor=clip)
     expected = fn(s, batch.label, where=observed, weights=jnp.asarray(w, jnp.float32))
     assert float(objective(s, batch, hp)) == pytest.approx(float(expected), rel=1e-5)
   unweighted = make_objective(kd="none", gt=gt)(s, batch, hp)

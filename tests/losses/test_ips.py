@@ -289,7 +289,7 @@ def test_objective_routes_each_weighting_to_its_estimator(weighting, support, q,
   clip = 0.05
   want = IPS[loss](s, batch.label, where=where,
                    propensity=jnp.where(where, jnp.maximum(q(batch), clip), 1.0))
-  got = make_objective(kd="none", gt=loss, gt_weighting=weighting, ipw_clip=clip)(
+  got = make_objective(kd="none", gt=loss, gt_weighting=weighting, propensity_floor=clip)(
       s, batch, {"alpha": 0.0})
   assert float(got) == pytest.approx(float(want), rel=1e-6)
 

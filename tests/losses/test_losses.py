@@ -57,7 +57,7 @@ def test_logit_mse_and_bce_closed_form():
   assert float(pointwise_bce(s, jnp.array([3.0, 0.0]), where=ALL)) == pytest.approx(expected)
 
 
-def test_bce_importance_weights_and_ipw_clip():
+def test_bce_importance_weights_and_propensity_floor():
   s, y = jnp.array([0.0, 0.0]), jnp.array([1.0, 1.0])
   w = inverse_propensity_weights(jnp.array([0.5, 0.01]), where=ALL, clip=0.1)
   np.testing.assert_allclose(w, [2.0, 10.0])

@@ -105,7 +105,7 @@ def test_bfloat16_forward_trains_like_float32(placed, tiny_splits):
   assert stats["loss"].dtype == np.float32
   ref = runs["float32"][1]
   np.testing.assert_allclose(stats["loss"], ref["loss"], rtol=0.02)
-  np.testing.assert_allclose(stats["valid_ndcg_exposed"], ref["valid_ndcg_exposed"],
+  np.testing.assert_allclose(stats["valid/ndcg@10_logs"], ref["valid/ndcg@10_logs"],
                              atol=0.03)
   rounding = np.abs(stats["loss"][:, -1] - ref["loss"][:, -1])
   between_points = np.abs(ref["loss"][:, -1] - ref["loss"][::-1, -1])

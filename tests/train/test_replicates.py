@@ -14,8 +14,9 @@ def test_replicate_points_is_the_point_major_product():
   points = grid_points({"temperature": (1.0, 4.0), "alpha": (0.5,)}, seed=9)
   out = replicate_points(points, (3, 7))
   assert [p.seed for p in out] == [3, 7, 3, 7]
-  assert [p.name for p in out] == ["T=1 α=0.5 seed=3", "T=1 α=0.5 seed=7",
-                                   "T=4 α=0.5 seed=3", "T=4 α=0.5 seed=7"]
+  assert [p.name for p in out] == [
+      "temperature=1 alpha=0.5 seed=3", "temperature=1 alpha=0.5 seed=7",
+      "temperature=4 alpha=0.5 seed=3", "temperature=4 alpha=0.5 seed=7"]
   assert [p.hparams for p in out] == [points[0].hparams] * 2 + [points[1].hparams] * 2
   assert replicate_points(points, ()) == points  # () = one replicate, the point's own seed
 
@@ -86,7 +87,8 @@ def test_runner_rows_carry_the_replicate_seed(smoke_config):
   result = run(smoke_config)
   students = [r for r in result.rows if r["status"] != "reference"]
   assert [(r["model"], r["replicate_seed"]) for r in students] == [
-      ("student T=2 α=0.5 lr=0.003 seed=0", 0), ("student T=2 α=0.5 lr=0.003 seed=1", 1),
+      ("student temperature=2 alpha=0.5 learning_rate=0.003 seed=0", 0),
+      ("student temperature=2 alpha=0.5 learning_rate=0.003 seed=1", 1),
       ("student gt-only seed=0", 0), ("student gt-only seed=1", 1)]
   assert result.columns.index("replicate_seed") < result.columns.index("status")
   header = (result.run_dir / "results.csv").read_text().splitlines()[0].split(",")
