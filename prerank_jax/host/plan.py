@@ -90,13 +90,17 @@ def describe_plan(config: ml_collections.ConfigDict,
 
 GIB = float(1 << 30)
 # Bytes per parameter: float32 parameters (1), Adam's two moments (2): resident for every
-# point; a gradient and an update (2 more) live while a vmapped group steps.
+# point; a gradient and an update (2 more) live while a vmapped group steps, except for the
+# ID embedding tables under <role>.embedding_update = "sparse", whose gradient and update
+# cover only the rows a step looks up (a few thousand, not counted).
 _STATE_COPIES, _STEP_COPIES, _FLOAT_BYTES = 3, 2, 4
 
 
 class PhaseMemory(NamedTuple):
   """Memory of one compiled phase: ``points`` (padded) sweep points of ``params`` each,
-  ``group`` of them stepping at once (``group == points`` without groups)."""
+  ``group`` of them stepping at once (``group == points`` without groups). ``sparse``:
+  the tables get the row-sparse update, so a stepping point holds no dense gradient or
+  update of them."""
 
   label: str
   model: str
@@ -104,6 +108,12 @@ class PhaseMemory(NamedTuple):
   group: int
   params: int
   tables: int
+  sparse: bool = False
+
+  @property
+  def step_params(self) -> int:
+    """Parameters with a dense gradient and update while a point steps."""
+    return self.params - self.tables if self.sparse else self.params
 
   @property
   def point_bytes(self) -> int:
@@ -113,8 +123,8 @@ class PhaseMemory(NamedTuple):
   @property
   def total_bytes(self) -> int:
     """Every point's state, plus the gradients and updates of one group stepping."""
-    return (self.points * _STATE_COPIES + self.group * _STEP_COPIES) * _FLOAT_BYTES * \
-        self.params
+    return (self.points * _STATE_COPIES * self.params
+            + self.group * _STEP_COPIES * self.step_params) * _FLOAT_BYTES
 
 
 class MemoryPlan(NamedTuple):
@@ -134,9 +144,11 @@ class MemoryPlan(NamedTuple):
   def describe(self) -> str:
     """The memory lines of the printed plan."""
     lines = [f"memory: parameters + Adam state (3 × 4 B per parameter per point; gradients "
-             f"and updates 2 × 4 B per parameter per point of a stepping group)"]
+             f"and updates 2 × 4 B per parameter per point of a stepping group, none for "
+             f"tables with the sparse update)"]
     for p in self.phases:
-      tables = (f", {p.tables / p.params:.0%} in ID embedding tables" if p.tables else "")
+      tables = (f", {p.tables / p.params:.0%} in ID embedding tables "
+                f"({'sparse' if p.sparse else 'dense'} update)" if p.tables else "")
       lines.append(f"  {p.label} ({p.model}): {p.params:,} parameters{tables}; "
                    f"{p.point_bytes / GIB:.3f} GiB per point × {p.points} point(s) "
                    f"(groups of {p.group}) = {p.total_bytes / GIB:.3f} GiB")
@@ -151,7 +163,7 @@ class MemoryPlan(NamedTuple):
     if self.peak_bytes <= self.limit_bytes:
       return
     worst = max(self.phases, key=lambda p: p.total_bytes)
-    step = min(worst.group, worst.points) * _STEP_COPIES * _FLOAT_BYTES * worst.params
+    step = min(worst.group, worst.points) * _STEP_COPIES * _FLOAT_BYTES * worst.step_params
     fit = int((self.limit_bytes - self.data_bytes - step) // max(1, worst.point_bytes))
     raise MemoryError(
         f"plan: the sweep does not fit: {worst.label} ({worst.model}) needs "
@@ -162,7 +174,10 @@ class MemoryPlan(NamedTuple):
         f"{self.peak_bytes / GIB:.2f} GiB, but {self.limit_bytes / GIB:.2f} GiB are "
         f"available ({self.limit_source}). Remedies: fewer points (about {max(0, fit)} "
         "fit; sweep axes or split the grid across runs), smaller groups "
-        "(sweep.group_size; saves only the gradients' share), fewer embedding rows "
+        "(sweep.group_size; saves only the gradients' share), "
+        + ("" if worst.sparse or not worst.tables else
+           "<role>.embedding_update='sparse' (no dense table gradients), ")
+        + "fewer embedding rows "
         "(hash_buckets: smaller <role>.model.context_vocab / item_vocab) or a smaller "
         "<role>.model.id_embed_dim. Nothing was written.")
 
@@ -212,7 +227,9 @@ def memory_plan(config: ml_collections.ConfigDict,
         shapes) if any(getattr(k, "key", None) == "embeddings" for k in path))
     multiple, group = group_layout(n, devices=devices, group_size=group_size)
     padded = n + (-n) % multiple
-    return PhaseMemory(label, cfg[role].model.name, padded, group or padded, params, tables)
+    sparse = cfg[role].get("embedding_update", "dense") == "sparse"
+    return PhaseMemory(label, cfg[role].model.name, padded, group or padded, params, tables,
+                       sparse)
 
   phases = [] if is_logged_teacher(config) else [
       phase("teacher", config, "teacher", config.teacher.num_teachers)]

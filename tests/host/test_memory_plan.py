@@ -41,11 +41,20 @@ def test_plan_counts_parameters_and_adam_state(ids_config, sizes):
   k = len(student_points(config))              # 3 × 3 grid + gt-only = 10 points
   assert k == 10 and students.points == 10 and students.group == 2
   assert students.point_bytes == 3 * 4 * p     # parameters + Adam's two moments
-  assert students.total_bytes == (10 * 3 + 2 * 2) * 4 * p
+  # The sparse update (the default): a stepping point has no dense table gradient.
+  assert config.student.embedding_update == "sparse" and students.sparse
+  assert students.total_bytes == (10 * 3 * p + 2 * 2 * (p - students.tables)) * 4
   assert plan.peak_bytes == max(teacher.total_bytes, students.total_bytes) + 1000
   text = plan.describe()
   assert f"{p:,} parameters" in text and "per point × 10 point(s)" in text
+  assert "(sparse update)" in text
   plan.check()  # fits in 1 TiB
+  config.student.embedding_update = "dense"
+  dense = memory_plan(config, student_programs(config), sizes, data_bytes=1000,
+                      limit_bytes=1 << 40).phases[1]
+  assert dense.total_bytes == (10 * 3 + 2 * 2) * 4 * p
+  assert dense.point_bytes == students.point_bytes    # the resident state is the same
+  config.student.embedding_update = "sparse"
 
 
 def test_refusal_states_the_numbers_and_the_remedies(ids_config, sizes):
@@ -57,6 +66,14 @@ def test_refusal_states_the_numbers_and_the_remedies(ids_config, sizes):
                "fewer points", "sweep.group_size", "hash_buckets", "id_embed_dim",
                "Nothing was written"):
     assert part in message
+  assert "embedding_update" not in message        # already sparse: not a remedy
+  ids_config.student.embedding_update = ids_config.teacher.embedding_update = "dense"
+  try:
+    plan = memory_plan(ids_config, student_programs(ids_config), sizes, limit_bytes=100_000)
+    with pytest.raises(MemoryError, match="embedding_update='sparse'"):
+      plan.check()
+  finally:
+    ids_config.student.embedding_update = ids_config.teacher.embedding_update = "sparse"
 
 
 def test_a_run_that_does_not_fit_is_refused_before_anything_is_written(ids_config, tmp_path):
