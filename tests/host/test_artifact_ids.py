@@ -394,3 +394,37 @@ def test_embed_needs_a_dssm_artifact(tmp_path):
   with pytest.raises(ArtifactError, match="no items tower .*only a dssm"):
     embed_file(art, tmp_path / "c.parquet", tmp_path / "o.parquet", side="items")
   assert not (tmp_path / "o.parquet").exists()
+
+
+def test_csv_carries_id_columns_when_there_is_no_behaviour_list(tmp_path):
+  """Without a behaviour sequence a CSV input works for a student over IDs and gives the
+  Parquet input's scores; its ID columns are typed as pyarrow infers them."""
+  import jax
+  import ml_collections
+  import pyarrow as pa
+  import pyarrow.csv as pcsv
+  import pyarrow.parquet as pq
+
+  from prerank_jax.models import build_model
+
+  model = build_model("dssm", feature_sizes={"context": 1, "items": 1, "cross": 0,
+                                             "context_ids": 1, "item_ids": 1},
+                      id_tower=(8, 4), id_embed_dim=4, context_vocab=(9,), item_vocab=(9,))
+  spec = {"kind": "arrays", "request_column": "", "candidate_column": "",
+          "context": [{"name": "context_0", "transform": "raw"}],
+          "items": [{"name": "items_0", "transform": "raw"}],
+          "ids": id_spec(ml_collections.ConfigDict({"dataset": "simulator"}), model)}
+  assert spec["ids"]["sequence"] == [] and spec["ids"]["sequence_length"] == 0
+  art = load_artifact(write_artifact(tmp_path / "a", model=model,
+                                     params=model.init(jax.random.key(2)), spec=spec,
+                                     config={}, metrics={}, point="p", platforms=("cpu",)))
+  table = pa.table({"context_0": [0.1, 0.2, 0.3], "items_0": [1.0, -1.0, 0.5],
+                    "context_ids_0": [1, 8, 9], "item_ids_0": [3, 0, 4]})
+  pq.write_table(table, tmp_path / "in.parquet")
+  pcsv.write_csv(table, tmp_path / "in.csv")
+  for source in ("in.parquet", "in.csv"):
+    score_file(art, tmp_path / source, tmp_path / f"{source}.out.parquet")
+  got = {s: pq.read_table(tmp_path / f"{s}.out.parquet")["score"].to_numpy()
+         for s in ("in.parquet", "in.csv")}
+  np.testing.assert_array_equal(got["in.csv"], got["in.parquet"])
+  assert len(set(np.round(got["in.csv"], 6))) == 3
