@@ -2,8 +2,11 @@
 
 A finished run directory (``prerank-jax quickstart|sweep``, see ``host/runner.py``) holds
 
-- ``results.csv``: one row per sweep point (``student <point>``), the teacher and the
-  references (``oracle (truth)``, ``random``), with the swept hyperparameters, every metric
+- ``results.csv``: one row per sweep point (``student <point>``, e.g. ``student
+  temperature=1 alpha=0.5 learning_rate=0.003``), the teacher and the references
+  (``oracle (truth)``, or ``oracle (logged labels)`` for data without a truth, and
+  ``random``), with the swept hyperparameters (``temperature``, ``alpha``,
+  ``learning_rate``), every metric
   on the test split and again on the validation split (``valid/<metric>``: what a point
   is chosen on, :mod:`prerank_jax.analysis.select`), the cost columns and ``status``
   (``ok`` | ``diverged`` | ``reference``);
@@ -16,6 +19,10 @@ A finished run directory (``prerank-jax quickstart|sweep``, see ``host/runner.py
 dotted columns (``student.loss.kd``, ``teacher.model.name``, ...). :func:`load_history`
 gives the per-epoch history as a long table. :func:`load_results_csv` reads any CSV with
 the same row structure, such as ``experiments/results/<exp>/raw.csv``.
+
+Files written before the names were unified (columns ``T``/``lr``, rows ``T=1 α=0.5
+lr=0.003``, history keys ``valid_ndcg_true`` …) are read in today's names
+(:func:`normalize_results`, :func:`normalize_history`; docs/reference/outputs.md, "Names").
 
 This module reads files only; it imports nothing from the rest of the package.
 """
@@ -68,12 +75,18 @@ def normalize_name(name: Any) -> Any:
 
 def normalize_results(frame: pd.DataFrame) -> pd.DataFrame:
   """A results table (results.csv, an experiment's raw.csv) in the current names: the
-  columns ``T`` / ``lr`` renamed ``temperature`` / ``learning_rate`` (unless the new
-  column is already there), and the names in ``model``, ``point`` and ``results_model``
-  through :func:`normalize_name`. Every reader of results calls it, so files written
-  before the names were unified load as if written today. Returns a new frame."""
+  columns ``T`` / ``lr`` renamed ``temperature`` / ``learning_rate`` (a file holding both,
+  old rows appended to by new ones, gets one column: the new one's values, else the old
+  one's), and the names in ``model``, ``point`` and ``results_model`` through
+  :func:`normalize_name`. Every reader of results calls it, so files written before the
+  names were unified load as if written today. Returns a new frame."""
+  frame = frame.copy()
+  for old, new in OLD_COLUMNS.items():
+    if old in frame.columns and new in frame.columns:
+      frame[new] = frame[new].where(frame[new].notna(), frame[old])
+      frame = frame.drop(columns=[old])
   frame = frame.rename(columns={old: new for old, new in OLD_COLUMNS.items()
-                                if old in frame.columns and new not in frame.columns})
+                                if old in frame.columns})
   for column in ("model", "point", "results_model"):
     if column in frame.columns:
       frame[column] = frame[column].map(normalize_name)

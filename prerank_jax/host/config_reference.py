@@ -342,7 +342,8 @@ def _registry_entry(field: str) -> tuple[Spec, str] | None:
   rest = ".".join(parts[1:]) if role else field
   fixed = {
       "dataset": (choice(*DATASETS), "which data: the in-memory simulator or a dataset "
-                  "written once as ArrayRecord (docs: your logs)"),
+                  "written once as ArrayRecord (docs: your logs); parquet and csv are "
+                  "aliases of tabular"),
       "input_pipeline": (choice(*INPUT_PIPELINES), "'device': the train split stays on "
                          "the device; 'grain': batches stream from the host"),
       "streaming.order": (choice(*STREAM_ORDERS), "grain: each point's device order, one "

@@ -216,6 +216,13 @@ def test_normalize_results_renames_columns_and_names():
                                 "student gt-only"]
   assert list(old.columns)[1] == "T"  # the input is not changed
   pd.testing.assert_frame_equal(normalize_results(new), new)  # current names: unchanged
+  # New rows appended to an old file (the union of the columns): one column per name.
+  mixed = pd.DataFrame({"model": ["student T=1", "student temperature=2"],
+                        "T": [1.0, np.nan], "temperature": [np.nan, 2.0]})
+  out = normalize_results(mixed)
+  assert list(out.columns) == ["model", "temperature"]
+  assert list(out["temperature"]) == [1.0, 2.0]
+  assert list(out["model"]) == ["student temperature=1", "student temperature=2"]
 
 
 def test_normalize_history_keys_are_results_names():
