@@ -143,9 +143,10 @@ class MemoryPlan(NamedTuple):
 
   def describe(self) -> str:
     """The memory lines of the printed plan."""
+    sparse = any(p.sparse and p.tables for p in self.phases)
     lines = [f"memory: parameters + Adam state (3 × 4 B per parameter per point; gradients "
-             f"and updates 2 × 4 B per parameter per point of a stepping group, none for "
-             f"tables with the sparse update)"]
+             f"and updates 2 × 4 B per parameter per point of a stepping group"
+             + (", none for ID tables under the sparse update)" if sparse else ")")]
     for p in self.phases:
       tables = (f", {p.tables / p.params:.0%} in ID embedding tables "
                 f"({'sparse' if p.sparse else 'dense'} update)" if p.tables else "")
