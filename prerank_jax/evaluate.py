@@ -38,7 +38,8 @@ def metric_names(*, k: int, keep_ratios: Sequence[float], has_truth: bool = True
   """Column names produced by :func:`evaluate_scores`, in display order.
 
   Four groups: against the truth, the cascade against the truth (``sys_*``: the model
-  keeps its top m, the teacher reranks them), against the teacher, from the logs; then a
+  keeps its top m, the teacher reranks them; ``oracle_sys_ndcg@k@r``: the truth reranks
+  them, one common reference for every model), against the teacher, from the logs; then a
   published protocol's columns (``eval.protocol``: ``"recflow"`` adds RecFlow's and
   LCRON's, :func:`prerank_jax.metrics.recflow.protocol_metric_names`).
   """
@@ -49,6 +50,7 @@ def metric_names(*, k: int, keep_ratios: Sequence[float], has_truth: bool = True
     names += [f"sys_ndcg@{k}@{keep_label(r)}" for r in keep_ratios]
     names += [f"sys_recall@{k}@{keep_label(r)}" for r in keep_ratios]
     names += [f"sys_loss@{keep_label(r)}" for r in keep_ratios]
+    names += [f"oracle_sys_ndcg@{k}@{keep_label(r)}" for r in keep_ratios]
   names += [f"R@({k},{keep_label(r)})" for r in keep_ratios]
   names.append("kendall_tau")
   names.append(f"ndcg@{k}_logs")
@@ -76,6 +78,7 @@ def evaluate_scores(
     gain: str = "exp2",
     protocol: str = "",
     lists: jax.Array | None = None,
+    share_sorts: bool = True,
 ) -> dict[str, jax.Array]:
   """All evaluation metrics of one model's scores, averaged over requests.
 
@@ -83,6 +86,12 @@ def evaluate_scores(
   list, then averaged over the lists where it is defined (see :func:`excluded_lists`).
   A list shorter than k is scored over its length (NDCG@k over min(k, n), as trec_eval
   and LightGBM); none is dropped for being short.
+
+  Each score vector is sorted once (:func:`metrics.rank_list`): the model's, the
+  teacher's, the truth's and the logged labels' (the exposed subset is ranked from the
+  model's sort, :func:`metrics.restrict`), and every ranking metric reads its order off
+  those (``share_sorts=False``: each metric sorts for itself, the reference path; the
+  values agree, tests/metrics/test_evaluate_shared_sort.py).
 
   Against the truth (when ``batch.true_relevance`` is set):
     ``ndcg@k``          NDCG@k (gain ``gain``: 2^y − 1 or y; discount 1/log2(rank + 1))
@@ -104,6 +113,12 @@ def evaluate_scores(
                         (:func:`metrics.cascade_recall_at_k`); the lists of mrr.
     ``sys_loss@r``      NDCG@k of the teacher ranking the full list minus ``sys_ndcg@k@r``
                         (over the same lists): the system quality the cut loses.
+    ``oracle_sys_ndcg@k@r``  NDCG@k when the ORACLE (the true grades) reorders the model's
+                        top m, against the ideal of the whole list
+                        (:func:`metrics.oracle_cascade_ndcg_at_k`); the lists of ``ndcg@k``.
+                        The reranker is the same for every model (unlike ``sys_ndcg``,
+                        whose reranker is the run's teacher), so it measures only what the
+                        pre-ranker keeps; 1 at r = 1.
   Against the teacher (``teacher_scores``, every list):
     ``R@(k,r)``         |teacher top-k ∩ student top-m| / k.
     ``kendall_tau``     Kendall τ-b between the model's and the teacher's scores over the
@@ -139,6 +154,8 @@ def evaluate_scores(
       candidate) and are left out of every mean, so a split padded to another split's R
       (:func:`pad_lists`) gives its unpadded values (to float32 rounding: the sums run over
       more zeros) and both splits share one compiled program. ``None``: every list (with ``protocol=""`` only).
+    share_sorts: one sort per score vector shared by the ranking metrics (default), or
+      ``False``: every metric sorts by itself (static; the slower reference path).
 
   Returns:
     ``{name: scalar}`` keyed exactly as :func:`metric_names`.
@@ -151,56 +168,88 @@ def evaluate_scores(
   # so the means that skip undefined lists skip it already; these are the others.
   mean_all = jnp.mean if lists is None else (
       lambda v: metrics.mean_over_lists(v, where=lists))
+  truth = batch.true_relevance
+  # One sort per score vector (None: each metric sorts for itself). Under the vmap of
+  # evaluate_stacked only the model's ranking is batched: the teacher's, the truth's and
+  # the labels' are sorted once for all models.
+  rank_s = rank_t = rank_y = rank_l = rank_obs = None
+  if share_sorts:
+    rank_s = metrics.rank_list(scores, where=valid)
+    rank_t = metrics.rank_list(teacher_scores, where=valid)
+    rank_obs = metrics.restrict(rank_s, observed)
+    rank_l = metrics.rank_list(batch.label, where=observed)
+    if truth is not None:
+      rank_y = metrics.rank_list(truth, where=valid)
   out = {}
-  if batch.true_relevance is not None:
-    truth = batch.true_relevance
+  if truth is not None:
     ndcg_defined = metrics.has_relevant(truth, where=valid)
     mean_ndcg = lambda v: metrics.mean_over_defined(v, ndcg_defined, where=lists,
                                                     empty=ndcg_empty)[0]
     out[f"ndcg@{k}"] = mean_ndcg(metrics.ndcg_at_k(scores, truth, where=valid, k=k,
-                                                   gain=gain))
+                                                   gain=gain, ranking=rank_s,
+                                                   ideal_ranking=rank_y))
     relevant = valid & (truth >= relevant_grade)
     has_rel = jnp.any(relevant, axis=-1)
     out["mrr"] = metrics.mean_over_lists(
-        metrics.reciprocal_rank(scores, relevant, where=valid), where=has_rel)
+        metrics.reciprocal_rank(scores, relevant, where=valid, ranking=rank_s),
+        where=has_rel)
     out[f"recall@{k}"] = metrics.mean_over_lists(
-        metrics.recall_at_k(scores, relevant, where=valid, k=k), where=has_rel)
+        metrics.recall_at_k(scores, relevant, where=valid, k=k, ranking=rank_s),
+        where=has_rel)
     out[f"precision@{k}"] = mean_all(metrics.precision_at_k(scores, relevant, where=valid,
-                                                            k=k))
-    for r in keep_ratios:
-      m = metrics.keep_size(valid, keep_ratio=r)
-      out[f"recall@{keep_label(r)}"] = metrics.mean_over_lists(
-          metrics.recall_at_k(scores, relevant, where=valid, k=m), where=has_rel)
+                                                            k=k, ranking=rank_s))
     teacher_full = mean_ndcg(metrics.ndcg_at_k(teacher_scores, truth, where=valid, k=k,
-                                               gain=gain))
-    system = {}
-    for r in keep_ratios:
-      m = metrics.keep_size(valid, keep_ratio=r)
-      system[r] = mean_ndcg(metrics.cascade_ndcg_at_k(scores, teacher_scores, truth,
-                                                      where=valid, m=m, k=k, gain=gain))
-      out[f"sys_ndcg@{k}@{keep_label(r)}"] = system[r]
-    for r in keep_ratios:
-      m = metrics.keep_size(valid, keep_ratio=r)
-      out[f"sys_recall@{k}@{keep_label(r)}"] = metrics.mean_over_lists(
-          metrics.cascade_recall_at_k(scores, teacher_scores, relevant, where=valid, m=m,
-                                      k=k), where=has_rel)
-    for r in keep_ratios:
-      out[f"sys_loss@{keep_label(r)}"] = teacher_full - system[r]
-  for r in keep_ratios:
+                                               gain=gain, ranking=rank_t,
+                                               ideal_ranking=rank_y))
+  has_positive = jnp.any(positive, axis=-1)
+
+  def at_ratio(r) -> dict[str, jax.Array]:
+    """The keep-ratio columns at one ratio r (a family name → its mean)."""
     m = metrics.keep_size(valid, keep_ratio=r)
-    out[f"R@({k},{keep_label(r)})"] = mean_all(metrics.teacher_consistency_recall(
-        scores, teacher_scores, where=valid, k=k, m=m))
+    got = {}
+    if truth is not None:
+      got["recall"] = metrics.mean_over_lists(
+          metrics.recall_at_k(scores, relevant, where=valid, k=m, ranking=rank_s),
+          where=has_rel)
+      got["sys_ndcg"] = mean_ndcg(metrics.cascade_ndcg_at_k(
+          scores, teacher_scores, truth, where=valid, m=m, k=k, gain=gain,
+          student_ranking=rank_s, teacher_ranking=rank_t, ideal_ranking=rank_y))
+      got["sys_recall"] = metrics.mean_over_lists(
+          metrics.cascade_recall_at_k(scores, teacher_scores, relevant, where=valid, m=m,
+                                      k=k, student_ranking=rank_s, teacher_ranking=rank_t),
+          where=has_rel)
+      got["sys_loss"] = teacher_full - got["sys_ndcg"]
+      got["oracle_sys_ndcg"] = mean_ndcg(metrics.oracle_cascade_ndcg_at_k(
+          scores, truth, where=valid, m=m, k=k, gain=gain, student_ranking=rank_s,
+          ideal_ranking=rank_y))
+    got["R"] = mean_all(metrics.teacher_consistency_recall(
+        scores, teacher_scores, where=valid, k=k, m=m, student_ranking=rank_s,
+        teacher_ranking=rank_t))
+    got["retention"] = metrics.mean_over_lists(
+        metrics.positive_retention(scores, batch.label, exposed=batch.exposed, where=valid,
+                                   keep_ratio=r, ranking=rank_s), where=has_positive)
+    return got
+
+  if share_sorts:  # one copy of the per-ratio program, vmapped over the ratios
+    stacked = jax.vmap(at_ratio)(jnp.asarray(keep_ratios, jnp.float32))
+    per_ratio = [{f: v[i] for f, v in stacked.items()} for i in range(len(keep_ratios))]
+  else:
+    per_ratio = [at_ratio(r) for r in keep_ratios]
+  ratio = dict(zip(keep_ratios, per_ratio))
+  if truth is not None:
+    for family, name in (("recall", "recall@{}"), ("sys_ndcg", f"sys_ndcg@{k}@{{}}"),
+                         ("sys_recall", f"sys_recall@{k}@{{}}"), ("sys_loss", "sys_loss@{}"),
+                         ("oracle_sys_ndcg", f"oracle_sys_ndcg@{k}@{{}}")):
+      out.update({name.format(keep_label(r)): ratio[r][family] for r in keep_ratios})
+  out.update({f"R@({k},{keep_label(r)})": ratio[r]["R"] for r in keep_ratios})
   out["kendall_tau"] = metrics.mean_over_lists(
       metrics.kendall_tau_b(scores, teacher_scores, where=valid),
       where=metrics.kendall_tau_defined(scores, teacher_scores, where=valid))
   out[f"ndcg@{k}_logs"], _ = metrics.mean_over_defined(
-      metrics.ndcg_at_k(scores, batch.label, where=observed, k=k, gain=gain),
+      metrics.ndcg_at_k(scores, batch.label, where=observed, k=k, gain=gain,
+                        ranking=rank_obs, ideal_ranking=rank_l),
       metrics.has_relevant(batch.label, where=observed), where=lists, empty=ndcg_empty)
-  has_positive = jnp.any(positive, axis=-1)
-  for r in keep_ratios:
-    out[f"retention@{keep_label(r)}"] = metrics.mean_over_lists(
-        metrics.positive_retention(scores, batch.label, exposed=batch.exposed, where=valid,
-                                   keep_ratio=r), where=has_positive)
+  out.update({f"retention@{keep_label(r)}": ratio[r]["retention"] for r in keep_ratios})
   out["auc_logs"] = metrics.auc(scores, positive, where=observed)
   out["gauc_logs"] = metrics.gauc(scores, positive, where=observed)
   if protocol:
@@ -329,12 +378,13 @@ def evaluate_stacked(scores: jax.Array, batch: Batch, *, teacher_scores: jax.Arr
                      keep_ratios: Sequence[float], relevant_grade: float,
                      ndcg_empty: str = "exclude", gain: str = "exp2",
                      return_excluded: bool = False, protocol: str = "",
-                     lists: jax.Array | None = None):
+                     lists: jax.Array | None = None, share_sorts: bool = True):
   """:func:`evaluate_scores` vmapped over a leading model axis: ``scores [P, R, N]``.
 
   Returns ``{name: [P]}``, and with ``return_excluded=True`` also
   ``{key: [P] int32}`` from :func:`excluded_lists` (computed in the same program).
   ``lists``: bool ``[R]``, the real lists of a split padded by :func:`pad_lists`.
+  ``share_sorts``: as :func:`evaluate_scores` (``False``: the per-metric reference path).
 
   The batch is an argument of the compiled function, not a closed-over constant, so XLA
   does not try to constant-fold sorts over the whole test split.
@@ -348,18 +398,20 @@ def evaluate_stacked(scores: jax.Array, batch: Batch, *, teacher_scores: jax.Arr
                                        jnp.float32(relevant_grade), k=k,
                                        keep_ratios=tuple(keep_ratios), ndcg_empty=ndcg_empty,
                                        gain=gain, protocol=protocol,
-                                       lists=None if lists is None else jnp.asarray(lists, bool))
+                                       lists=None if lists is None else jnp.asarray(lists, bool),
+                                       share_sorts=bool(share_sorts))
   return (values, excluded) if return_excluded else values
 
 
 @functools.partial(jax.jit, static_argnames=("k", "keep_ratios", "ndcg_empty", "gain",
-                                             "protocol"))
+                                             "protocol", "share_sorts"))
 def _evaluate_stacked(scores, batch, teacher_scores, relevant_grade, *, k, keep_ratios,
-                      ndcg_empty, gain, protocol="", lists=None):
+                      ndcg_empty, gain, protocol="", lists=None, share_sorts=True):
   def fn(s):
     values = evaluate_scores(s, batch, teacher_scores=teacher_scores, k=k,
                              keep_ratios=keep_ratios, relevant_grade=relevant_grade,
-                             ndcg_empty=ndcg_empty, gain=gain, protocol=protocol, lists=lists)
+                             ndcg_empty=ndcg_empty, gain=gain, protocol=protocol, lists=lists,
+                             share_sorts=share_sorts)
     excluded = excluded_lists(s, batch, teacher_scores=teacher_scores, k=k,
                               relevant_grade=relevant_grade, lists=lists)
     return values, excluded

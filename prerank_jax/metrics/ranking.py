@@ -31,7 +31,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+from typing import Callable, NamedTuple, Optional, Union
 
 import jax.numpy as jnp
 from jax import lax
@@ -99,6 +99,15 @@ def ranks(scores: Array, *, where: Optional[Array] = None) -> Array:
   """
   scores = jnp.asarray(scores)
   valid = _valid_mask(where, scores.shape)
+  order = _sort_order(scores, valid)
+  index = jnp.broadcast_to(jnp.arange(scores.shape[-1], dtype=jnp.int32), scores.shape)
+  # Invert the permutation with one scatter: order[j] is the candidate at rank j + 1.
+  return _scatter_last(order, index + 1, scores.shape[-1]).astype(jnp.int32)
+
+
+def _sort_order(scores: Array, valid: Array) -> Array:
+  """The int32 ``[..., N]`` permutation of :func:`ranks`: ``order[..., j]`` is the index of
+  the candidate at rank ``j + 1`` (one stable sort)."""
   size = scores.shape[-1]
   index = jnp.broadcast_to(jnp.arange(size, dtype=jnp.int32), scores.shape)
   key = _rank_key(scores, valid)
@@ -113,8 +122,87 @@ def ranks(scores: Array, *, where: Optional[Array] = None) -> Array:
     # Sort keys, most significant first: valid first, higher score; stable for the index.
     _, _, order = lax.sort((~valid, descending, index), dimension=-1, num_keys=2,
                            is_stable=True)
-  # Invert the permutation with one scatter: order[j] is the candidate at rank j + 1.
-  return _scatter_last(order, index + 1, size).astype(jnp.int32)
+  return order
+
+
+class Ranking(NamedTuple):
+  """One sort of a list, shared by every metric that ranks it (see :func:`rank_list`).
+
+  ``order[..., j]`` is the index of the candidate at rank ``j + 1``; ``ranks`` its inverse
+  (the 1-based ranks of :func:`ranks`); ``count`` the number of valid candidates ``[...]``
+  (ranks ``1..count`` are the valid ones).
+  """
+
+  order: Array
+  ranks: Array
+  count: Array
+
+
+def rank_list(scores: Array, *, where: Optional[Array] = None) -> Ranking:
+  """Ranks a list once, for every metric of it: pass the result as ``ranking=``.
+
+  Definition:
+    ranks = :func:`ranks` (scores, where), order = its inverse permutation,
+    count = Σ_i where_i
+
+    Every metric of this module that takes ``ranking=`` (or ``student_ranking=``,
+    ``teacher_ranking=``, ``ideal_ranking=``) then skips its own sort and gives the value
+    it computes without one: the same ranks (ties, NaN and mask rules), so counts are
+    identical and DCG sums agree to float32 rounding (with a ranking they run over the
+    list with ``rank <= k`` instead of gathering the top k: on CPU a gather compiled
+    about twice as slowly). The ranking must be of the same ``scores`` and ``where`` as
+    the metric's. One sort per score vector instead of one per metric is how
+    :func:`prerank_jax.evaluate.evaluate_scores` shares the order across its metrics.
+
+  Args:
+    scores: ``[..., N]`` scores.
+    where: optional bool ``[..., N]`` mask of valid candidates.
+
+  Returns:
+    A :class:`Ranking` of int32 arrays.
+  """
+  scores = jnp.asarray(scores)
+  valid = _valid_mask(where, scores.shape)
+  order = _sort_order(scores, valid)
+  index = jnp.broadcast_to(jnp.arange(scores.shape[-1], dtype=jnp.int32), scores.shape)
+  rank = _scatter_last(order, index + 1, scores.shape[-1]).astype(jnp.int32)
+  return Ranking(order, rank, jnp.sum(valid, axis=-1, dtype=jnp.int32))
+
+
+def restrict(ranking: Ranking, where: Array) -> Ranking:
+  """The ranking of a subset of the ranked candidates, from their ranks alone.
+
+  Definition:
+    for i in S = {i : where_i ∧ ranks_i ≤ count}:  rank_S(i) = |{j ∈ S : ranks_j ≤ ranks_i}|
+
+    the other candidates after them by index, exactly as :func:`rank_list` of the same
+    scores with ``where=S`` (ties by the lower index, as the full ranking). It sorts the
+    distinct int32 keys ``ranks`` (selected) or ``N + 1 + index`` (the others), never the
+    scores again, so it needs neither the scores nor their NaN and tie rules. This is how
+    the teacher ranks a student's survivors (:func:`cascade_top_k`) and how the logs'
+    metrics rank the exposed subset. (An XLA sort compiles to a library call on CPU; a
+    prefix sum over the list instead compiled several times slower.)
+
+  Args:
+    ranking: a :class:`Ranking` from :func:`rank_list`.
+    where: bool ``[..., N]``: the subset (outside the ranked valid candidates it is ignored).
+
+  Returns:
+    The :class:`Ranking` of the subset.
+  """
+  where = jnp.asarray(where)
+  if where.dtype != jnp.bool_:
+    raise TypeError(f"where must be a bool mask, got dtype {where.dtype}")
+  shape = jnp.broadcast_shapes(where.shape, ranking.ranks.shape)
+  rank = jnp.broadcast_to(ranking.ranks, shape)
+  count = jnp.broadcast_to(ranking.count[..., None], shape)
+  selected = jnp.broadcast_to(where, shape) & (rank <= count)
+  size = shape[-1]
+  index = jnp.broadcast_to(jnp.arange(size, dtype=jnp.int32), shape)
+  key = jnp.where(selected, rank, size + 1 + index)
+  _, order = lax.sort((key, index), dimension=-1, num_keys=1, is_stable=True)
+  new_rank = _scatter_last(order, index + 1, size).astype(jnp.int32)
+  return Ranking(order, new_rank, jnp.sum(selected, axis=-1, dtype=jnp.int32))
 
 
 def _scatter_last(indices: Array, values: Array, size: int) -> Array:
@@ -165,7 +253,8 @@ def _top_k_indices(scores: Array, valid: Array, k: int) -> Optional[tuple[Array,
   return top, jnp.take_along_axis(valid, top, axis=-1)
 
 
-def top_m_mask(scores: Array, *, where: Optional[Array] = None, m: Hyper) -> Array:
+def top_m_mask(scores: Array, *, where: Optional[Array] = None, m: Hyper,
+               ranking: Optional[Ranking] = None) -> Array:
   """Selects the valid candidates ranked within the top ``m``.
 
   Definition:
@@ -178,6 +267,7 @@ def top_m_mask(scores: Array, *, where: Optional[Array] = None, m: Hyper) -> Arr
     scores: ``[..., N]`` scores.
     where: optional bool ``[..., N]`` mask of valid candidates.
     m: cutoff; a Python or traced scalar, or an array broadcastable to ``[...]``.
+    ranking: optional :func:`rank_list` of ``scores`` and ``where`` (no sort then).
 
   Returns:
     bool ``[..., N]`` mask.
@@ -187,6 +277,8 @@ def top_m_mask(scores: Array, *, where: Optional[Array] = None, m: Hyper) -> Arr
   """
   scores = jnp.asarray(scores)
   valid = _valid_mask(where, scores.shape)
+  if ranking is not None:
+    return valid & (ranking.ranks <= _per_list(m))
   fast = _top_k_indices(scores, valid, m)
   if fast is not None:  # a static m: lax.top_k instead of a full sort
     top, top_valid = fast
@@ -201,6 +293,7 @@ def dcg_at_k(
     where: Optional[Array] = None,
     k: Hyper,
     gain: str = "exp2",
+    ranking: Optional[Ranking] = None,
 ) -> Array:
   """Discounted cumulative gain at cutoff ``k``, per list.
 
@@ -215,6 +308,7 @@ def dcg_at_k(
     where: optional bool ``[..., N]`` mask of valid candidates.
     k: cutoff; a Python or traced scalar, or an array broadcastable to ``[...]``.
     gain: ``"exp2"`` or ``"linear"`` (static Python string).
+    ranking: optional :func:`rank_list` of ``scores`` and ``where`` (no sort then).
 
   Returns:
     ``[...]`` DCG per list (0 for an all-masked list).
@@ -226,14 +320,15 @@ def dcg_at_k(
   scores = jnp.asarray(scores)
   valid = _valid_mask(where, scores.shape)
   labels = _clean_labels(labels, valid)
-  fast = _top_k_indices(scores, valid, k)
+  # With a ranking: the elementwise form below (cheaper to compile than a gather).
+  fast = None if ranking is not None else _top_k_indices(scores, valid, k)
   if fast is not None:  # a static k: gather the top k (lax.top_k) instead of sorting
     top, top_valid = fast
     top_gain = gain_fn(jnp.take_along_axis(labels, top, axis=-1))
     position = jnp.arange(1, top.shape[-1] + 1, dtype=labels.dtype)
     discounted = top_gain / jnp.log2(position + 1.0)
     return jnp.sum(jnp.where(top_valid, discounted, jnp.zeros_like(discounted)), axis=-1)
-  rank = ranks(scores, where=valid)
+  rank = ranks(scores, where=valid) if ranking is None else ranking.ranks
   included = valid & (rank <= _per_list(k))
   discounted = gain_fn(labels) / jnp.log2(rank.astype(labels.dtype) + 1.0)
   return jnp.sum(jnp.where(included, discounted, jnp.zeros_like(discounted)), axis=-1)
@@ -246,6 +341,8 @@ def ndcg_at_k(
     where: Optional[Array] = None,
     k: Hyper,
     gain: str = "exp2",
+    ranking: Optional[Ranking] = None,
+    ideal_ranking: Optional[Ranking] = None,
 ) -> Array:
   """Normalised DCG at cutoff ``k``, per list.
 
@@ -264,6 +361,8 @@ def ndcg_at_k(
     where: optional bool ``[..., N]`` mask of valid candidates.
     k: cutoff; a Python or traced scalar, or an array broadcastable to ``[...]``.
     gain: ``"exp2"`` (2^y - 1, as rax) or ``"linear"`` (y, as trec_eval).
+    ranking: optional :func:`rank_list` of ``scores`` and ``where`` (no sort then).
+    ideal_ranking: optional :func:`rank_list` of ``labels`` and ``where`` (the ideal order).
 
   Returns:
     ``[...]`` NDCG per list in [0, 1].
@@ -275,8 +374,8 @@ def ndcg_at_k(
   scores = jnp.asarray(scores)
   valid = _valid_mask(where, scores.shape)
   labels = _clean_labels(labels, valid)
-  dcg = dcg_at_k(scores, labels, where=valid, k=k, gain=gain)
-  ideal = dcg_at_k(labels, labels, where=valid, k=k, gain=gain)
+  dcg = dcg_at_k(scores, labels, where=valid, k=k, gain=gain, ranking=ranking)
+  ideal = dcg_at_k(labels, labels, where=valid, k=k, gain=gain, ranking=ideal_ranking)
   defined = ideal > 0
   return jnp.where(defined, dcg / jnp.where(defined, ideal, jnp.ones_like(ideal)),
                    jnp.zeros_like(dcg))
@@ -315,10 +414,10 @@ def _relevant_valid(scores: Array, relevant: Array, where: Optional[Array]
 
 
 def _hits_at_k(scores: Array, relevant: Array, *, where: Optional[Array],
-               k: Hyper) -> tuple[Array, Array]:
+               k: Hyper, ranking: Optional[Ranking] = None) -> tuple[Array, Array]:
   """Relevant valid candidates within the top ``k`` per list, and the valid relevant mask."""
   scores, valid, relevant = _relevant_valid(scores, relevant, where)
-  hits = jnp.sum(relevant & top_m_mask(scores, where=valid, m=k), axis=-1)
+  hits = jnp.sum(relevant & top_m_mask(scores, where=valid, m=k, ranking=ranking), axis=-1)
   return hits, relevant
 
 
@@ -328,6 +427,7 @@ def recall_at_k(
     *,
     where: Optional[Array] = None,
     k: Hyper,
+    ranking: Optional[Ranking] = None,
 ) -> Array:
   """Recall of the relevant candidates within the top ``k``, per list.
 
@@ -343,6 +443,7 @@ def recall_at_k(
     relevant: bool ``[..., N]`` relevance.
     where: optional bool ``[..., N]`` mask of valid candidates.
     k: cutoff; a Python or traced scalar, or an array broadcastable to ``[...]``.
+    ranking: optional :func:`rank_list` of ``scores`` and ``where`` (no sort then).
 
   Returns:
     ``[...]`` recall per list in [0, 1].
@@ -350,7 +451,7 @@ def recall_at_k(
   References:
     ``rax.recall_metric``.
   """
-  hits, relevant = _hits_at_k(scores, relevant, where=where, k=k)
+  hits, relevant = _hits_at_k(scores, relevant, where=where, k=k, ranking=ranking)
   num_relevant = jnp.sum(relevant, axis=-1)
   return jnp.where(num_relevant > 0, hits / jnp.maximum(num_relevant, 1), 0.0)
 
@@ -361,6 +462,7 @@ def precision_at_k(
     *,
     where: Optional[Array] = None,
     k: Hyper,
+    ranking: Optional[Ranking] = None,
 ) -> Array:
   """Precision of the top ``k``, per list, with trec_eval's fixed denominator.
 
@@ -377,6 +479,7 @@ def precision_at_k(
     relevant: bool ``[..., N]`` relevance (e.g. true grade >= ``eval.relevant_grade``).
     where: optional bool ``[..., N]`` mask of valid candidates.
     k: cutoff; a Python or traced scalar, or an array broadcastable to ``[...]``.
+    ranking: optional :func:`rank_list` of ``scores`` and ``where`` (no sort then).
 
   Returns:
     ``[...]`` precision per list in [0, 1].
@@ -385,7 +488,7 @@ def precision_at_k(
     trec_eval ``P`` (``P_k``; relevant means ``rel >= relevance_level``);
     ``rax.precision_metric`` (which instead divides by min(k, n_valid)).
   """
-  hits, _ = _hits_at_k(scores, relevant, where=where, k=k)
+  hits, _ = _hits_at_k(scores, relevant, where=where, k=k, ranking=ranking)
   cut = jnp.broadcast_to(jnp.asarray(k, jnp.float32), hits.shape)
   return jnp.where(cut > 0, hits / jnp.maximum(cut, 1.0), 0.0)
 
@@ -397,6 +500,8 @@ def cascade_top_k(
     where: Optional[Array] = None,
     m: Hyper,
     k: Hyper,
+    student_ranking: Optional[Ranking] = None,
+    teacher_ranking: Optional[Ranking] = None,
 ) -> Array:
   """The final top ``k`` of a two-stage cascade: the student keeps its top ``m``, the
   teacher reranks the survivors.
@@ -415,6 +520,9 @@ def cascade_top_k(
     where: optional bool ``[..., N]`` mask of valid candidates.
     m: student keep size (e.g. :func:`keep_size`); scalar or broadcastable to ``[...]``.
     k: final cutoff; scalar or broadcastable to ``[...]``.
+    student_ranking: optional :func:`rank_list` of ``student_scores`` and ``where``.
+    teacher_ranking: optional :func:`rank_list` of ``teacher_scores`` and ``where`` (the
+      teacher's ranking of the survivors is read off it with :func:`restrict`).
 
   Returns:
     bool ``[..., N]`` mask of the final top ``k``.
@@ -425,8 +533,9 @@ def cascade_top_k(
   """
   student_scores = jnp.asarray(student_scores)
   valid = _valid_mask(where, student_scores.shape)
-  survivors = top_m_mask(student_scores, where=valid, m=m)
-  return top_m_mask(teacher_scores, where=survivors, m=k)
+  survivors = top_m_mask(student_scores, where=valid, m=m, ranking=student_ranking)
+  reranked = None if teacher_ranking is None else restrict(teacher_ranking, survivors)
+  return top_m_mask(teacher_scores, where=survivors, m=k, ranking=reranked)
 
 
 def cascade_ndcg_at_k(
@@ -438,6 +547,9 @@ def cascade_ndcg_at_k(
     m: Hyper,
     k: Hyper,
     gain: str = "exp2",
+    student_ranking: Optional[Ranking] = None,
+    teacher_ranking: Optional[Ranking] = None,
+    ideal_ranking: Optional[Ranking] = None,
 ) -> Array:
   """System NDCG@k of a cascade: the teacher's ranking of the student's top ``m``.
 
@@ -458,6 +570,10 @@ def cascade_ndcg_at_k(
     m: student keep size; scalar or broadcastable to ``[...]``.
     k: final cutoff; scalar or broadcastable to ``[...]``.
     gain: ``"exp2"`` or ``"linear"`` (static).
+    student_ranking: optional :func:`rank_list` of ``student_scores`` and ``where``.
+    teacher_ranking: optional :func:`rank_list` of ``teacher_scores`` and ``where`` (the
+      teacher's ranking of the survivors is read off it with :func:`restrict`).
+    ideal_ranking: optional :func:`rank_list` of ``labels`` and ``where``.
 
   Returns:
     ``[...]`` system NDCG per list in [0, 1].
@@ -471,9 +587,10 @@ def cascade_ndcg_at_k(
   student_scores = jnp.asarray(student_scores)
   valid = _valid_mask(where, student_scores.shape)
   labels = _clean_labels(labels, valid)
-  survivors = top_m_mask(student_scores, where=valid, m=m)
-  dcg = dcg_at_k(teacher_scores, labels, where=survivors, k=k, gain=gain)
-  ideal = dcg_at_k(labels, labels, where=valid, k=k, gain=gain)
+  survivors = top_m_mask(student_scores, where=valid, m=m, ranking=student_ranking)
+  reranked = None if teacher_ranking is None else restrict(teacher_ranking, survivors)
+  dcg = dcg_at_k(teacher_scores, labels, where=survivors, k=k, gain=gain, ranking=reranked)
+  ideal = dcg_at_k(labels, labels, where=valid, k=k, gain=gain, ranking=ideal_ranking)
   defined = ideal > 0
   return jnp.where(defined, dcg / jnp.where(defined, ideal, jnp.ones_like(ideal)),
                    jnp.zeros_like(dcg))
@@ -487,6 +604,8 @@ def cascade_recall_at_k(
     where: Optional[Array] = None,
     m: Hyper,
     k: Hyper,
+    student_ranking: Optional[Ranking] = None,
+    teacher_ranking: Optional[Ranking] = None,
 ) -> Array:
   """System recall@k of a cascade: relevant candidates in its final top ``k``.
 
@@ -503,6 +622,9 @@ def cascade_recall_at_k(
     where: optional bool ``[..., N]`` mask of valid candidates.
     m: student keep size; scalar or broadcastable to ``[...]``.
     k: final cutoff; scalar or broadcastable to ``[...]``.
+    student_ranking: optional :func:`rank_list` of ``student_scores`` and ``where``.
+    teacher_ranking: optional :func:`rank_list` of ``teacher_scores`` and ``where`` (the
+      teacher's ranking of the survivors is read off it with :func:`restrict`).
 
   Returns:
     ``[...]`` system recall per list in [0, 1].
@@ -511,10 +633,58 @@ def cascade_recall_at_k(
     :func:`recall_at_k` applied to the cascade's output.
   """
   student_scores, valid, relevant = _relevant_valid(student_scores, relevant, where)
-  final = cascade_top_k(student_scores, teacher_scores, where=valid, m=m, k=k)
+  final = cascade_top_k(student_scores, teacher_scores, where=valid, m=m, k=k,
+                        student_ranking=student_ranking, teacher_ranking=teacher_ranking)
   hits = jnp.sum(relevant & final, axis=-1)
   num_relevant = jnp.sum(relevant, axis=-1)
   return jnp.where(num_relevant > 0, hits / jnp.maximum(num_relevant, 1), 0.0)
+
+def oracle_cascade_ndcg_at_k(
+    student_scores: Array,
+    labels: Array,
+    *,
+    where: Optional[Array] = None,
+    m: Hyper,
+    k: Hyper,
+    gain: str = "exp2",
+    student_ranking: Optional[Ranking] = None,
+    ideal_ranking: Optional[Ranking] = None,
+) -> Array:
+  """System NDCG@k of a cascade whose second stage is the oracle: a common reference.
+
+  Definition:
+    S = student_top_m,  DCG_S@k = Σ_{j=1}^{min(k, |S|)} gain(y_(j)) / log2(j + 1)
+    with y_(1) ≥ y_(2) ≥ … the labels of S sorted by the truth itself, and
+    NDCG_oracle@k = DCG_S@k / IDCG@k   (IDCG@k over the WHOLE valid list; 0 if IDCG = 0)
+
+    :func:`cascade_ndcg_at_k` with the labels as the second stage's scores. Every model
+    is judged with the same reranker (the truth), so it measures only what the
+    pre-ranker keeps, unlike ``sys_ndcg`` whose reranker is the run's teacher. With
+    ``m >= n_valid`` it is 1 on every list with a relevant candidate; it never decreases
+    in ``m``.
+
+  Args:
+    student_scores: ``[..., N]`` pre-ranking scores.
+    labels: ``[..., N]`` graded truth (>= 0); both the oracle's scores and the gains.
+    where: optional bool ``[..., N]`` mask of valid candidates.
+    m: student keep size; scalar or broadcastable to ``[...]``.
+    k: final cutoff; scalar or broadcastable to ``[...]``.
+    gain: ``"exp2"`` or ``"linear"`` (static).
+    student_ranking: optional :func:`rank_list` of ``student_scores`` and ``where``.
+    ideal_ranking: optional :func:`rank_list` of ``labels`` and ``where`` (it serves as
+      the oracle's ranking and the ideal).
+
+  Returns:
+    ``[...]`` oracle-cascade NDCG per list in [0, 1].
+
+  References:
+    :func:`cascade_ndcg_at_k`; recall of what an ideal ranker would pick is the usual
+    common-reference view of pre-ranking (Zhang et al., arXiv:2305.13647, 2023).
+  """
+  return cascade_ndcg_at_k(student_scores, labels, labels, where=where, m=m, k=k, gain=gain,
+                           student_ranking=student_ranking, teacher_ranking=ideal_ranking,
+                           ideal_ranking=ideal_ranking)
+
 
 def teacher_consistency_recall(
     student_scores: Array,
@@ -523,6 +693,8 @@ def teacher_consistency_recall(
     where: Optional[Array] = None,
     k: Hyper,
     m: Hyper,
+    student_ranking: Optional[Ranking] = None,
+    teacher_ranking: Optional[Ranking] = None,
 ) -> Array:
   """How much of the teacher's top ``k`` survives the student's top-``m`` pre-ranking cut.
 
@@ -538,6 +710,8 @@ def teacher_consistency_recall(
     where: optional bool ``[..., N]`` mask of valid candidates.
     k: teacher cutoff; a Python or traced scalar, or an array broadcastable to ``[...]``.
     m: student keep size (e.g. from :func:`keep_size`), same kinds as ``k``.
+    student_ranking: optional :func:`rank_list` of ``student_scores`` and ``where``.
+    teacher_ranking: optional :func:`rank_list` of ``teacher_scores`` and ``where``.
 
   Returns:
     ``[...]`` Recall@(k, m) per list in [0, 1].
@@ -550,8 +724,8 @@ def teacher_consistency_recall(
   """
   student_scores = jnp.asarray(student_scores)
   valid = _valid_mask(where, student_scores.shape)
-  teacher_top = top_m_mask(teacher_scores, where=valid, m=k)
-  student_top = top_m_mask(student_scores, where=valid, m=m)
+  teacher_top = top_m_mask(teacher_scores, where=valid, m=k, ranking=teacher_ranking)
+  student_top = top_m_mask(student_scores, where=valid, m=m, ranking=student_ranking)
   hits = jnp.sum(teacher_top & student_top, axis=-1)
   denom = jnp.minimum(jnp.asarray(k), jnp.sum(valid, axis=-1))
   return jnp.where(denom > 0, hits / jnp.maximum(denom, 1), 0.0)
@@ -613,6 +787,7 @@ def reciprocal_rank(
     relevant: Array,
     *,
     where: Optional[Array] = None,
+    ranking: Optional[Ranking] = None,
 ) -> Array:
   """Reciprocal rank of the first relevant candidate, per list (MRR once averaged).
 
@@ -631,6 +806,7 @@ def reciprocal_rank(
     scores: ``[..., N]`` scores.
     relevant: bool ``[..., N]`` relevance.
     where: optional bool ``[..., N]`` mask of valid candidates.
+    ranking: optional :func:`rank_list` of ``scores`` and ``where`` (no sort then).
 
   Returns:
     ``[...]`` reciprocal rank per list in [0, 1].
@@ -645,7 +821,7 @@ def reciprocal_rank(
   scores = jnp.asarray(scores)
   valid = _valid_mask(where, scores.shape)
   relevant = valid & jnp.broadcast_to(relevant, scores.shape)
-  rank = ranks(scores, where=valid)
+  rank = ranks(scores, where=valid) if ranking is None else ranking.ranks
   size = scores.shape[-1]
   first = jnp.min(jnp.where(relevant, rank, size + 1), axis=-1)
   return jnp.where(first <= size, 1.0 / first.astype(jnp.float32), 0.0)
@@ -658,6 +834,7 @@ def positive_retention(
     exposed: Array,
     where: Optional[Array] = None,
     keep_ratio: Hyper,
+    ranking: Optional[Ranking] = None,
 ) -> Array:
   """Share of the logged positives that a pre-ranking cut keeps, per list.
 
@@ -678,6 +855,7 @@ def positive_retention(
     where: optional bool ``[..., N]`` mask of valid candidates.
     keep_ratio: fraction kept, see :func:`keep_size`; a Python or traced scalar, or an
       array broadcastable to ``[...]``.
+    ranking: optional :func:`rank_list` of ``scores`` and ``where`` (no sort then).
 
   Returns:
     ``[...]`` retention per list in [0, 1].
@@ -693,7 +871,7 @@ def positive_retention(
   observed = valid & jnp.broadcast_to(exposed, scores.shape)
   positive = observed & (_clean_labels(labels, observed) > 0)
   m = keep_size(valid, keep_ratio=keep_ratio)
-  return recall_at_k(scores, positive, where=valid, k=m)
+  return recall_at_k(scores, positive, where=valid, k=m, ranking=ranking)
 
 
 EMPTY_MODES = ("exclude", "zero", "one")

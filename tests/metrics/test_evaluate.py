@@ -34,7 +34,7 @@ def test_metric_names_order_and_keys(test_split):
   names = evaluate.metric_names(k=K, keep_ratios=RATIOS)
   assert names == ["ndcg@5", "mrr", "recall@5", "precision@5", "recall@25%", "recall@50%",
                    "sys_ndcg@5@25%", "sys_ndcg@5@50%", "sys_recall@5@25%", "sys_recall@5@50%",
-                   "sys_loss@25%", "sys_loss@50%",
+                   "sys_loss@25%", "sys_loss@50%", "oracle_sys_ndcg@5@25%", "oracle_sys_ndcg@5@50%",
                    "R@(5,25%)", "R@(5,50%)", "kendall_tau",
                    "ndcg@5_logs", "retention@25%", "retention@50%", "auc_logs", "gauc_logs"]
   out = evaluate.evaluate_scores(teacher, batch, teacher_scores=teacher, k=K,
