@@ -24,6 +24,7 @@ import harness  # noqa: E402
 # validated without training in test_harness.py, every kept full result is rebuilt from
 # its raw rows in test_kept_results.py, and every script's --smoke run was checked by hand
 # (`python experiments/<name>.py --smoke`). Set PRERANK_ALL_EXPERIMENT_SMOKES=1 to run all.
+# E9 (one replicate, RecFlow-shaped worlds) has its own smoke run in test_e9.py.
 ALL_EXPERIMENTS = ["e1_exposure", "e2_hinton", "e3_ba_caruana", "e4_ranking_distillation",
                    "e5_teacher_quality", "e6_ensembles", "e7_loss_families", "e8_pareto"]
 EXPERIMENTS = (ALL_EXPERIMENTS if os.environ.get("PRERANK_ALL_EXPERIMENT_SMOKES") == "1"
