@@ -19,6 +19,8 @@
 Common overrides: --config.name=<run name>  --config.resume=True  --config.overwrite=True
   --config.wandb.mode=offline|online|disabled  --config.sweep.<hparam>="(v1, v2, ...)"
 Shorthands: --resume, --overwrite, --wandb=offline|online|disabled (the same fields).
+Compiled programs are cached in ~/.cache/prerank-jax/xla (PRERANK_JAX_CACHE_DIR); any
+command but config takes --no-compile-cache to compile everything afresh.
 """
 
 from __future__ import annotations
@@ -452,6 +454,22 @@ def _serve_command(command: str, args: list[str]) -> int:
   return 0
 
 
+NO_COMPILE_CACHE = "--no-compile-cache"
+
+
+def set_compile_cache(argv: list[str]) -> list[str]:
+  """Turns JAX's persistent compilation cache on before anything compiles, or off with
+  ``--no-compile-cache`` (removed from the returned argv); see
+  :mod:`prerank_jax.host.compile_cache` for where it lives (``PRERANK_JAX_CACHE_DIR``)."""
+  from prerank_jax.host import compile_cache
+
+  if NO_COMPILE_CACHE in argv[2:]:
+    compile_cache.disable_compilation_cache()
+    return argv[:2] + [a for a in argv[2:] if a != NO_COMPILE_CACHE]
+  compile_cache.enable_compilation_cache()
+  return argv
+
+
 def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv if argv is None else argv)
   if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
@@ -466,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
   if argv[1] == "config":
     return _config_command(argv)
+  argv = set_compile_cache(argv)
   if argv[1] in ("export", "score"):
     return _serve_command(argv[1], argv[2:])
   if argv[1] == "resume":
