@@ -34,7 +34,14 @@ Statistics (the unit of replication is the world seed; docs/research/methods.md)
   "inconclusive" when it contains 0 (or is undefined). An equivalence claim (direction 0,
   margin δ) is "reproduced" when the CI lies inside [−δ, δ], "not reproduced" when it
   excludes 0 and leaves [−δ, δ], otherwise "inconclusive". The verdict word applies the
-  same rule to the Holm-corrected p-value (:func:`judge_claims`).
+  same rule to the Holm-corrected p-value (:func:`judge_claims`);
+- a claim whose primary metric is not a column of the raw rows (rows kept from before the
+  metric existed, e.g. the common-reference cascade ``oracle_sys_ndcg@10@25%`` of the
+  cross-teacher claims) is :data:`NOT_JUDGED` ("needs a re-run"), never judged on another
+  metric, and keeps its place in the Holm family;
+- stability: :func:`compare_verdicts` judges the claims on two runs of one experiment
+  (``--group-size 4 --compare-to <kept run>``) and flags a verdict that changed where
+  neither call is fragile.
 """
 
 from __future__ import annotations
