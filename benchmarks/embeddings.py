@@ -3,28 +3,31 @@
 The shape of issue 21: the ``dssm`` student (towers 128-64-32, d = 16) over a user table and
 an item table of ``rows`` rows each (the behaviour sequence, 20 slots, shares the item
 table), 8 context and 8 item float features, lists of N = 100, batches of 32 requests,
-the quickstart's student loss (Hinton listwise KD + BCE, α = 0.9, Adam at 3e-3). For each
-``rows`` × K it measures, each in a fresh process (so peak RSS is that configuration's):
+the quickstart's student loss (Hinton listwise KD + BCE, α = 0.9, Adam at 3e-3). Each
+configuration runs in a fresh process, so its peak RSS is its own:
 
-  - prerank-jax: one jitted, vmapped training step of all K points (``Trainer.step``, the
-    state donated), median seconds per step after warm-up, and the process's peak RSS;
-  - the tables' Adam update alone, dense (optax over every row, what prerank-jax runs)
-    against a row-sparse ("lazy") Adam that gathers, updates and scatters only the rows the
-    step looked up, both vmapped over K; ``step_sparse_est_s`` = the measured step − the
-    dense table update + the sparse one (an estimate: the sparse update is not wired into
-    the trainer);
+  - prerank-jax, for ``rows`` × K × update: one jitted, vmapped training step of all K
+    points (``Trainer.step``, the state donated) with ``student.embedding_update`` =
+    ``dense`` (optax Adam over every row) or ``sparse`` (lazy Adam over the rows looked
+    up, :mod:`prerank_jax.train.sparse_embeddings`); median seconds per step after two
+    warm-up steps, and the process's peak RSS;
   - PyTorch eager, the same model (``nn.Embedding`` + ``F.embedding_bag`` mean pooling of
-    the behaviour, dense Adam), one run's step time × K (K sequential runs) and one run's
-    peak RSS.
+    the behaviour), ``dense`` (Adam) and ``sparse`` (sparse gradients, ``SparseAdam`` on
+    the tables + Adam on the towers), warmed up and timed over the same steps: one run's
+    step, × K for K sequential runs, and one run's peak RSS (sequential runs hold one
+    model at a time). Torch runs in ``--torch-python`` (default: this interpreter); when
+    torch is absent there, the record says so and has no PyTorch rows.
 
 Run (the full grid; ``--ks 1 4 --rows 100000`` is the short version):
 
-  python benchmarks/embeddings.py [--ks 1 4 16] [--rows 100000 1000000] [--steps 10]
-      [--no-torch] [--note "..."] [--out benchmarks/results/embeddings.json]
+  python benchmarks/embeddings.py [--ks 1 4 16] [--rows 100000 1000000]
+      [--updates dense sparse] [--steps 5] [--no-torch] [--torch-python /tmp/torchenv/bin/python]
+      [--note "..."] [--out benchmarks/results/embeddings.json]
 
-Expected runtime: about 2-3 minutes for the short version on the shared 2-core CPU; the
-full grid (K = 16 with 10^6-row tables: 16 × 2 tables × 10^6 × 16 floats × 3 = 6 GiB of
-state) several times more. PyTorch is optional (``pip install -e '.[bench]'``).
+Expected runtime: the full grid took about 25 minutes on the shared 2-core CPU under load
+(K = 16 with 10^6-row tables: 16 × 2 tables × 10^6 × 16 floats × 3 = 6 GiB of state). torch
+is not a dependency of the package: install a CPU build into a separate venv
+(``python3 -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch numpy``).
 """
 
 from __future__ import annotations
@@ -78,11 +81,10 @@ def _time(fn, steps: int) -> float:
   return statistics.median(times)
 
 
-def run_jax(k: int, rows: int, steps: int) -> dict:
-  """One configuration of prerank-jax (in this process)."""
+def run_jax(k: int, rows: int, steps: int, update: str) -> dict:
+  """One configuration of prerank-jax (in this process): the trainer's jitted, vmapped
+  step of all K points with ``student.embedding_update = update``, the state donated."""
   import jax
-  import jax.numpy as jnp
-  import optax
 
   from prerank_jax.batch import Batch, feature_sizes
   from prerank_jax.config_files import repo_config
@@ -94,6 +96,7 @@ def run_jax(k: int, rows: int, steps: int) -> dict:
   config.student.model = model_config("dssm", id_tower=TOWER, id_embed_dim=D,
                                       context_vocab=(rows,), item_vocab=(rows,))
   config.student.batch_size = B
+  config.student.embedding_update = update
   batch = Batch(**_data(rows))
   trainer = make_train(config, role="student", feature_sizes=feature_sizes(batch),
                        num_train_requests=B)
@@ -113,66 +116,28 @@ def run_jax(k: int, rows: int, steps: int) -> dict:
     one()
   step_s = _time(one, steps)
   params = sum(int(x.size) for x in jax.tree.leaves(holder["state"].params)) // k
-
-  # The tables' Adam update alone: dense over every row vs row-sparse over the looked-up
-  # rows (the item table's rows of one step: B·N candidates + B·L behaviour slots).
   touched = np.unique(np.concatenate([batch.item_ids.reshape(-1),
                                       batch.sequence_ids.reshape(-1)]))
-  idx = jnp.asarray(touched)
-  table = jnp.zeros((k, rows, D), jnp.float32)
-  grad_rows = jnp.ones((k, len(touched), D), jnp.float32)
-  tx = optax.adam(3e-3)
-  opt = jax.vmap(tx.init)(table)
-
-  def dense(table, opt):
-    grad = jnp.zeros_like(table).at[:, idx].add(grad_rows)   # the dense gradient
-    updates, opt = jax.vmap(tx.update)(grad, opt, table)
-    return optax.apply_updates(table, updates), opt
-
-  def sparse(table, m, v, count):
-    count = count + 1
-    mr = 0.9 * m[:, idx] + 0.1 * grad_rows
-    vr = 0.999 * v[:, idx] + 0.001 * grad_rows**2
-    step_size = 3e-3 * jnp.sqrt(1 - 0.999**count) / (1 - 0.9**count)
-    new = table[:, idx] - step_size * mr / (jnp.sqrt(vr) + 1e-8)
-    return table.at[:, idx].set(new), m.at[:, idx].set(mr), v.at[:, idx].set(vr), count
-
-  dense_j = jax.jit(dense, donate_argnums=(0, 1))
-  sparse_j = jax.jit(sparse, donate_argnums=(0, 1, 2))
-  box = {"d": (table, opt)}
-
-  def run_dense():
-    box["d"] = dense_j(*box["d"])
-    jax.block_until_ready(box["d"][0])
-
-  run_dense()
-  dense_s = _time(run_dense, steps)
-  del box
-  sbox = {"s": (jnp.zeros((k, rows, D)), jnp.zeros((k, rows, D)), jnp.zeros((k, rows, D)),
-                jnp.zeros((), jnp.float32))}
-
-  def run_sparse():
-    sbox["s"] = sparse_j(*sbox["s"])
-    jax.block_until_ready(sbox["s"][0])
-
-  run_sparse()
-  sparse_s = _time(run_sparse, steps)
-  # Both tables (user and item) pay the update; the user table's touched rows are fewer.
-  return {"side": "prerank-jax", "k": k, "rows": rows, "params_per_point": params,
-          "step_s": step_s, "peak_rss_gib": _peak_rss_gib(),
-          "table_update_dense_s": dense_s, "table_update_sparse_s": sparse_s,
-          "touched_rows": int(len(touched)),
-          "step_sparse_est_s": step_s - 2 * dense_s + 2 * sparse_s}
+  return {"side": "prerank-jax", "update": update, "k": k, "rows": rows,
+          "params_per_point": params, "step_s": step_s, "peak_rss_gib": _peak_rss_gib(),
+          "item_rows_touched_per_step": int(len(touched))}
 
 
-def run_torch(k: int, rows: int, steps: int) -> dict:
-  """PyTorch eager: one run's step (× K for K sequential runs), one run's peak RSS."""
+def run_torch(k: int, rows: int, steps: int, update: str) -> dict:
+  """PyTorch eager: one run's step (× K for K sequential runs), one run's peak RSS.
+
+  ``update="dense"``: ``nn.Embedding`` tables and ``torch.optim.Adam`` over everything;
+  ``"sparse"``: sparse embedding gradients (``sparse=True``) with ``torch.optim.SparseAdam``
+  on the tables and Adam on the towers, the eager baseline a user would pick for large
+  tables.
+  """
   import torch
   import torch.nn.functional as F
   from torch import nn
 
   torch.manual_seed(0)
   data = {name: torch.from_numpy(v) for name, v in _data(rows).items()}
+  sparse = update == "sparse"
 
   def tower(n_in):
     widths = [n_in, *TOWER]
@@ -184,14 +149,14 @@ def run_torch(k: int, rows: int, steps: int) -> dict:
   class DSSM(nn.Module):
     def __init__(self):
       super().__init__()
-      self.user = nn.Embedding(rows, D)
-      self.item = nn.Embedding(rows, D)
+      self.user = nn.Embedding(rows, D, sparse=sparse)
+      self.item = nn.Embedding(rows, D, sparse=sparse)
       self.user_tower = tower(FLOATS + 2 * D)
       self.item_tower = tower(FLOATS + D)
 
     def forward(self, d):
       behaviour = F.embedding_bag(d["sequence_ids"][..., 0].long(), self.item.weight,
-                                  mode="mean", padding_idx=0)      # nn.EmbeddingBag
+                                  mode="mean", padding_idx=0, sparse=sparse)  # EmbeddingBag
       u = self.user_tower(torch.cat([d["context"], self.user(d["context_ids"][:, 0].long()),
                                      behaviour], -1))
       v = self.item_tower(torch.cat([d["items"], self.item(d["item_ids"][..., 0].long())],
@@ -199,70 +164,106 @@ def run_torch(k: int, rows: int, steps: int) -> dict:
       return torch.einsum("bnd,bd->bn", v, u)
 
   model = DSSM()
-  opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+  tables = [model.user.weight, model.item.weight]
+  others = [p for p in model.parameters() if all(p is not t for t in tables)]
+  if sparse:
+    opts = [torch.optim.SparseAdam(tables, lr=3e-3), torch.optim.Adam(others, lr=3e-3)]
+  else:
+    opts = [torch.optim.Adam(model.parameters(), lr=3e-3)]
   temperature, alpha = 2.0, 0.9
 
   def one():
-    opt.zero_grad()
+    for opt in opts:
+      opt.zero_grad()
     s = model(data)
     kd = -(torch.softmax(data["teacher_scores"][..., 0] / temperature, -1)
            * torch.log_softmax(s / temperature, -1)).sum(-1).mean() * temperature**2
     gt = F.binary_cross_entropy_with_logits(s[data["exposed"]],
                                             data["label"][data["exposed"]])
     (alpha * kd + (1 - alpha) * gt).backward()
-    opt.step()
+    for opt in opts:
+      opt.step()
 
   for _ in range(2):
     one()
   step_s = _time(one, steps)
-  return {"side": "pytorch eager (K sequential runs)", "k": k, "rows": rows,
-          "step_s": step_s * k, "one_run_step_s": step_s, "peak_rss_gib": _peak_rss_gib(),
+  return {"side": "pytorch eager (K sequential runs)", "update": update, "k": k,
+          "rows": rows, "step_s": step_s * k, "one_run_step_s": step_s,
+          "peak_rss_gib": _peak_rss_gib(), "torch": torch.__version__,
           "torch_threads": torch.get_num_threads()}
+
+
+def _subprocess(python: str, side: str, update: str, k: int, rows: int, steps: int) -> dict:
+  """One configuration in a fresh process (so its peak RSS is its own)."""
+  t = time.perf_counter()
+  proc = subprocess.run([python, __file__, "--one", side, update, str(k), str(rows),
+                         "--steps", str(steps)], capture_output=True, text=True,
+                        cwd=Path(__file__).resolve().parents[1])
+  line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+  if proc.returncode or not line:
+    row = {"side": side, "update": update, "k": k, "rows": rows,
+           "error": (proc.stderr or proc.stdout)[-2000:], "returncode": proc.returncode}
+  else:
+    row = json.loads(line[0][len("RESULT "):])
+  row["wall_s"] = time.perf_counter() - t
+  row["load_average_after"] = os.getloadavg()
+  print(json.dumps(row), flush=True)
+  return row
+
+
+def _has_torch(python: str) -> bool:
+  return subprocess.run([python, "-c", "import torch"], capture_output=True).returncode == 0
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--ks", type=int, nargs="+", default=[1, 4, 16])
   parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
-  parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--updates", nargs="+", default=["dense", "sparse"],
+                      choices=["dense", "sparse"])
+  parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--no-torch", action="store_true")
+  parser.add_argument("--torch-python", default=sys.executable,
+                      help="a Python with torch (e.g. a separate venv); default: this one")
   parser.add_argument("--note", default="")
   parser.add_argument("--out", type=Path, default=Path("benchmarks/results/embeddings.json"))
-  parser.add_argument("--one", nargs=3, metavar=("SIDE", "K", "ROWS"), help=argparse.SUPPRESS)
+  parser.add_argument("--one", nargs=4, metavar=("SIDE", "UPDATE", "K", "ROWS"),
+                      help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.one:
-    side, k, rows = args.one[0], int(args.one[1]), int(args.one[2])
-    out = (run_jax if side == "jax" else run_torch)(k, rows, args.steps)
+    side, update, k, rows = args.one[0], args.one[1], int(args.one[2]), int(args.one[3])
+    out = (run_jax if side == "jax" else run_torch)(k, rows, args.steps, update)
     print("RESULT " + json.dumps(out), flush=True)
     return
+  torch_note = ""
+  use_torch = not args.no_torch
+  if use_torch and not _has_torch(args.torch_python):
+    torch_note = f"torch is absent from {args.torch_python}: no PyTorch baseline"
+    print(torch_note, flush=True)
+    use_torch = False
   results = []
+  started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+  load_before = os.getloadavg()
   for rows in args.rows:
+    if use_torch:  # one run's step (K-independent: K sequential runs take K times as long)
+      for update in args.updates:
+        results.append(_subprocess(args.torch_python, "torch", update, 1, rows, args.steps))
     for k in args.ks:
-      sides = ["jax"] + ([] if args.no_torch else ["torch"])
-      for side in sides:
-        t = time.perf_counter()
-        proc = subprocess.run([sys.executable, __file__, "--one", side, str(k), str(rows),
-                               "--steps", str(args.steps)], capture_output=True, text=True)
-        line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-        if proc.returncode or not line:
-          row = {"side": side, "k": k, "rows": rows, "error": proc.stderr[-2000:]}
-        else:
-          row = json.loads(line[0][len("RESULT "):])
-        row["wall_s"] = time.perf_counter() - t
-        print(json.dumps(row), flush=True)
-        results.append(row)
-  load = os.getloadavg()
-  record = {"benchmark": "benchmarks/embeddings.py", "argv": sys.argv[1:],
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      for update in args.updates:
+        results.append(_subprocess(sys.executable, "jax", update, k, rows, args.steps))
+  record = {"benchmark": "benchmarks/embeddings.py", "argv": sys.argv[1:], "date": started,
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                        "load_average_after": load},
-            "note": args.note,
+                        "load_average_before": load_before,
+                        "load_average_after": os.getloadavg()},
+            "note": " ".join(x for x in (args.note, torch_note) if x),
             "shape": {"batch_requests": B, "list_size": N, "sequence_length": L,
                       "embed_dim": D, "tower": TOWER, "float_features": FLOATS,
                       "tables": "user and item, `rows` each; behaviour shares the item table"},
             "results": results}
   args.out.parent.mkdir(parents=True, exist_ok=True)
-  args.out.write_text(json.dumps(record, indent=1) + "\n")
+  tmp = args.out.with_suffix(".tmp")
+  tmp.write_text(json.dumps(record, indent=1) + "\n")
+  tmp.replace(args.out)   # the previous results stay until this run's exist
   print(f"wrote {args.out}")
 
 
