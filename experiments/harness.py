@@ -50,6 +50,7 @@ import argparse
 import csv
 import dataclasses
 import math
+import os
 import re
 import shlex
 import sys
@@ -187,8 +188,11 @@ def _slug(text: str) -> str:
 
 
 def rows_of_run(result_rows: Sequence[Mapping[str, Any]], *, experiment: str, method: str,
-                world_seed: int, run_s: float) -> list[dict[str, Any]]:
-  """The runner's result rows as raw rows: ids first, then every runner column."""
+                world_seed: int, run_s: float,
+                load_1m: float | None = None) -> list[dict[str, Any]]:
+  """The runner's result rows as raw rows: ids first, then every runner column, then the
+  run's seconds (``run_s``) and, when given, the machine's 1-minute load average at the
+  run's end (``load_1m``: a runtime on a shared machine is read with its load)."""
   out = []
   for row in result_rows:
     model = str(row["model"])
@@ -207,7 +211,10 @@ def rows_of_run(result_rows: Sequence[Mapping[str, Any]], *, experiment: str, me
            "replicate_seed": replicate, "model": model, "point": point, "role": role,
            "program": program}
     rest = {k: v for k, v in row.items() if k not in ids and k != "model"}
-    out.append({**ids, **rest, "run_s": round(run_s, 2)})
+    timing = {"run_s": round(run_s, 2)}
+    if load_1m is not None:
+      timing["load_1m"] = round(float(load_1m), 2)
+    out.append({**ids, **rest, **timing})
   return out
 
 
@@ -284,7 +291,8 @@ def run_methods(experiment: str, methods: Sequence[Method], world_seeds: Sequenc
         run_s = time.perf_counter() - t0
         teachers.setdefault(identity, str(result.run_dir))
         append_rows(raw, rows_of_run(result.rows, experiment=experiment, method=method.name,
-                                     world_seed=world, run_s=run_s))
+                                     world_seed=world, run_s=run_s,
+                                     load_1m=os.getloadavg()[0]))
         log(f"{experiment}: world {world} {method.name}: {run_s:.1f} s")
   return raw
 

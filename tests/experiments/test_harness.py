@@ -126,6 +126,10 @@ def test_rows_of_run_parses_points_replicates_and_programs():
       ("student", "T=2 α=0.5 lr=0.003", "kd=logit_mse", 3), ("gt-only", "gt-only", "", 3),
       ("teacher", "teacher", "", ""), ("reference", "oracle (truth)", "", "")]
   assert all(r["seed"] == 7 and r["method"] == "m" and r["run_s"] == 1.23 for r in rows)
+  assert all("load_1m" not in r for r in rows)
+  loaded = harness.rows_of_run([{"model": "teacher", "ndcg@10": 0.8}], experiment="e",
+                               method="m", world_seed=7, run_s=1.0, load_1m=3.456)
+  assert loaded[0]["load_1m"] == 3.46 and list(loaded[0])[-2:] == ["run_s", "load_1m"]
 
 
 def test_append_rows_keeps_old_rows_and_unions_columns(tmp_path):
