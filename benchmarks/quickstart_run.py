@@ -1,18 +1,29 @@
-"""The README's quickstart table and its wall time, measured.
+"""The README's quickstart table and its wall time, cold and warm, measured.
 
 Runs the README's command, ``prerank-jax quickstart`` (the "small" simulator, the teacher,
-the 3×3 (T, α) sweep plus the gt-only student, evaluation), in a fresh process with a
-temporary work directory, and keeps what it produced:
+the 3×3 (T, α) sweep plus the gt-only student, evaluation), each time in a fresh process
+with a temporary work directory and a fresh, temporary compilation cache
+(``PRERANK_JAX_CACHE_DIR``, :mod:`prerank_jax.host.compile_cache`):
 
-  benchmarks/results/quickstart/results.csv   the run's full result table (39 columns)
-  benchmarks/results/quickstart/run.json      wall time (process start to exit, compilation
-                                              included), the printed output, the command,
-                                              the machine, the date and the load average
+  cold        the quickstart with an empty cache: everything is compiled
+  warm        the same again: the compiled programs are read from the cache
+  smoke_cold  ``--config=configs/quickstart.py:smoke`` with an empty cache
+  smoke_warm  the smoke run again, warm
+
+Each records the wall time (process start to exit), the child's CPU seconds (user + sys:
+about the same on a shared machine as on an idle one, unlike the wall time), the load
+average before it, and the run's own phase timings (data, teacher, students, evaluation)
+from its history.json. Kept:
+
+  benchmarks/results/quickstart/results.csv   the cold run's full result table
+  benchmarks/results/quickstart/run.json      the four runs, the cold run's printed output,
+                                              the command, the machine and the date
 
 ``--from-results`` rebuilds the terminal table the README shows from ``results.csv``
-alone (and checks it against the printed output kept in ``run.json``).
+alone (and checks it against the printed output kept in ``run.json``). ``--only cold``
+(or ``warm``, ``smoke``) runs fewer.
 
-  python benchmarks/quickstart_run.py                  # about 35 s on an idle 2-core CPU
+  python benchmarks/quickstart_run.py                  # all four; a few minutes
   python benchmarks/quickstart_run.py --from-results   # the README's table, no training
 """
 
@@ -21,6 +32,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -70,24 +82,62 @@ def terminal_table(results_csv: Path) -> str:
   return report.format_table(rows, shown)
 
 
-def measure(out: Path, extra: list[str]) -> dict:
-  """Runs the quickstart once in a fresh process; keeps results.csv and run.json."""
-  out.mkdir(parents=True, exist_ok=True)
+def _run_once(args: list[str], cache: Path, keep: Path | None = None) -> dict:
+  """One ``prerank-jax`` process with the compilation cache in ``cache``: its wall time,
+  CPU seconds, load average before, the run's phase timings and its printed output;
+  copies results.csv to ``keep`` when given."""
+  env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+  env["PRERANK_JAX_CACHE_DIR"] = str(cache)
   with tempfile.TemporaryDirectory(prefix="quickstart-") as workdir:
-    args = ["quickstart", f"--config.workdir={workdir}", *extra]
+    argv = [*args, f"--config.workdir={workdir}", "--config.name=run"]
     before = load_average()
     cpu0 = _children_cpu_s()
     t0 = time.perf_counter()
-    proc = subprocess.run([*CLI, *args], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([*CLI, *argv], cwd=ROOT, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     cpu = _children_cpu_s() - cpu0
     if proc.returncode:
-      raise SystemExit(f"prerank-jax {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
-    shutil.copy(Path(workdir) / "quickstart" / "results.csv", out / "results.csv")
-  record = {"command": "prerank-jax quickstart", "args": args[2:], "wall_s": round(wall, 1),
-            "cpu_s": round(cpu, 1),
-            "load_average_before": before, "machine": machine(), "stdout": proc.stdout}
-  (out / "run.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+      raise SystemExit(f"prerank-jax {' '.join(argv)} failed:\n{proc.stderr[-3000:]}")
+    run_dir = Path(workdir) / "run"
+    history = json.loads((run_dir / "history.json").read_text())
+    if keep is not None:
+      shutil.copy(run_dir / "results.csv", keep)
+  phases = {k: round(v, 1) for k, v in history.get("timings", {}).items()}
+  return {"args": args[1:], "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+          "load_average_before": before, "phases_s": phases, "stdout": proc.stdout}
+
+
+RUNS = {"cold": ("quickstart", False), "warm": ("quickstart", True),
+        "smoke_cold": ("smoke", False), "smoke_warm": ("smoke", True)}
+
+
+def measure(out: Path, extra: list[str], only: str = "") -> dict:
+  """Runs the quickstart cold and warm (and the smoke preset cold and warm), each in a
+  fresh process; keeps the cold run's results.csv and run.json with every run."""
+  out.mkdir(parents=True, exist_ok=True)
+  runs = {}
+  with tempfile.TemporaryDirectory(prefix="quickstart-xla-") as caches:
+    for name, (preset, warm) in RUNS.items():
+      if only and not name.startswith(only) and not (only == "warm" and name == "cold"):
+        continue
+      args = ["quickstart", *(["--config=configs/quickstart.py:smoke"] if preset == "smoke"
+                              else []), *extra]
+      cache = Path(caches) / preset
+      if warm and not cache.exists():  # fill the cache first
+        _run_once(args, cache)
+      runs[name] = _run_once(args, cache, keep=(out / "results.csv") if name == "cold"
+                             else None)
+      print(f"{name:10s} wall {runs[name]['wall_s']:6.1f} s  cpu {runs[name]['cpu_s']:6.1f} s  "
+            f"load before {(runs[name]['load_average_before'] or ['?'])[0]}  "
+            f"phases {runs[name]['phases_s']}", flush=True)
+  main_run = runs.get("cold") or next(iter(runs.values()))
+  record = {"command": "prerank-jax quickstart", "args": main_run["args"],
+            "wall_s": main_run["wall_s"], "cpu_s": main_run["cpu_s"],
+            "load_average_before": main_run["load_average_before"], "machine": machine(),
+            "runs": {k: {f: v for f, v in r.items() if f != "stdout"} for k, r in runs.items()},
+            "stdout": main_run["stdout"]}
+  if "cold" in runs:
+    (out / "run.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
   return record
 
 
@@ -95,22 +145,27 @@ def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--from-results", action="store_true",
                       help="rebuild the README's table from the kept results, no training")
+  parser.add_argument("--only", choices=("cold", "warm", "smoke"), default="",
+                      help="only these runs (warm runs cold first); results kept with cold")
   parser.add_argument("--out", default=str(RESULTS))
   parser.add_argument("overrides", nargs="*",
                       help="extra --config.x=y flags for the run (the README's run has none)")
   args = parser.parse_args(argv)
   out = Path(args.out)
   record = (json.loads((out / "run.json").read_text()) if args.from_results
-            else measure(out, args.overrides))
+            else measure(out, args.overrides, args.only))
+  if "cold" not in record.get("runs", {"cold": 1}):
+    return
   table = terminal_table(out / "results.csv")
   if table not in record["stdout"]:
     raise SystemExit(f"{out}/results.csv does not rebuild the table the run printed "
                      f"({out}/run.json 'stdout')")
   print(table)
-  cpu = f", {record['cpu_s']:.0f} CPU-seconds" if "cpu_s" in record else ""
-  print(f"\nwall time {record['wall_s']:.0f} s{cpu}, compilation included "
-        f"({describe(record['machine'])}; load average before the run "
-        f"{(record['load_average_before'] or ['?'])[0]})")
+  print(f"\n({describe(record['machine'])})")
+  for name, run in record.get("runs", {"cold": record}).items():
+    cpu = f", {run['cpu_s']:.0f} CPU-seconds" if "cpu_s" in run else ""
+    print(f"{name}: wall time {run['wall_s']:.0f} s{cpu}, process start to exit; load "
+          f"average before the run {(run['load_average_before'] or ['?'])[0]}")
 
 
 if __name__ == "__main__":
