@@ -179,7 +179,8 @@ def test_missing_scores_never_matter(kd):
   """Changing the value under a missing slot changes neither the loss nor its gradient."""
   batch, raw = _lists(r=4, n=8, m=2, seed=1)
   batch = batch._replace(label=(np.arange(8) % 3 == 0).astype(np.float32)[None].repeat(4, 0),
-                         exposed=np.ones((4, 8), bool) & batch.valid)
+                         exposed=np.ones((4, 8), bool) & batch.valid,
+                         true_relevance=np.tile(np.arange(8) % 4, (4, 1)).astype(np.float32))
   mask = np.ones(raw.shape, bool)
   mask[0, 1, 0] = mask[2, 5, 1] = mask[3, 0, :] = False
   scored = batch._replace(teacher_scores=raw.astype(np.float32), teacher_mask=mask)
@@ -192,7 +193,8 @@ def test_missing_scores_never_matter(kd):
              "rankdistil_topk": jnp.float32(3), "fsltr_topk": jnp.float32(3),
              "recall_k": jnp.float32(3), "recall_keep_ratio": jnp.float32(0.5),
              "neuralsort_tau": jnp.float32(1.0), "rankflow_topk": jnp.float32(3),
-             "rankflow_beta": jnp.float32(0.5)}
+             "rankflow_beta": jnp.float32(0.5), "lambdaloss_topn": jnp.float32(3),
+             "lambdaloss_smooth_fraction": jnp.float32(0.8)}
   s = jnp.asarray(np.random.default_rng(2).normal(size=(4, 8)), jnp.float32)
   key = jax.random.key(0)
   f = lambda b: jax.value_and_grad(lambda x: objective(x, b, hparams, step=5, rng=key))(s)

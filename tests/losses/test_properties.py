@@ -54,6 +54,7 @@ def _compiled(kind: str, name: str):
 
   def loss(s, other, where, labels, exposed, temperature, seed):
     available = {"labels": labels, "exposed": exposed & where, "valid": where,
+                 "relevance": labels,
                  "propensity": jnp.ones_like(s), "step": jnp.int32(10_000),
                  "rng": jax.random.key(seed)}
     kwargs = {h: (temperature if h == "temperature" else jnp.float32(HPARAMS[h].default))
