@@ -90,7 +90,7 @@ def run_jax(k: int, rows: int, steps: int, update: str) -> dict:
   from prerank_jax.config_files import repo_config
   from prerank_jax.models import model_config
   from prerank_jax.train import make_train
-  from prerank_jax.train.sweep import grid_points, stack_points
+  from prerank_jax.train.sweep import compile_sweep, grid_points, stack_points
 
   config = repo_config("quickstart")
   config.student.model = model_config("dssm", id_tower=TOWER, id_embed_dim=D,
@@ -103,7 +103,8 @@ def run_jax(k: int, rows: int, steps: int, update: str) -> dict:
   temps = tuple(float(t) for t in np.geomspace(0.5, 8.0, k))
   hparams, rngs = stack_points(grid_points(
       {"temperature": temps, "alpha": (0.9,), "learning_rate": (3e-3,)}, seed=0))
-  state = jax.jit(jax.vmap(trainer.init))(hparams, rngs)
+  # The runner's initialisation: points in groups of one on CPU (compile_sweep).
+  state = compile_sweep(trainer, group_size=1).init(hparams, rngs)
   step = jax.jit(jax.vmap(trainer.step, in_axes=(0, None, 0)), donate_argnums=0)
   batch = jax.device_put(batch)
   holder = {"state": state}

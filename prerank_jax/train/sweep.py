@@ -141,8 +141,12 @@ def compile_sweep(trainer: Trainer, *, group_size: int = 0) -> CompiledSweep:
   passing it to the next chunk, never after.
   """
   vmap = functools.partial(jax.vmap, spmd_axis_name="sweep")
+  # Initialised in the same groups as the training: vmapping all K points' inits at once
+  # held K points' initialisation temporaries besides their state (K = 16 points of
+  # 10^6-row tables: 9.8 GiB resident after init against 6.4 GiB while training).
+  init = in_groups(lambda hparams, rngs, _: vmap(trainer.init)(hparams, rngs), group_size)
   return CompiledSweep(
-      init=jax.jit(vmap(trainer.init)),
+      init=jax.jit(lambda hparams, rngs: init(hparams, rngs, None)),
       run_chunk=jax.jit(in_groups(vmap(trainer.run_chunk, in_axes=(0, 0, None)), group_size),
                         donate_argnums=0),
       train=jax.jit(in_groups(vmap(trainer.train, in_axes=(0, 0, None)), group_size)),

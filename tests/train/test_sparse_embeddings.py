@@ -189,9 +189,9 @@ def test_a_frozen_point_keeps_its_parameters_and_state(split):
   model, params = _model("dssm", batch)
   tx = _tx()
   state = tx.init(params)
-  _, finite, new_params, new_state = lazy_adam_step(
-      _loss_fn(model), sparse_tables(model, "sparse"), tx, params, state, batch,
-      frozen=jnp.bool_(True))
+  tables = sparse_tables(model, "sparse")
+  _, finite, new_params, new_state = jax.jit(lambda p, s: lazy_adam_step(
+      _loss_fn(model), tables, tx, p, s, batch, frozen=jnp.bool_(True)))(params, state)
   assert bool(finite)
   for x, y in zip(jax.tree.leaves((params, state)), jax.tree.leaves((new_params, new_state))):
     np.testing.assert_array_equal(x, y)
@@ -269,3 +269,20 @@ def test_embedding_update_is_validated():
   with pytest.raises(ValueError, match="teacher.embedding_update.*dense"):
     sparse_tables(model, "Sparse", field="teacher.embedding_update")
   assert sparse_tables(model, "dense") == ()
+
+
+@pytest.mark.parametrize("group_size", [1, 2])
+def test_grouped_initialisation_equals_one_vmap(group_size):
+  """compile_sweep.init runs the points' inits in the training's groups (bounding the
+  initialisation's memory); every point's state is the one a single vmap gives."""
+  config = _smoke_config()
+  train = simulate(config.data, seed=0)["train"]
+  trainer = make_train(config, role="student", feature_sizes=feature_sizes(train),
+                       num_train_requests=train.num_requests)
+  hp, rngs = stack_points(grid_points({"temperature": (0.5, 1.0, 2.0, 4.0)}, seed=1))
+  whole = jax.jit(jax.vmap(trainer.init))(hp, rngs)
+  grouped = compile_sweep(trainer, group_size=group_size).init(hp, rngs)
+  for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(grouped)):
+    if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+      a, b = jax.random.key_data(a), jax.random.key_data(b)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
