@@ -79,8 +79,12 @@ FOLLOWS = {
 }
 
 
-def experiment_of(results_dir: str, script: str) -> harness.Experiment:
-  """The experiment definition a results directory was produced by (full, not smoke)."""
+def experiment_of(results_dir: str, script: str,
+                  results: Path = RESULTS) -> harness.Experiment:
+  """The experiment definition a results directory was produced by (full, not smoke),
+  with the claims its own ``--from-results`` judges: a script with ``judged_claims(exp,
+  argv)`` (E9: an arm added after the kept run is named in its summary as not judged)
+  leaves those claims out here too, so that this page and its summary agree."""
   module = importlib.import_module(script)
   if script == "e3_ba_caruana":
     exp = module.experiment(module.TEMPERATURES[-1])
@@ -91,6 +95,8 @@ def experiment_of(results_dir: str, script: str) -> harness.Experiment:
   if results_dir.endswith("_letor"):
     import letor_world
     exp = letor_world.letor_experiment(exp)
+  if hasattr(module, "judged_claims"):
+    exp = module.judged_claims(exp, ["--from-results", "--out", str(results)])
   return exp
 
 
@@ -117,7 +123,7 @@ def judged(results: Path = RESULTS) -> list[dict[str, Any]]:
     if not raw.exists():
       raise FileNotFoundError(f"{raw}: kept raw rows missing; print_findings needs all "
                               f"{len(EXPERIMENTS)} kept experiments")
-    exp = experiment_of(results_dir, script)
+    exp = experiment_of(results_dir, script, results)
     frame = harness.load_raw(raw)
     for claim, r in zip(exp.claims, harness.judge_claims(frame, exp.claims, exp.secondary)):
       mine, base, _ = harness._pair_frames(frame, claim)
@@ -266,7 +272,7 @@ def rerun_table(results: Path = RESULTS, budget_min: float = 60.0) -> str:
     expected = 10 * median
     total += expected
     flags = " --letor" if results_dir.endswith("_letor") else ""
-    if len(experiment_of(results_dir, script).world_seeds) < 10:
+    if len(experiment_of(results_dir, script, results).world_seeds) < 10:
       flags += " --world-seeds " + " ".join(map(str, range(10)))
     fits = "yes" if expected <= 60 * budget_min else "**no**"
     lines.append(f"| {label} | `python experiments/{script}.py{flags}` | {len(per_world)} | "
