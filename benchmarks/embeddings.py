@@ -13,9 +13,9 @@ configuration runs in a fresh process, so its peak RSS is its own:
     warm-up steps, and the process's peak RSS;
   - PyTorch eager, the same model (``nn.Embedding`` + ``F.embedding_bag`` mean pooling of
     the behaviour), ``dense`` (Adam) and ``sparse`` (sparse gradients, ``SparseAdam`` on
-    the tables + Adam on the towers), warmed up and timed over the same steps: one run's
-    step, × K for K sequential runs, and one run's peak RSS (sequential runs hold one
-    model at a time). Torch runs in ``--torch-python`` (default: this interpreter); when
+    the tables + Adam on the towers): K runs one after another, each warmed up and timed
+    over the same steps, their measured step times summed, and the process's peak RSS
+    (one model alive at a time). Torch runs in ``--torch-python`` (default: this interpreter); when
     torch is absent there, the record says so and has no PyTorch rows.
 
 Run (the full grid; ``--ks 1 4 --rows 100000`` is the short version):
@@ -125,7 +125,10 @@ def run_jax(k: int, rows: int, steps: int, update: str) -> dict:
 
 
 def run_torch(k: int, rows: int, steps: int, update: str) -> dict:
-  """PyTorch eager: one run's step (× K for K sequential runs), one run's peak RSS.
+  """PyTorch eager, K sequential runs, each measured: K models trained one after another
+  (each its own seed, warmed up, then timed), the step time is the sum of the K runs'
+  measured medians (never one run's time multiplied by K); peak RSS of the process (one
+  model alive at a time).
 
   ``update="dense"``: ``nn.Embedding`` tables and ``torch.optim.Adam`` over everything;
   ``"sparse"``: sparse embedding gradients (``sparse=True``) with ``torch.optim.SparseAdam``
@@ -136,7 +139,6 @@ def run_torch(k: int, rows: int, steps: int, update: str) -> dict:
   import torch.nn.functional as F
   from torch import nn
 
-  torch.manual_seed(0)
   data = {name: torch.from_numpy(v) for name, v in _data(rows).items()}
   sparse = update == "sparse"
 
@@ -164,14 +166,26 @@ def run_torch(k: int, rows: int, steps: int, update: str) -> dict:
                                     -1))
       return torch.einsum("bnd,bd->bn", v, u)
 
-  model = DSSM()
+  temperature, alpha = 2.0, 0.9
+  run_steps = []
+  for run in range(k):
+    torch.manual_seed(run)
+    run_steps.append(_torch_run(torch, F, DSSM(), data, sparse, temperature, alpha, steps))
+  step_s = float(sum(run_steps))
+  return {"side": "pytorch eager (K sequential runs, each measured)", "update": update,
+          "k": k, "rows": rows, "step_s": step_s, "run_step_s": run_steps,
+          "peak_rss_gib": _peak_rss_gib(), "torch": torch.__version__,
+          "torch_threads": torch.get_num_threads()}
+
+
+def _torch_run(torch, F, model, data, sparse, temperature, alpha, steps) -> float:
+  """One PyTorch training run: 2 warm-up steps, then the median of ``steps`` timed ones."""
   tables = [model.user.weight, model.item.weight]
   others = [p for p in model.parameters() if all(p is not t for t in tables)]
   if sparse:
     opts = [torch.optim.SparseAdam(tables, lr=3e-3), torch.optim.Adam(others, lr=3e-3)]
   else:
     opts = [torch.optim.Adam(model.parameters(), lr=3e-3)]
-  temperature, alpha = 2.0, 0.9
 
   def one():
     for opt in opts:
@@ -187,11 +201,7 @@ def run_torch(k: int, rows: int, steps: int, update: str) -> dict:
 
   for _ in range(2):
     one()
-  step_s = _time(one, steps)
-  return {"side": "pytorch eager (K sequential runs)", "update": update, "k": k,
-          "rows": rows, "step_s": step_s * k, "one_run_step_s": step_s,
-          "peak_rss_gib": _peak_rss_gib(), "torch": torch.__version__,
-          "torch_threads": torch.get_num_threads()}
+  return _time(one, steps)
 
 
 def _subprocess(python: str, side: str, update: str, k: int, rows: int, steps: int) -> dict:
@@ -223,6 +233,8 @@ def main() -> None:
   parser.add_argument("--updates", nargs="+", default=["dense", "sparse"],
                       choices=["dense", "sparse"])
   parser.add_argument("--steps", type=int, default=5)
+  parser.add_argument("--jax-updates", nargs="+", choices=["dense", "sparse"],
+                      help="prerank-jax's updates (default: --updates)")
   parser.add_argument("--no-torch", action="store_true")
   parser.add_argument("--torch-python", default=sys.executable,
                       help="a Python with torch (e.g. a separate venv); default: this one")
@@ -246,12 +258,12 @@ def main() -> None:
   started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
   load_before = os.getloadavg()
   for rows in args.rows:
-    if use_torch:  # one run's step (K-independent: K sequential runs take K times as long)
-      for update in args.updates:
-        results.append(_subprocess(args.torch_python, "torch", update, 1, rows, args.steps))
     for k in args.ks:
-      for update in args.updates:
+      for update in args.jax_updates or args.updates:
         results.append(_subprocess(sys.executable, "jax", update, k, rows, args.steps))
+      if use_torch:  # K sequential runs, each measured, in the same run as prerank-jax's
+        for update in args.updates:
+          results.append(_subprocess(args.torch_python, "torch", update, k, rows, args.steps))
   record = {"benchmark": "benchmarks/embeddings.py", "argv": sys.argv[1:], "date": started,
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                         "load_average_before": load_before,
