@@ -192,7 +192,7 @@ EXPERIMENT = Experiment(
     name="e9_recflow", title="E9 — the cascade losses on RecFlow's two protocols",
     methods=methods, claims=CLAIMS, figures=figures, metrics=METRICS,
     diff_metric=PRIMARY[LCRON], secondary=(), configure=configure, base="recflow",
-    notes=notes, world_seeds=tuple(range(4)), replicates=(0,))  # 4 worlds: the kept run's
+    notes=notes, world_seeds=tuple(range(10)), replicates=(0,))
 
 
 def judged_claims(exp: Experiment, argv: Sequence[str]) -> Experiment:
