@@ -248,8 +248,9 @@ def run_methods(experiment: str, methods: Sequence[Method], world_seeds: Sequenc
   """Runs every method in every world through the runner and appends the rows.
 
   Args:
-    experiment: the experiment's name; rows go to ``<out>/<experiment>/raw.csv`` (a fresh
-      file: an old one is replaced).
+    experiment: the experiment's name; rows go to ``<out>/<experiment>/raw.partial.csv``
+      while the run lasts, which replaces ``raw.csv`` only when every world has run (an
+      interrupted run leaves the kept rows as they were).
     methods: the arms; each is one runner call per world. Names must be distinct.
     world_seeds: ``config.seed`` of each world (data, teacher); ≥ 2 for a CI.
     out: results root, e.g. ``experiments/results``.
@@ -272,7 +273,10 @@ def run_methods(experiment: str, methods: Sequence[Method], world_seeds: Sequenc
   if not world_seeds:
     raise ValueError("world_seeds: needs at least one world seed")
   raw = out / experiment / "raw.csv"
-  raw.unlink(missing_ok=True)
+  # Rows go to a partial file; the kept raw.csv is replaced only once every world has run,
+  # so an interrupted or failed run never destroys the previous results.
+  partial = raw.with_name("raw.partial.csv")
+  partial.unlink(missing_ok=True)
   with tempfile.TemporaryDirectory(prefix=f"{experiment}-") as workdir:
     for world in world_seeds:
       teachers: dict[str, str] = {}  # teacher identity -> run dir holding that teacher
@@ -290,10 +294,11 @@ def run_methods(experiment: str, methods: Sequence[Method], world_seeds: Sequenc
         result = run(config)
         run_s = time.perf_counter() - t0
         teachers.setdefault(identity, str(result.run_dir))
-        append_rows(raw, rows_of_run(result.rows, experiment=experiment, method=method.name,
+        append_rows(partial, rows_of_run(result.rows, experiment=experiment, method=method.name,
                                      world_seed=world, run_s=run_s,
                                      load_1m=os.getloadavg()[0]))
         log(f"{experiment}: world {world} {method.name}: {run_s:.1f} s")
+  partial.replace(raw)
   return raw
 
 

@@ -639,6 +639,7 @@ def cascade_recall_at_k(
   num_relevant = jnp.sum(relevant, axis=-1)
   return jnp.where(num_relevant > 0, hits / jnp.maximum(num_relevant, 1), 0.0)
 
+
 def oracle_cascade_ndcg_at_k(
     student_scores: Array,
     labels: Array,

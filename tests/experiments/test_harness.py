@@ -143,6 +143,38 @@ def test_append_rows_keeps_old_rows_and_unions_columns(tmp_path):
   assert frame["c"].isna().tolist() == [True, True, False]
 
 
+def test_an_interrupted_run_keeps_the_kept_rows(tmp_path, monkeypatch):
+  """run_methods writes raw.partial.csv and replaces raw.csv only when every world ran: a
+  run that fails in its second world leaves the kept raw.csv as it was."""
+  import types
+
+  from prerank_jax.host import runner
+  kept = tmp_path / "e" / "raw.csv"
+  harness.append_rows(kept, [{"method": "old", "ndcg@10": 0.5}])
+  before = kept.read_text()
+  calls = []
+
+  def fake_run(config):
+    calls.append(int(config.seed))
+    if len(calls) > 1:
+      raise RuntimeError("killed in world 1")
+    return types.SimpleNamespace(run_dir=tmp_path / "run", rows=[
+        {"model": "teacher", "ndcg@10": 0.8, "status": "reference"}])
+
+  monkeypatch.setattr(runner, "run", fake_run)
+  methods = [harness.Method("m", {})]
+  with pytest.raises(RuntimeError, match="world 1"):
+    harness.run_methods("e", methods, (0, 1), out=tmp_path, smoke=True, log=lambda s: None)
+  assert kept.read_text() == before and calls == [0, 1]
+  calls.clear()
+  monkeypatch.setattr(runner, "run", lambda config: (calls.append(0), types.SimpleNamespace(
+      run_dir=tmp_path / "run", rows=[{"model": "teacher", "ndcg@10": 0.8}]))[1])
+  assert harness.run_methods("e", methods, (0, 1), out=tmp_path, smoke=True,
+                             log=lambda s: None) == kept
+  assert pd.read_csv(kept)["seed"].tolist() == [0, 1]
+  assert not (tmp_path / "e" / "raw.partial.csv").exists()
+
+
 def test_set_path_refuses_a_typo():
   from prerank_jax.config_files import repo_config
   config = repo_config("quickstart", "smoke")
