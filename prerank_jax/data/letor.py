@@ -927,7 +927,8 @@ def make_builder(config) -> tuple[Any, str | None]:
   return make(items_ids, cross_ids), None
 
 
-def load(config, *, show: bool = False) -> tuple[dict[str, Batch], Any]:
+def load(config, *, show: bool = False, lazy_train: bool = False
+         ) -> tuple[dict[str, Batch], Any]:
   """Prepares (once) and reads ``{"train", "valid", "test"} → Batch`` and the builder."""
   builder, missing = make_builder(config)
   if builder is None:
@@ -936,17 +937,20 @@ def load(config, *, show: bool = False) -> tuple[dict[str, Batch], Any]:
     builder = tfds_base.prepare(builder, missing=None, show=show)
   finally:
     clear_cache()
-  splits = {split: tfds_base.read_split(builder, split) for split in SPLITS}
+  splits = tfds_base.read_splits(builder, SPLITS, lazy_train=lazy_train)
   if config.teacher.model.name == LOGGED:
     given = config.source.teacher_score_file
     for split in SPLITS:
-      ids = split_ids(config, builder, split)
+      # A train split left on disk: its IDs are not read (messages give row numbers).
+      lazy = isinstance(splits[split], tfds_base.RecordSplit)
+      ids = None if lazy else split_ids(config, builder, split)
       names = given[split] or given["train"]  # a carved split has train's scores
       splits[split] = attach_logged_teacher(
           splits[split], tfds_base.read_array_field(builder, split, tfds_base.LOGGED_SCORES),
           names=[f"score file {f!r}" for f in names],
           kind=config.teacher.score_kind, missing=config.teacher.missing, split=split,
-          request_ids=ids.request, candidate_ids=ids.candidate)
+          request_ids=None if ids is None else ids.request,
+          candidate_ids=None if ids is None else ids.candidate)
   return splits, builder
 
 

@@ -318,9 +318,10 @@ def make_builder(config) -> tuple[Any, str | None]:
                     + ")"), licence=LICENCE, manual_dir=manual, where=where)
 
 
-def load(config, *, show: bool = False) -> tuple[dict[str, Batch], Any]:
+def load(config, *, show: bool = False, lazy_train: bool = False
+         ) -> tuple[dict[str, Batch], Any]:
   builder, missing = make_builder(config)
   if builder is None:
     raise tfds_base.DatasetMissingError(missing)
   builder = tfds_base.prepare(builder, missing=None, show=show)
-  return {split: tfds_base.read_split(builder, split) for split in SPLITS}, builder
+  return tfds_base.read_splits(builder, SPLITS, lazy_train=lazy_train), builder

@@ -54,9 +54,10 @@ Both protocols carry, for every candidate:
 Valid requests: a seeded ``valid_fraction`` of the train days' requests (by a hash of the
 ``request_id``). Preparation streams day by day: one day's files are in memory at a time,
 and TFDS's writer spools the records to disk in order instead of holding a split
-(:func:`spooled_tfds_writer`). :func:`load` then reads the prepared splits into memory (the runner's
-contract for every dataset); ``streaming.read_from="records"`` feeds training from the
-ArrayRecord files.
+(:func:`spooled_tfds_writer`). :func:`load` then reads the prepared splits into memory, except that with
+``streaming.read_from="records"`` (the full configs) the train split stays in its ArrayRecord
+files (a :class:`~prerank_jax.data.tfds_base.RecordSplit`): training, the data checks and
+the teacher's scoring read it a block or a step at a time.
 """
 
 from __future__ import annotations
@@ -740,7 +741,8 @@ def make_builder(config) -> tuple[Any, str | None]:
   return builder, None
 
 
-def load(config, *, show: bool = False) -> tuple[dict[str, Batch], Any]:
+def load(config, *, show: bool = False, lazy_train: bool = False
+         ) -> tuple[dict[str, Batch], Any]:
   """``({"train", "valid", "test"} → Batch, builder)``, preparing once (after
   :func:`check_inputs`) when needed.
 
@@ -754,7 +756,7 @@ def load(config, *, show: bool = False) -> tuple[dict[str, Batch], Any]:
   if not tfds_base.is_prepared(builder):  # every check before TFDS writes a file
     check_inputs(Path(builder.builder_config.manual), builder.builder_config.params)
   builder = tfds_base.prepare(builder, missing=None, show=show)
-  return {split: tfds_base.read_split(builder, split) for split in SPLITS}, builder
+  return tfds_base.read_splits(builder, SPLITS, lazy_train=lazy_train), builder
 
 
 def split_ids(config, builder, split: str):

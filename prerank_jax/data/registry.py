@@ -37,6 +37,7 @@ from prerank_jax.batch import Batch
 from prerank_jax.data import letor as _letor_names  # light: numpy only
 from prerank_jax.data.ids import SplitIds, check_ids
 from prerank_jax.data.sources import CONFIG_FILES, CONFIG_SOURCES
+from prerank_jax.data import tfds_base
 from prerank_jax.data.tfds_base import DatasetMissingError
 
 __all__ = ["ALIASES", "DATASETS", "DatasetMissingError", "load_dataset", "load_splits"]
@@ -134,6 +135,9 @@ def load_dataset(config, *, show: bool = False) -> Loaded:
     raise ValueError(f"dataset: unknown dataset {config.dataset!r}; valid names are "
                      f"{sorted(DATASETS)}")
   kind = DATASETS[config.dataset].kind
+  # streaming.read_from="records": the train split stays in its ArrayRecord files
+  # (a tfds_base.RecordSplit), read a block or a training step at a time.
+  lazy_train = tfds_base.train_from_records(config)
   if kind == "simulator":
     from prerank_jax.data.simulator import simulate
 
@@ -144,16 +148,17 @@ def load_dataset(config, *, show: bool = False) -> Loaded:
 
     params, seed = simulator_params(config)
     splits, builder = simulator_tfds.load(params, seed=seed, data_dir=config.source.data_dir,
-                                          show=show)
+                                          show=show, lazy_train=lazy_train)
     return Loaded(splits, builder, builder.info.full_name)
   module = _module(kind)
-  splits, builder = module.load(config, show=show)
+  splits, builder = module.load(config, show=show, lazy_train=lazy_train)
   ids = None
   if hasattr(module, "split_ids"):  # tabular, LETOR: the user's request/candidate IDs
+    # (not of a train split left on disk: outputs then carry no train scores)
     ids = {name: check_ids(module.split_ids(config, builder, name),
                            num_requests=batch.num_requests, list_size=batch.list_size,
                            name=name)
-           for name, batch in splits.items()}
+           for name, batch in splits.items() if not isinstance(batch, tfds_base.RecordSplit)}
   return Loaded(splits, builder, builder.info.full_name, ids)
 
 

@@ -130,9 +130,9 @@ def make_builder(params: Mapping[str, Any], *, seed: int, data_dir: str = ""):
 
 
 def load(params: Mapping[str, Any], *, seed: int, data_dir: str = "",
-         show: bool = False) -> tuple[dict, Any]:
+         show: bool = False, lazy_train: bool = False) -> tuple[dict, Any]:
   """Prepares (once) and reads ``{"train", "valid", "test"} → Batch``; also returns the
   builder (its ``info.full_name`` identifies the data)."""
   builder = tfds_base.prepare(make_builder(params, seed=seed, data_dir=data_dir),
                               missing=None, show=show)
-  return {split: tfds_base.read_split(builder, split) for split in SPLITS}, builder
+  return tfds_base.read_splits(builder, SPLITS, lazy_train=lazy_train), builder

@@ -419,10 +419,15 @@ def index_batches(train: Batch, run_rngs: Any, *, batch_size: int, num_epochs: i
 def make_source(config, train: Batch):
   """``BatchSource(train)`` or, with ``streaming.read_from="records"``, the prepared TFDS
   dataset's train records plus ``train.teacher_scores`` (and a logged teacher's
-  ``teacher_mask``)."""
+  ``teacher_mask``): those of a :class:`~prerank_jax.data.tfds_base.RecordSplit` (what
+  the loaders return then), or of the dataset's builder for an in-memory ``train``."""
+  from prerank_jax.data import registry, tfds_base
+
+  if isinstance(train, tfds_base.RecordSplit):  # the loader left it on disk
+    return RecordSource(train.reader, {"teacher_scores": train.teacher_scores,
+                                       "teacher_mask": train.teacher_mask})
   if config.streaming.read_from == "memory":
     return BatchSource(train)
-  from prerank_jax.data import registry, tfds_base
 
   builder, missing = registry.make_builder(config)
   if builder is None or not tfds_base.is_prepared(builder):

@@ -343,9 +343,113 @@ def to_batch(arrays: Mapping[str, np.ndarray]) -> Batch:
   return Batch(**{name: arrays.get(name) for name in BATCH_FIELDS})
 
 
-def read_split(builder, split: str) -> Batch:
-  """A whole prepared split as one in-memory :class:`Batch`."""
-  return to_batch(RecordReader(split_files(builder, split), builder_shapes(builder)).read_all())
+def read_split(builder, split: str, *, lazy: bool = False) -> "Batch | RecordSplit":
+  """A whole prepared split as one in-memory :class:`Batch`, or with ``lazy`` a
+  :class:`RecordSplit` that leaves it in its ArrayRecord files."""
+  reader = RecordReader(split_files(builder, split), builder_shapes(builder))
+  if lazy:
+    return RecordSplit(reader, read_array_field(builder, split, "valid"))
+  return to_batch(reader.read_all())
+
+
+def read_splits(builder, names: Sequence[str], *, lazy_train: bool = False) -> dict:
+  """``{split: read_split(...)}``; with ``lazy_train`` the train split stays on disk."""
+  return {name: read_split(builder, name, lazy=lazy_train and name == "train")
+          for name in names}
+
+
+def train_from_records(config) -> bool:
+  """Whether the run leaves its train split on disk: ``input_pipeline="grain"`` with
+  ``streaming.read_from="records"`` (training then reads its steps from the ArrayRecord
+  files, and nothing else needs the whole split in memory)."""
+  return (config.get("input_pipeline", "device") == "grain" and "streaming" in config
+          and config.streaming.read_from == "records")
+
+
+class RecordSplit:
+  """A prepared split left in its ArrayRecord files: the train split of a run with
+  ``streaming.read_from="records"``.
+
+  Host memory holds the ``valid`` mask ``[R, N]`` (one byte a candidate slot) and, once
+  scored, the teacher's ``teacher_scores [R, N, M]`` (and a logged teacher's
+  ``teacher_mask``); every other field is read when asked for: :meth:`take` reads some
+  requests as a :class:`Batch`, :meth:`blocks` walks the split a block at a time (the
+  checks, the teacher's scoring), and training streams its steps through
+  :class:`prerank_jax.data.streaming.RecordSource`. It has the :class:`Batch` attributes
+  the host pipeline reads from a whole split (``num_requests``, ``list_size``, ``valid``,
+  ``teacher_scores``, ``teacher_mask``, ``take``, ``_replace``).
+  """
+
+  EXTRA = ("teacher_scores", "teacher_mask")
+
+  def __init__(self, reader: RecordReader, valid: np.ndarray, *,
+               teacher_scores: np.ndarray | None = None,
+               teacher_mask: np.ndarray | None = None):
+    self.reader = reader
+    self.valid = np.asarray(valid, bool)
+    if self.valid.ndim != 2 or self.valid.shape[0] != len(reader):
+      raise ValueError(f"RecordSplit: valid mask {self.valid.shape} does not match the "
+                       f"{len(reader)} records")
+    self.teacher_scores, self.teacher_mask = teacher_scores, teacher_mask
+
+  @property
+  def num_requests(self) -> int:
+    return int(self.valid.shape[0])
+
+  @property
+  def list_size(self) -> int:
+    return int(self.valid.shape[1])
+
+  @property
+  def nbytes(self) -> int:
+    """Bytes held in host memory (the mask and the extra fields)."""
+    return int(self.valid.nbytes) + sum(int(np.asarray(getattr(self, k)).nbytes)
+                                        for k in self.EXTRA if getattr(self, k) is not None)
+
+  def _replace(self, **fields) -> "RecordSplit":
+    unknown = set(fields) - set(self.EXTRA)
+    if unknown:
+      raise ValueError(f"RecordSplit: only {self.EXTRA} can be replaced, not {sorted(unknown)}")
+    kept = {k: getattr(self, k) for k in self.EXTRA}
+    return RecordSplit(self.reader, self.valid, **{**kept, **fields})
+
+  def take(self, index) -> Batch:
+    """The requests at ``index`` (a slice or integer indices) as an in-memory Batch."""
+    rows = np.arange(self.num_requests)[index]
+    batch = to_batch(self.reader.read(rows))
+    return batch._replace(**{k: np.asarray(getattr(self, k))[rows] for k in self.EXTRA
+                             if getattr(self, k) is not None})
+
+  def blocks(self, size: int = 1024) -> Iterator[tuple[int, Batch]]:
+    """``(first request, Batch)`` of consecutive blocks of ``size`` requests."""
+    for start in range(0, self.num_requests, size):
+      yield start, self.take(slice(start, min(self.num_requests, start + size)))
+
+
+#: Requests of a :class:`RecordSplit` read at a time by :func:`validate_split`.
+CHECK_BLOCK = 1024
+
+
+def validate_split(split: "Batch | RecordSplit", *, name: str, **kwargs) -> "Batch | RecordSplit":
+  """:func:`prerank_jax.batch.validate_batch` of a whole split; a :class:`RecordSplit` is
+  checked a block at a time (the message names the block's requests)."""
+  from prerank_jax.batch import validate_batch
+
+  if not isinstance(split, RecordSplit):
+    return validate_batch(split, name=name, **kwargs)
+  if split.num_requests == 0:
+    validate_batch(split.take(slice(0, 0)), name=name, **kwargs)  # R=0, refused by name
+  for start, block in split.blocks(CHECK_BLOCK):
+    stop = start + block.num_requests
+    validate_batch(block, name=f"{name} (requests {start}..{stop - 1})", **kwargs)
+  return split
+
+
+def host_bytes(split: "Batch | RecordSplit") -> int:
+  """Bytes a split holds in host memory."""
+  if isinstance(split, RecordSplit):
+    return split.nbytes
+  return sum(int(np.asarray(x).nbytes) for x in split if x is not None)
 
 
 def request_ids(builder, split: str) -> list[str]:

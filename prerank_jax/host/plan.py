@@ -11,7 +11,8 @@ import jax
 import ml_collections
 
 from prerank_jax.config import is_logged_teacher, sweep_axes
-from prerank_jax.batch import Batch, BatchError, IdVocab, validate_batch
+from prerank_jax.batch import Batch, BatchError, IdVocab
+from prerank_jax.data.tfds_base import validate_split
 from prerank_jax.models import MODELS, build_model
 from prerank_jax.train.programs import apply_overrides, parse_programs, program_label
 from prerank_jax.train.sweep import (SweepPoint, config_group_size, grid_points,
@@ -257,7 +258,7 @@ def check_data_ids(config: ml_collections.ConfigDict, splits: Mapping[str, Batch
     vocab = IdVocab(tuple(model.context_vocab), tuple(model.item_vocab))
     for name, batch in splits.items():
       try:
-        validate_batch(batch, name=name, vocab=vocab)
+        validate_split(batch, name=name, vocab=vocab)
       except BatchError as e:
         raise BatchError(f"{e} [the vocabulary of {role}.model.context_vocab / "
                          f"{role}.model.item_vocab]") from None

@@ -24,9 +24,10 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from prerank_jax.batch import Batch, feature_sizes, validate_batch
+from prerank_jax.batch import Batch, feature_sizes
 from prerank_jax.config import check_against_data, is_logged_teacher, validate_config
 from prerank_jax.data.ids import SplitIds
+from prerank_jax.data.tfds_base import host_bytes, validate_split
 from prerank_jax.host.identity import data_identity, teacher_identity
 from prerank_jax.host.plan import (check_data_ids, describe_plan, memory_plan,
                                    student_points, student_programs, teacher_points)
@@ -53,8 +54,8 @@ def load_data(config: ml_collections.ConfigDict
   from prerank_jax.data.registry import load_dataset  # simulator, TFDS datasets (issue 6)
 
   loaded = load_dataset(config)
-  for name, batch in loaded.splits.items():
-    validate_batch(batch, name=name)
+  for name, batch in loaded.splits.items():  # a train split on disk: a block at a time
+    validate_split(batch, name=name)
   return loaded.splits, loaded.builder, loaded.ids
 
 
@@ -93,16 +94,16 @@ def _run(config: ml_collections.ConfigDict, *, show_progress: bool | None) -> Ru
   splits, builder, ids = load_data(config)
   logged = is_logged_teacher(config)
   sources = [] if logged else ensemble_sources(config)
-  check_against_data(config, shortest_list=int(min(b.valid.sum(-1).min()
+  sizes = feature_sizes(splits["train"].take(slice(0, 1)))  # a train split on disk: 1 read
+  check_against_data(config, shortest_list=int(min(np.asarray(b.valid).sum(-1).min()
                                                    for b in splits.values())),
                      num_train_requests=splits["train"].num_requests,
-                     feature_sizes=feature_sizes(splits["train"]),
-                     list_size=splits["train"].list_size)
+                     feature_sizes=sizes, list_size=splits["train"].list_size)
   # IDs inside every ID model's vocabulary; the sweep's parameter and optimizer memory
   # fits (refused with the numbers and remedies otherwise), before anything is written.
   check_data_ids(config, splits)
-  memory = memory_plan(config, programs, feature_sizes(splits["train"]), data_bytes=sum(
-      int(x.nbytes) for name in ("train", "valid") for x in splits[name] if x is not None))
+  memory = memory_plan(config, programs, sizes, data_bytes=sum(
+      host_bytes(splits[name]) for name in ("train", "valid")))
   if show and is_main():
     print(memory.describe())
   memory.check()

@@ -49,7 +49,7 @@ def train_phase(config: ml_collections.ConfigDict, role: str, points: list[Sweep
   """
   # Points over the mesh's "sweep" axis; spare devices split each step's batch ("data").
   mesh = sweep_mesh(len(points), batch_size=config[role].batch_size)
-  trainer = make_train(config, role=role, feature_sizes=feature_sizes(data.train),
+  trainer = make_train(config, role=role, feature_sizes=feature_sizes(data.train.take(slice(0, 1))),
                        num_train_requests=data.train.num_requests,
                        shard_batch=batch_sharding(mesh))
   multiple, group = group_layout(len(points), devices=mesh.shape["sweep"],
@@ -126,7 +126,7 @@ def _history_names(config: ml_collections.ConfigDict, metrics: dict) -> dict:
 def restore_phase(config: ml_collections.ConfigDict, role: str, points: list[SweepPoint],
                   data: SweepData, source: Path, *, tag: str = "") -> Phase:
   """Restores a *finished* training phase from ``<source>/checkpoints/<role><tag>``."""
-  trainer = make_train(config, role=role, feature_sizes=feature_sizes(data.train),
+  trainer = make_train(config, role=role, feature_sizes=feature_sizes(data.train.take(slice(0, 1))),
                        num_train_requests=data.train.num_requests)
   compiled = compile_sweep(trainer)
   like = compiled.init(*stack_points(points))

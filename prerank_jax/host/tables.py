@@ -18,6 +18,7 @@ import numpy as np
 from prerank_jax.batch import Batch
 from prerank_jax.config import sweep_axes
 from prerank_jax.data.ids import SplitIds
+from prerank_jax.data.tfds_base import RecordSplit
 from prerank_jax.evaluate import describe_excluded, evaluate_stacked, metric_names, pad_lists
 from prerank_jax.host import export, report
 from prerank_jax.host.identity import teacher_identity
@@ -339,6 +340,8 @@ def _score_train(rows: list[dict[str, Any]], kept: list[tuple[int, int, dict[str
   """``per_model`` with each row's ``"train"`` scores ``[R, N]`` added: every program's
   points and references scored on the train split (:func:`split_scores`), one program
   at a time, each row taking its own program's scores."""
+  if isinstance(train, RecordSplit):  # left on disk: scores.parquet holds valid and test
+    return per_model
   where = {id(r): (j, i) for j, i, r in kept}
   for j, (_, program, phase) in enumerate(students):
     scores = np.asarray(jax.device_get(split_scores(program, phase, train, split="train")[0]))
@@ -351,10 +354,12 @@ def _score_train(rows: list[dict[str, Any]], kept: list[tuple[int, int, dict[str
 def _export_splits(rows: list[dict[str, Any]], per_model: dict[int, dict[str, np.ndarray]],
                    scored: dict[str, Batch], ids: dict[str, SplitIds] | None,
                    source: str = "truth"):
-  """Yields ``(split, SplitScores)`` for train, valid and test, in the rows' order; each
-  split's ``[rows, R, N]`` stack is made only when the writer asks for it."""
+  """Yields ``(split, SplitScores)`` for train (unless left on disk), valid and test, in the
+  rows' order; each split's ``[rows, R, N]`` stack is made only when the writer asks."""
   for split in ("train", "valid", "test"):
     batch = scored[split]
+    if isinstance(batch, RecordSplit):  # a train split left on disk is not exported
+      continue
     scores = np.stack([per_model[id(r)][split] for r in rows])
     yield split, export.SplitScores(
         scores, valid=np.asarray(batch.valid), label=np.asarray(batch.label),

@@ -10,9 +10,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from prerank_jax import checks
-from prerank_jax.batch import Batch, validate_batch
+from prerank_jax.batch import Batch
+from prerank_jax.data.tfds_base import RecordSplit, validate_split
 from prerank_jax.host.identity import data_identity
 from prerank_jax.host.processes import barrier, is_main
 from prerank_jax.host.rundir import load_run_config
@@ -20,6 +22,9 @@ from prerank_jax.host.sweep_driver import Phase, restore_teacher
 from prerank_jax.losses.ensemble import ENSEMBLES, teacher_present
 from prerank_jax.train.loop import SweepData
 from prerank_jax.train.sweep import apply_in_chunks
+
+#: Requests a train split left on disk is read and scored at a time.
+SCORE_BLOCK = 4096
 
 
 def score_splits(members: list[Phase], splits: dict[str, Batch], builder: Any = None
@@ -35,11 +40,16 @@ def score_splits(members: list[Phase], splits: dict[str, Batch], builder: Any = 
   """
   from prerank_jax.data.teacher_cache import score_splits_cached
 
-  def compute(todo):
-    return {name: batch._replace(teacher_scores=jnp.concatenate(
+  def scores(batch):  # [R, N, M]
+    return jnp.concatenate(
         [jnp.moveaxis(apply_in_chunks(m.compiled.apply, m.state.params, batch), 0, -1)
-         for m in members], axis=-1))
-            for name, batch in todo.items()}
+         for m in members], axis=-1)
+
+  def compute(todo):
+    # A train split left on disk is scored a block at a time into host memory.
+    return {name: batch._replace(teacher_scores=np.concatenate(
+        [np.asarray(scores(block)) for _, block in batch.blocks(SCORE_BLOCK)])
+        if isinstance(batch, RecordSplit) else scores(batch)) for name, batch in todo.items()}
 
   params = members[0].state.params if len(members) == 1 else [m.state.params for m in members]
   if builder is not None and not is_main():  # one process writes the cache
@@ -47,8 +57,8 @@ def score_splits(members: list[Phase], splits: dict[str, Batch], builder: Any = 
   scored, how = score_splits_cached(builder, params, splits, compute)
   if builder is not None and is_main():
     barrier("teacher_cache")
-  return {name: validate_batch(batch._replace(teacher_scores=jnp.asarray(batch.teacher_scores)),
-                               name=name, require_teacher=True)
+  return {name: validate_split(batch if isinstance(batch, RecordSplit) else batch._replace(
+      teacher_scores=jnp.asarray(batch.teacher_scores)), name=name, require_teacher=True)
           for name, batch in scored.items()}, how
 
 
@@ -56,7 +66,7 @@ def logged_splits(splits: dict[str, Batch]) -> tuple[dict[str, Batch], dict[str,
   """A logged teacher's splits (``teacher.model.name="logged"``): the loader already put the
   ranker's scores in ``teacher_scores`` (and ``teacher_mask``); nothing is trained, scored
   or cached. Returns ``(splits, {split: "logged"})`` as :func:`score_splits` does."""
-  return ({name: validate_batch(batch, name=name, require_teacher=True)
+  return ({name: validate_split(batch, name=name, require_teacher=True)
            for name, batch in splits.items()}, {name: "logged" for name in splits})
 
 

@@ -281,3 +281,66 @@ def test_block_order_trains_through_the_feed(setup):
   state, stats = feed.run_chunk(_fresh(state0), hparams, data)
   assert np.isfinite(np.asarray(stats["loss"])).all()
   assert _max_diff(state.params, state0.params) > 0
+
+
+@pytest.mark.slow
+def test_records_run_leaves_the_train_split_on_disk(smoke_config, tmp_path, monkeypatch):
+  """``streaming.read_from="records"``: the loaders return the train split as a
+  ``RecordSplit`` (its valid mask in memory, nothing else), no read takes more than one
+  block of its records, scores.parquet holds valid and test only, and every result equals
+  that of the same run with the train split in host memory."""
+  import pyarrow.parquet as pq
+
+  from prerank_jax.data import tfds_base
+  from prerank_jax.host.runner import load_data, run
+
+  smoke_config.dataset = "simulator_tfds"
+  smoke_config.source.data_dir = str(tmp_path / "tfds")
+  smoke_config.sweep.temperature = (1.0, 2.0)
+  smoke_config.sweep.alpha = (0.5,)
+  smoke_config.input_pipeline = "grain"
+  results = {}
+  for read_from in ("memory", "records"):
+    smoke_config.name = read_from
+    smoke_config.streaming.read_from = read_from
+    results[read_from] = run(smoke_config)
+  splits, _, _ = load_data(smoke_config)
+  train = splits["train"]
+  assert isinstance(train, tfds_base.RecordSplit)
+  assert isinstance(splits["valid"], tfds_base.Batch)
+  assert train.nbytes == train.valid.nbytes == train.num_requests * train.list_size
+  # The same rows, the same numbers: the students read the same batches either way.
+  memory, records = results["memory"].rows, results["records"].rows
+  assert [r["model"] for r in memory] == [r["model"] for r in records]
+  for a, b in zip(memory, records):
+    for k, v in a.items():
+      if isinstance(v, float) and k != "seconds" and not k.endswith("_s"):
+        assert b[k] == pytest.approx(v, abs=1e-6, nan_ok=True), (a["model"], k)
+  exported = {name: set(pq.read_table(result.run_dir / "scores.parquet",
+                                      columns=["split"])["split"].to_pylist())
+              for name, result in results.items()}
+  assert exported == {"memory": {"train", "valid", "test"}, "records": {"valid", "test"}}
+
+  # A run again, with blocks of 16 and a spy on the reader: apart from the valid mask,
+  # no read of the train records takes more than a block or a training call's batches.
+  from prerank_jax.host import teachers
+
+  monkeypatch.setattr(tfds_base, "CHECK_BLOCK", 16)
+  monkeypatch.setattr(teachers, "SCORE_BLOCK", 16)
+  sizes = []
+  read = tfds_base.RecordReader.read
+
+  def spy(self, indices):
+    indices = list(indices)
+    if any("-train." in f for f in self.files) and set(self.shapes) != {"valid"}:
+      sizes.append(len(indices))
+    return read(self, indices)
+
+  monkeypatch.setattr(tfds_base.RecordReader, "read", spy)
+  smoke_config.name = "records-again"
+  smoke_config.streaming.steps_per_call = 1  # a call reads one step: 2 points × 16
+  rerun = run(smoke_config)
+  assert smoke_config.student.batch_size == smoke_config.teacher.batch_size == 16
+  assert sizes and max(sizes) <= 2 * 16 < train.num_requests, max(sizes)
+  assert [r["ndcg@10"] for r in rerun.rows] == pytest.approx(
+      [r["ndcg@10"] for r in records], abs=1e-6, nan_ok=True)
