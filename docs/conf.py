@@ -61,7 +61,7 @@ nb_merge_streams = True
 # The notebooks' kernels inherit this: their smoke runs compile many of the same programs
 # (the smoke teacher, the evaluation), so each compiles once per build, not once per notebook.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(DOCS / "_build" / ".xla_cache"))
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 html_theme = "sphinx_book_theme"
 html_title = "prerank-jax"

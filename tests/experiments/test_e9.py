@@ -79,9 +79,11 @@ def test_missing_recflow_files_are_refused_before_anything_is_written(state, tmp
 @pytest.mark.slow
 def test_tiny_run_then_rebuild_from_results(tmp_path, monkeypatch):
   """The harness end to end, cut to fit CI: the coarse protocol's --smoke config
-  (DSSM from DIN) on two tiny worlds (SMOKE_REQUESTS=30 requests a day), one loss
-  (FS-LambdaLoss, the newest) beside the BCE baseline, in this process (the second world
-  reuses the first one's compiled programs). The lcron protocol's arm is configured and
+  (DSSM from DIN) on one tiny world (SMOKE_REQUESTS=30 requests a day), one loss
+  (FS-LambdaLoss, the newest) beside the BCE baseline, in this process. One world: a
+  second one would compile every program again (its split sizes differ), and the
+  harness's paired statistics over several worlds are tested on E3's smoke run
+  (test_experiments_smoke.py) and on every kept result. The lcron protocol's arm is configured and
   validated without training above; every kept full result, E9's included, is rebuilt
   from its raw rows in test_kept_results.py; the full --smoke run (both protocols, every
   loss) is ``python experiments/e9_recflow.py --smoke``."""
@@ -100,12 +102,12 @@ def test_tiny_run_then_rebuild_from_results(tmp_path, monkeypatch):
   (tmp_path / "worlds").mkdir()
   monkeypatch.setattr(harness, "use_compilation_cache", lambda path=None: None)
   out = tmp_path / "out"
-  e9_recflow.main(["--smoke", "--out", str(out)])
+  e9_recflow.main(["--smoke", "--world-seeds", "0", "--out", str(out)])
   out_dir = out / "e9_recflow-smoke"
   raw = harness.load_raw(out_dir / "raw.csv")
-  assert sorted(raw["seed"].unique()) == [0, 1]
+  assert sorted(raw["seed"].unique()) == [0]
   assert set(raw["method"]) == {protocol}
-  assert (raw["role"] == "student").sum() == 2  # one distilled student a world
+  assert (raw["role"] == "student").sum() == 1  # one distilled student
   assert (raw["role"] == harness.GT_ONLY).any() and (raw["role"] == "teacher").any()
   for metric in e9_recflow.METRICS:  # both protocols' metrics, finite, in every row
     assert raw[metric].notna().all(), metric
