@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> int:
 
   from prerank_jax.config import ConfigError, validate_config
   from prerank_jax.data.registry import DatasetMissingError, load_dataset
+  from prerank_jax.data.tfds_base import RecordSplit
 
   argv = list(sys.argv if argv is None else argv)
   paths = [a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")]
@@ -44,10 +45,15 @@ def main(argv: list[str] | None = None) -> int:
   where = loaded.builder.data_path if loaded.builder is not None else "(in memory)"
   print(f"{config.dataset}: {loaded.identity} at {where}")
   for name, batch in loaded.splits.items():
+    head = batch.take(slice(0, 1))
+    if isinstance(batch, RecordSplit):  # left on disk (streaming.read_from="records")
+      exposed = sum(int(block.exposed.sum()) for _, block in batch.blocks())
+    else:
+      exposed = int(batch.exposed.sum())
     print(f"  {name}: {batch.num_requests} requests × N={batch.list_size}; context "
-          f"{batch.context.shape[-1]}, items {batch.items.shape[-1]}, cross "
-          f"{batch.cross.shape[-1]} features; {int(batch.valid.sum())} candidates, "
-          f"{int(batch.exposed.sum())} exposed")
+          f"{head.context.shape[-1]}, items {head.items.shape[-1]}, cross "
+          f"{head.cross.shape[-1]} features; {int(batch.valid.sum())} candidates, "
+          f"{exposed} exposed")
   return 0
 
 

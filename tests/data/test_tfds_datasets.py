@@ -301,6 +301,16 @@ def test_prepare_command_prepares(tmp_path, capsys):
   assert code == 0, captured.err
   assert re.search(r"train: \d+ requests × N=20; context 1, items 3, cross 5", captured.out)
   assert load_dataset(letor_config(tmp_path)).builder is not None
+  # A config that trains from the records: the same summary, the train split left on disk.
+  code = main(["prog", f"--config={root / 'configs' / 'letor.py'}",
+               f"--config.source.data_dir={tmp_path / 'tfds'}",
+               f"--config.source.manual_dir={tmp_path / 'raw'}",
+               "--config.source.list_size=20", "--config.source.num_exposed=5",
+               "--config.source.student_features=(1,2,3)", "--config.input_pipeline=grain",
+               "--config.streaming.read_from=records"])
+  again = capsys.readouterr()
+  assert code == 0, again.err
+  assert again.out.splitlines()[-3:] == captured.out.splitlines()[-3:]
 
 
 def test_source_fields_are_validated(tmp_path):
