@@ -48,6 +48,7 @@ def test_every_arm_is_a_valid_recflow_run_on_its_world(state):
     vocab = id_vocab(load_pickle(world / "others" / "id_cnt.pkl"))
     assert tuple(config.student.model.item_vocab) == tuple(vocab.items)
     assert tuple(config.teacher.model.context_vocab) == tuple(vocab.context)
+    assert config.source.valid_fraction == 0.1  # the simulated worlds' kept results
   assert list(state["worlds"]) == [3]  # one world per seed, shared by both protocols
   assert set(e9_recflow.LOSSES) <= set(KD_LOSSES)
   claims = e9_recflow.CLAIMS
@@ -66,6 +67,10 @@ def test_recflow_dir_uses_recflows_days_and_writes_no_world(state, tmp_path):
     assert config.source.data_dir == ""  # RecFlow is prepared once, where TFDS keeps data
     days = {"coarse": "2024-01-13:2024-02-17", "lcron": "2024-01-13:2024-02-03"}
     assert config.source.recflow_train_days == days[method.name]
+    # The valid split, read whole, stays under a day of RecFlow's requests; the train
+    # split stays in its records.
+    assert config.source.valid_fraction == 0.02
+    assert (config.input_pipeline, config.streaming.read_from) == ("grain", "records")
   assert state["worlds"] == {}
 
 
