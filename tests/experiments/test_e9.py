@@ -132,6 +132,6 @@ def test_tiny_run_then_rebuild_from_results(tmp_path, monkeypatch):
   for p in pngs:
     p.unlink()
   (out_dir / "summary.md").unlink()
-  e9_recflow.main(["--smoke", "--out", str(out), "--from-results"])
+  e9_recflow.main(["--smoke", "--world-seeds", "0", "--out", str(out), "--from-results"])
   assert (out_dir / "summary.md").read_text() == first
   assert sorted(out_dir.glob("*.png")) == pngs
