@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(workdir: Path, name: str, devices: int, *extra: str) -> list[dict]:
-  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+  flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
+  env = {**os.environ, "XLA_FLAGS": flags.strip()}  # conftest's flags kept
   cmd = [sys.executable, "-m", "prerank_jax.cli", "quickstart",
          "--config=configs/quickstart.py:smoke", f"--config.workdir={workdir}",
          f"--config.name={name}", "--config.progress=False", "--config.wandb.mode=disabled", *extra]

@@ -37,7 +37,8 @@ ULPS = 4
 
 @pytest.mark.slow
 def test_one_vs_eight_devices_within_tolerance_and_same_seed_same_bits():
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+  flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"
+  env = {**os.environ, "XLA_FLAGS": flags.strip(),  # conftest's flags kept
          "PYTHONPATH": str(ROOT)}
   out = subprocess.run([sys.executable, "-m", "tests.train.dp_check", "1", "3", "8"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
