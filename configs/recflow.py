@@ -72,10 +72,8 @@ def get_config(arg: str | None = None):
       config.source.update(WORLD_DAYS)
       # The world's lists: 120 candidates a request (60 with --smoke), not RecFlow's 470.
       config.source.list_size = 60 if smoke else 120
-    else:
-      # RecFlow's days: the train split stays on disk (below), but the valid split is read
-      # whole; 2% of 36 (coarse) or 22 (lcron) train days is under one day's requests.
-      config.source.valid_fraction = 0.02
+      # RecFlow's days keep 2% (RECFLOW_SOURCE); the small worlds' valid split, 10%.
+      config.source.valid_fraction = 0.1
     # RecFlow's and LCRON's metrics in results.csv (prerank_jax/metrics/recflow.py).
     config.eval.protocol = "recflow"
   # The graded truth: the stage label (6 = click) in coarse, LCRON's 30 - rank_index

@@ -229,7 +229,9 @@ def test_vmap_over_points_equals_a_loop():
     for b in batches:
       s, _ = one(s, b, hp_i)
     for x, y in zip(jax.tree.leaves(s.params), jax.tree.leaves(state.params)):
-      np.testing.assert_allclose(x, y[i], rtol=1e-5, atol=1e-6)
+      # float32 after several Adam steps; at XLA's optimisation level 0 (the tests')
+      # one value of 816 differed by 3.7e-6 (values ~0.06)
+      np.testing.assert_allclose(x, y[i], rtol=1e-5, atol=1e-5)
 
 
 def test_sparse_training_learns_on_the_id_smoke_world():
