@@ -28,6 +28,13 @@ def test_offline_runs_match_local_results(smoke_config):
   local = json.loads((result.run_dir / "history.json").read_text())["students"]
   with open(result.run_dir / "results.csv") as f:
     table = {r["model"]: r for r in csv.DictReader(f)}
+  # The process's requirements are saved once per phase, by its first point's run.
+  with_requirements = {info["job_type"]: [] for _, _, info in runs}
+  for f, (_, _, info) in zip(files, runs):
+    if (f.parent / "files" / "requirements.txt").is_file():
+      with_requirements[info["job_type"]].append(info["name"])
+  assert with_requirements == {"teacher": [teachers[0]["name"]], "student":
+                               ["temperature=1 alpha=1 learning_rate=0.003"]}
   for name, (rows, summary) in students.items():
     logged = [r["loss"] for r in rows if "loss" in r]
     np.testing.assert_allclose(logged, local[name]["loss"], rtol=1e-6)
