@@ -141,11 +141,13 @@ def distinct_findings(claims: list[dict[str, Any]]) -> list[dict[str, Any]]:
   findings: list[dict[str, Any]] = []
   by_key: dict[tuple, dict[str, Any]] = {}
   first_seen: dict[tuple, str] = {}  # side identity -> label of the first finding using it
+  merged: dict[tuple, dict[str, Any]] = {}  # (label, claim) of a repeat -> its finding
   for c in claims:
     key = (c["results_dir"], c["claim"]) if c.get("not_judged") else (
         c["mine_key"], c["base_key"], c["metric"])
     if key in by_key:
       by_key[key]["also"].append(c["label"])
+      merged[(c["label"], c["claim"])] = by_key[key]
       continue
     reused = []
     for side, what in ((c["mine_key"], "student"), (c["base_key"], "baseline")):
@@ -157,11 +159,14 @@ def distinct_findings(claims: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by_key[key] = entry
     findings.append(entry)
   number = {(f["label"], f["claim"]): i for i, f in enumerate(findings, 1)}
-  for f in findings:
+  for repeat, f in merged.items():  # a repeat points to the finding it was counted in
+    number[repeat] = number[(f["label"], f["claim"])]
+  for i, f in enumerate(findings, 1):
     for target, why in FOLLOWS.get((f["label"], f["claim"]), []):
       if target not in number:
         raise KeyError(f"FOLLOWS: {target} is not a finding of the kept results")
-      f["reused"].append(f"{why} #{number[target]} ({target[0]})")
+      if number[target] != i:  # the same comparison is already listed under "also in"
+        f["reused"].append(f"{why} #{number[target]} ({target[0]})")
   return findings
 
 

@@ -66,3 +66,28 @@ def test_identical_sides_make_one_finding_and_reuse_is_named():
   assert [f["claim"] for f in findings] == ["a", "b"]
   assert findings[0]["also"] == ["E2"]
   assert findings[1]["reused"] == ["baseline reused from E1"]
+
+
+def test_a_follow_up_to_a_repeat_points_to_the_finding_it_was_counted_in(monkeypatch):
+  """E1's and E5's oracle claims became bit-identical at 10 worlds: the repeat is counted
+  in the first one's "also", a pointer to it resolves to that finding's number, and a
+  pointer from a finding to itself is not printed."""
+  side = lambda *v: (False, tuple(enumerate(v)))
+  base = {"metric": "recall@25%", "letor": False}
+  claims = [
+      {**base, "label": "S", "claim": "root", "mine_key": side(0.9, 0.9), "base_key": side(0.1, 0.2)},
+      {**base, "label": "E1", "claim": "a", "mine_key": side(0.6, 0.7), "base_key": side(0.5, 0.6)},
+      {**base, "label": "E5", "claim": "a'", "mine_key": side(0.6, 0.7), "base_key": side(0.5, 0.6)},
+      {**base, "label": "E7", "claim": "c", "mine_key": side(0.3, 0.7), "base_key": side(0.2, 0.6)},
+  ]
+  monkeypatch.setattr(print_findings, "FOLLOWS", {
+      ("E1", "a"): [(("S", "root"), "follows from"), (("E5", "a'"), "run again in")],
+      ("E7", "c"): [(("E5", "a'"), "compare")]})
+  findings = print_findings.distinct_findings(claims)
+  assert [f["claim"] for f in findings] == ["root", "a", "c"]
+  assert findings[1]["also"] == ["E5"]
+  assert findings[1]["reused"] == ["follows from #1 (S)"]
+  assert findings[2]["reused"] == ["compare #2 (E5)"]
+  monkeypatch.setattr(print_findings, "FOLLOWS", {("E7", "c"): [(("E9", "z"), "x")]})
+  with pytest.raises(KeyError, match="not a finding"):
+    print_findings.distinct_findings(claims)
