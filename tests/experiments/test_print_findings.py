@@ -91,3 +91,21 @@ def test_a_follow_up_to_a_repeat_points_to_the_finding_it_was_counted_in(monkeyp
   monkeypatch.setattr(print_findings, "FOLLOWS", {("E7", "c"): [(("E9", "z"), "x")]})
   with pytest.raises(KeyError, match="not a finding"):
     print_findings.distinct_findings(claims)
+
+
+def test_rerun_table_measures_a_kept_10_world_run_and_expects_the_others(block):
+  """A run kept at 10 worlds or more is judged on its measured time (its first 10 worlds'
+  summed ``run_s``); a shorter one on 10 × its median world."""
+  import harness
+  table = block.split("## Re-running at 10 worlds")[1]
+  rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()
+          if line.startswith("| ") and not line.startswith("| experiment")}
+  for results_dir, _, label in print_findings.EXPERIMENTS:
+    frame = harness.load_raw(print_findings.RESULTS / results_dir / "raw.csv")
+    per_world = frame.groupby(["seed", "method"])["run_s"].first().groupby(level=0).sum()
+    if len(per_world) >= 10:
+      expected, word = per_world.sort_index().iloc[:10].sum(), "measured"
+    else:
+      expected, word = 10 * per_world.median(), "about"
+    assert f"| {word} {expected / 60:.0f} min |" in rows[label], label
+    assert rows[label].endswith("| yes |" if expected <= 3600 else "| **no** |"), label
