@@ -20,7 +20,7 @@ simulator, MLP 64-32 student, MLP 256-256-128 teacher that sees the cross featur
 
 Recall is measured at keep ratios 10–90% of each full list.
 
-  python experiments/e1_exposure.py            # full: 5 worlds × 2 replicates
+  python experiments/e1_exposure.py            # full: 10 worlds × 2 replicates
   python experiments/e1_exposure.py --smoke    # tiny preset, 2 worlds, seconds
   python experiments/e1_exposure.py --from-results   # tables and figures from raw.csv
   python experiments/e1_exposure.py --letor [--smoke]   # on LETOR files (letor_world.py)

@@ -14,7 +14,7 @@ Each world seed is two runs (T² on / off, ``student.loss.options.kd_temperature
 each the whole T × α grid plus the gt-only student, all × ``sweep.seeds`` replicates, as
 one compiled program.
 
-  python experiments/e2_hinton.py            # full: 5 worlds × 2 replicates
+  python experiments/e2_hinton.py            # full: 10 worlds × 2 replicates
   python experiments/e2_hinton.py --smoke    # tiny preset, 2 worlds, seconds
   python experiments/e2_hinton.py --from-results   # tables and figures from raw.csv
   python experiments/e2_hinton.py --letor [--smoke]   # on LETOR files (letor_world.py)

@@ -13,7 +13,7 @@ simulator is built to have): oracle > teacher > heavy model without cross featur
 gt-only student; teacher > distilled students (the mean over the grid) > gt-only student
 > random. The teacher's advantage must come from the cross features, not from its size.
 
-  python experiments/simulator_soundness.py            # full: 5 worlds × 2 replicates
+  python experiments/simulator_soundness.py            # full: 10 worlds × 2 replicates
   python experiments/simulator_soundness.py --smoke    # tiny preset, 2 worlds
   python experiments/simulator_soundness.py --from-results   # tables and figures
 """
