@@ -13,8 +13,8 @@ Claims re-run:
 
 The Pareto front is a choice (which student to deploy at which budget), so it is chosen
 on the validation split (``valid/recall@25%``, as ``prerank_jax.host.pareto`` does) and
-only drawn at the test values. Rows without validation columns (the kept 5-world run
-predates them) get no front, and the summary says so: it needs a re-run.
+only drawn at the test values. Rows without validation columns (rows from before they
+existed) get no front, and the summary says so: it needs a re-run.
 
   python experiments/e8_pareto.py [--smoke] [--from-results]
 
