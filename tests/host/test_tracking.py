@@ -108,3 +108,49 @@ def test_kill_and_resume_continue_each_points_wandb_run(tmp_path):
     summary = parts[-1][1]
     assert summary["ndcg@10"] == pytest.approx(float(table[f"student {name}"]["ndcg@10"]),
                                                rel=1e-6)
+
+
+def test_an_error_on_the_wandb_thread_is_raised_by_the_caller(tmp_path, monkeypatch):
+  """W&B runs are opened and logged on a host thread; a failure there is not lost: the
+  next call on the tracker (here ``finish``) raises it, and the tracker is closed."""
+  import wandb
+
+  from prerank_jax.host.tracking import Tracker
+
+  def refuse(**kwargs):
+    raise RuntimeError(f"no W&B for {kwargs['name']}")
+
+  monkeypatch.setattr(wandb, "init", refuse)
+  tracker = Tracker("offline", project="p", group="g", job_type="student", run_dir=tmp_path,
+                    config={}, points=[("a", {"alpha": 0.5})], run_id="r")
+  with pytest.raises(RuntimeError, match="no W&B for a"):
+    tracker.log_epochs({"loss": np.zeros((1, 2))}, first_epoch=0)
+    tracker.finish()
+  tracker.finish()  # closed: a second finish is a no-op
+
+
+def test_the_wandb_thread_logs_in_order_while_the_caller_goes_on(tmp_path, monkeypatch):
+  """Queued logs reach each point's run in call order, all before ``finish`` returns."""
+  import wandb
+
+  from prerank_jax.host.tracking import Tracker
+
+  class Run:
+    def __init__(self):
+      self.steps, self.summary, self.finished = [], {}, False
+
+    def log(self, values, step):
+      self.steps.append((step, values["loss"]))
+
+    def finish(self):
+      self.finished = True
+
+  runs = []
+  monkeypatch.setattr(wandb, "init", lambda **kw: runs.append(Run()) or runs[-1])
+  tracker = Tracker("online", project="p", group="g", job_type="student", run_dir=tmp_path,
+                    config={}, points=[("a", {}), ("b", {})], run_id="r")
+  for chunk in range(3):
+    tracker.log_epochs({"loss": np.array([[chunk], [10 + chunk]], float)}, first_epoch=chunk)
+  tracker.finish([{"m": 1}, {"m": 2}])
+  assert [r.steps for r in runs] == [[(0, 0.), (1, 1.), (2, 2.)], [(0, 10.), (1, 11.), (2, 12.)]]
+  assert [r.summary for r in runs] == [{"m": 1}, {"m": 2}] and all(r.finished for r in runs)
