@@ -6,8 +6,8 @@ Launch:
   prerank-jax quickstart --config.sweep.temperature="(1.,4.)" --config.name=t_grid
 
 Expected runtime, as measured (``python benchmarks/quickstart_run.py``, kept in
-``benchmarks/results/quickstart/``, a 2-core CPU at load 1.4–1.8): 49 s wall from an empty
-compilation cache, 37 s with a warm one; ``smoke``: 19 s cold, 9 s warm.
+``benchmarks/results/quickstart/``, a 2-core CPU, median of 3 rounds): 56 s wall from an
+empty compilation cache, 43 s with a warm one; ``smoke``: 20 s cold, 9 s warm.
 Expected result: every distilled student beats the random reference and tracks the teacher
 (R@(10,25%) well above the keep ratio); see the README for a table.
 

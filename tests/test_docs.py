@@ -109,3 +109,20 @@ def test_generated_reference_covers_every_field_and_command(tmp_path):
   commands = (tmp_path / "_generated" / "cli_help.md").read_text()
   for command in cli.COMMANDS:
     assert f"## `prerank-jax {command}`" in commands
+
+
+def test_the_quickstart_page_shows_what_the_kept_quickstart_run_printed():
+  """docs/start/quickstart.md's printed block is the output of the kept quickstart run
+  (benchmarks/results/quickstart/run.json, written by `python benchmarks/quickstart_run.py`),
+  and that run's results.csv rebuilds the table it printed."""
+  import json
+
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  import quickstart_run
+
+  record = json.loads((quickstart_run.RESULTS / "run.json").read_text())
+  page = (DOCS / "start" / "quickstart.md").read_text()
+  blocks = re.findall(r"```\n(plan:.*?)\n```", page, flags=re.S)
+  assert blocks == [quickstart_run.docs_output(record["stdout"])], (
+      "regenerate the block from benchmarks/results/quickstart/run.json")
+  assert quickstart_run.terminal_table(quickstart_run.RESULTS / "results.csv") in record["stdout"]
