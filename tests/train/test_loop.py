@@ -117,7 +117,9 @@ def test_grid_rejects_bad_values_and_unknown_axes():
     grid_points({"temp": (1.0,)}, seed=0)
 
 
-@pytest.mark.parametrize("group_size", [1, 2, 3])
+# 1: a scan over single points (the layout the CPU runs); 3: vmapped groups inside the
+# scan. (2 took another 21 s of CI for the same code path.)
+@pytest.mark.parametrize("group_size", [1, 3])
 def test_points_in_groups_equal_one_vmap(setup, group_size):
   """sweep.group_size: a scan over groups of vmapped points computes every point the same
   (to float tolerance: XLA may pick other kernels for another batch size, as vmap vs loop)."""
