@@ -8,8 +8,8 @@ dir>/wandb/offline-run-*``. The local files in the run directory (``history.json
 ``results.csv``) hold the same numbers and are the source of truth for reports.
 
 All W&B calls run on one host thread per phase, in order, while the compiled program
-trains (opening a run waits about 0.2 s on the ``wandb-core`` process); ``finish`` waits
-for them and raises any error they met.
+trains (opening a run costs about 0.2 s, with the ``wandb-core`` process); ``finish``
+waits for them and raises any error they met.
 
 The first point's run of each phase holds the process's ``requirements.txt`` and system
 metrics; the other points' runs skip them (:func:`run_settings`).
@@ -70,8 +70,9 @@ class Tracker:
       return
     os.environ.setdefault("WANDB_SILENT", "true")
     # One host thread does all of W&B's work, in order: opening a run costs about 0.2 s
-    # of waiting on the wandb-core process, and a sweep opens one per point, so the
-    # runs are opened (and the epochs logged) while the compiled program trains.
+    # and a sweep opens one per point, so the runs are opened (and the epochs logged)
+    # while the compiled program trains. A failed task's error is raised by the next
+    # call (at the latest ``finish``); the tasks queued after it still run.
     self._worker = concurrent.futures.ThreadPoolExecutor(
         max_workers=1, thread_name_prefix="prerank-wandb")
     self._submit(self._open, mode, project=project, group=group, job_type=job_type,
