@@ -92,7 +92,7 @@ def run_jax(k: int, rows: int, steps: int, update: str) -> dict:
   from prerank_jax.train import make_train
   from prerank_jax.train.sweep import compile_sweep, grid_points, stack_points
 
-  config = repo_config("quickstart")
+  config = repo_config("quickstart", "full")
   config.student.model = model_config("dssm", id_tower=TOWER, id_embed_dim=D,
                                       context_vocab=(rows,), item_vocab=(rows,))
   config.student.batch_size = B

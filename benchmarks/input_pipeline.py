@@ -120,7 +120,7 @@ def main() -> None:
 
     flags.FLAGS.mark_as_parsed()  # grain worker processes need parsed absl flags
 
-  config = repo_config("quickstart")
+  config = repo_config("quickstart", "full")
   config.streaming.num_threads = args.threads
   config.streaming.prefetch = args.prefetch
   config.streaming.worker_count = args.workers

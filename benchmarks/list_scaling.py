@@ -113,7 +113,7 @@ def median_time(fn, repeats: int) -> float:
 
 
 def step_point(family: dict, batch: Batch, repeats: int, budget: int) -> dict:
-  config = repo_config("quickstart")
+  config = repo_config("quickstart", "full")
   config.student.batch_size = batch.label.shape[0]
   config.student.loss.kd = family["kd"]
   config.student.loss.gt = "bce"
@@ -144,7 +144,7 @@ def step_point(family: dict, batch: Batch, repeats: int, budget: int) -> dict:
 
 
 def eval_point(batch: Batch, repeats: int) -> dict:
-  config = repo_config("quickstart")
+  config = repo_config("quickstart", "full")
   scores = jnp.asarray(np.random.default_rng(1).normal(size=(1, *batch.label.shape)),
                        jnp.float32)
   teacher = jnp.asarray(batch.teacher_scores[..., 0])

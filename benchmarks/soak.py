@@ -18,7 +18,7 @@ Steps, each a ``prerank-jax quickstart`` process (the quickstart sweep: 10 point
      third quarter of the training, resumed with ``--resume`` after each, until it finishes.
 
   python benchmarks/soak.py [--minutes 30] [--checkpoint-seconds 60] [--seed 0]
-      [--config configs/quickstart.py] [--epoch-seconds S]
+      [--config configs/quickstart.py:full] [--epoch-seconds S]
   python benchmarks/soak.py --table        # the README table from the results file
   python benchmarks/soak.py --reference-only --minutes 2 ...   # step 2 alone: the RSS
       slope of one uninterrupted process, no kills (a short check on a busy machine)
@@ -51,7 +51,7 @@ from benchmarks.machine import describe, machine  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results" / "soak.json"
 
 
-CONFIG = "configs/quickstart.py"  # --config; e.g. configs/quickstart.py:smoke (tiny data)
+CONFIG = "configs/quickstart.py:full"  # --config; e.g. configs/quickstart.py:smoke (tiny data)
 
 
 def _args(workdir: Path, name: str, epochs: int, every: int) -> list[str]:
@@ -277,8 +277,9 @@ def main() -> None:
   parser.add_argument("--seed", type=int, default=0, help="draws the kill moments")
   parser.add_argument("--epoch-seconds", type=float, default=None,
                       help="seconds per student epoch; measured by a 2-epoch run if unset")
-  parser.add_argument("--config", default="configs/quickstart.py",
-                      help="the quickstart config file (default: the 'small' simulator)")
+  parser.add_argument("--config", default=CONFIG,
+                      help="the quickstart config file (default: its full size, the 'small' "
+                           "simulator)")
   parser.add_argument("--out", type=Path, default=RESULTS)
   parser.add_argument("--reference-only", action="store_true",
                       help="run only the uninterrupted process (needs --epoch-seconds)")

@@ -309,7 +309,7 @@ def torch_baselines(data, hidden, batch_size) -> TorchBaselines | None:
 def run_shape(name: str, ks: list[int], epochs: int, group_sizes: list[int],
               peak: float, skip_torch: bool, torch_threads: list[int]) -> list[dict]:
   spec = SHAPES[name]
-  config = repo_config("quickstart")
+  config = repo_config("quickstart", "full")
   config.student.batch_size = spec["batch_size"]
   config.student.model.hidden = tuple(spec["hidden"])
   data = make_data(spec["data"])

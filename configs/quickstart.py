@@ -1,15 +1,25 @@
-"""Quickstart: simulator → teacher → 3×3 (T, α) distillation sweep → evaluation.
+"""Quickstart: simulator → teacher → 2×2 (T, α) distillation sweep → evaluation.
 
 Launch:
-  prerank-jax quickstart                                  # this config, "small" simulator
-  prerank-jax quickstart --config=configs/quickstart.py:smoke   # seconds, for tests
-  prerank-jax quickstart --config.sweep.temperature="(1.,4.)" --config.name=t_grid
+  prerank-jax quickstart                                  # this config: seconds on a CPU
+  prerank-jax quickstart --config=configs/quickstart.py:smoke   # tiny, for tests
+  prerank-jax quickstart --config=configs/quickstart.py:full    # the experiments' size
+  prerank-jax quickstart --config.sweep.temperature="(1.,2.,5.)" --config.name=t_grid
+
+Sizes (every other field is the same in all three):
+  (none)  the "small" simulator with 1,000 train and 250 validation/test requests (lists of
+          60–100, 10 exposed); teacher MLP 128-128 for 5 epochs at learning rate 3e-3;
+          students 5 epochs; T ∈ {1, 4} × α ∈ {0.5, 1} plus the gt-only student.
+  full    the "small" simulator as shipped (2,000 / 500 requests); teacher MLP 256-256-128
+          for 8 epochs at 1e-3; students 20 epochs; T ∈ {1, 2, 5} × α ∈ {0.5, 0.9, 1}. The
+          experiments (experiments/harness.py), the configs built on this one
+          (``quickstart_based``) and the benchmarks use it.
+  smoke   the "tiny" simulator, 2 teacher and 4 student epochs, batches of 16, full's grid.
 
 Expected runtime, as measured (``python benchmarks/quickstart_run.py``, kept in
-``benchmarks/results/quickstart/``, a 2-core CPU, median of 3 rounds): 56 s wall from an
-empty compilation cache, 43 s with a warm one; ``smoke``: 20 s cold, 9 s warm.
-Expected result: every distilled student beats the random reference and tracks the teacher
-(R@(10,25%) well above the keep ratio); see the README for a table.
+``benchmarks/results/quickstart/``, a 2-core CPU): see docs/benchmarks.md.
+Expected result: every distilled student beats the gt-only student and the random reference
+and tracks the teacher (R@(10,25%) well above the keep ratio); see docs/start/quickstart.md.
 
 The sweep runs every (T, α) point plus a ground-truth-only student (α = 0) as one vmapped
 program; the teacher is trained once and its scores are reused by every point.
@@ -46,10 +56,13 @@ def _role(model: dict, *, num_epochs: int, batch_size: int, kd: str) -> dict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """Returns the locked quickstart config; ``arg="smoke"`` shrinks it for tests."""
-  smoke = arg == "smoke"
-  if arg not in (None, "", "smoke"):
-    raise ValueError(f"configs/quickstart.py: unknown argument {arg!r}; use 'smoke' or nothing")
+  """Returns the locked quickstart config: ``arg=None`` the seconds-long quickstart,
+  ``"full"`` the experiments' size, ``"smoke"`` a tiny one for tests (module docstring)."""
+  if arg not in (None, "", "smoke", "full"):
+    raise ValueError(f"configs/quickstart.py: unknown argument {arg!r}; use 'full', "
+                     "'smoke' or nothing")
+  smoke, full = arg == "smoke", arg == "full"
+  quick = not (smoke or full)
   config = ml_collections.ConfigDict()
   config.name = "quickstart"
   config.workdir = "runs"
@@ -66,6 +79,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.dataset = "simulator"   # or simulator_tfds, letor, mslr_web/10k_fold1, movielens,
   config.data = dict(PRESETS["tiny" if smoke else "small"])  # tabular: prerank_jax/data/registry.py
+  if quick:  # half the train requests, half the evaluation requests of "small"
+    config.data.update(num_requests=1000, num_eval_requests=250)
   # Real datasets (TFDS builders written as ArrayRecord; prepared once, then reused). Each
   # reads the fields it needs; configs/{letor,movielens,tabular}.py set them up.
   config.source = dict(SOURCE_DEFAULTS)  # every field, documented in prerank_jax/data/sources.py
@@ -85,10 +100,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # teachers: mlp_teacher, dcn_v2, oracle (and the ablation mlp_heavy_no_cross).
   # Teacher quality knobs: under-trained --config.teacher.num_epochs=1; over-parameterised
   # --config.teacher.model.hidden="(1024,1024,512)"; perfect --config.teacher.model.name=oracle.
-  config.teacher = _role(model_config("mlp_teacher", hidden=(256, 256, 128)),
-                         num_epochs=2 if smoke else 8, batch_size=16 if smoke else 32,
-                         kd="none")
-  config.teacher.learning_rate = 1e-3
+  config.teacher = _role(model_config("mlp_teacher",
+                                      hidden=(128, 128) if quick else (256, 256, 128)),
+                         num_epochs=2 if smoke else 5 if quick else 8,
+                         batch_size=16 if smoke else 32, kd="none")
+  config.teacher.learning_rate = 3e-3 if quick else 1e-3
   config.teacher.num_teachers = 1  # > 1: an ensemble of seeds, trained as one vmapped sweep
   config.teacher.restore_from = ""  # a run dir whose teacher (same data/config) to reuse
   # Run dirs over the same data whose finished teachers (any architecture) join this run's
@@ -102,15 +118,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                        # "refuse" the data
 
   config.student = _role(model_config("mlp_student", hidden=(64, 32)),
-                         num_epochs=4 if smoke else 20, batch_size=16 if smoke else 32,
-                         kd="hinton_listwise")
+                         num_epochs=4 if smoke else 5 if quick else 20,
+                         batch_size=16 if smoke else 32, kd="hinton_listwise")
 
   # One axis per traced hyperparameter of the loss registry; an empty axis means the
   # registry default. Combined as a product (or "zip"); one compiled program runs them all.
   config.sweep = {name: () for name in HPARAMS}
   config.sweep.update(
-      temperature=(1.0, 2.0, 5.0),
-      alpha=(0.5, 0.9, 1.0),
+      temperature=(1.0, 4.0) if quick else (1.0, 2.0, 5.0),
+      alpha=(0.5, 1.0) if quick else (0.5, 0.9, 1.0),
       learning_rate=(3e-3,),
   )
   config.sweep.mode = "product"

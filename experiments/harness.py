@@ -171,10 +171,10 @@ def set_path(config: Any, path: str, value: Any) -> None:
 
 def base_config(world_seed: int, *, smoke: bool, replicates: Sequence[int] = (),
                 base: str = "quickstart"):
-  """The config ``configs/<base>.py`` (default the quickstart's; ``smoke``: its tiny form,
-  shortened further) for one world."""
+  """The config ``configs/<base>.py`` (default the quickstart's ``full`` size; ``smoke``:
+  its tiny form, shortened further) for one world."""
   from prerank_jax.config_files import repo_config
-  config = repo_config(base, "smoke" if smoke else None)
+  config = repo_config(base, "smoke" if smoke else "full" if base == "quickstart" else None)
   config.seed = int(world_seed)
   config.progress, config.wandb.mode, config.checkpoint_every = False, "disabled", 0
   config.sweep.seeds = tuple(int(s) for s in replicates)

@@ -465,8 +465,10 @@ def set_compile_cache(argv: list[str]) -> list[str]:
 
   if NO_COMPILE_CACHE in argv[2:]:
     compile_cache.disable_compilation_cache()
+    compile_cache.disable_program_store()
     return argv[:2] + [a for a in argv[2:] if a != NO_COMPILE_CACHE]
-  compile_cache.enable_compilation_cache()
+  # Traced programs are kept beside the compiled ones: a repeated run traces nothing.
+  compile_cache.enable_program_store(compile_cache.enable_compilation_cache())
   return argv
 
 
@@ -485,13 +487,17 @@ def main(argv: list[str] | None = None) -> int:
   if argv[1] == "config":
     return _config_command(argv)
   argv = set_compile_cache(argv)
-  if argv[1] in ("export", "score"):
-    return _serve_command(argv[1], argv[2:])
-  if argv[1] == "resume":
-    return _resume_command(argv)
-  if argv[1] in ("eval", "report"):
-    return _run_dir_command(argv[1], argv[2:])
-  return _run(argv)
+  try:
+    if argv[1] in ("export", "score"):
+      return _serve_command(argv[1], argv[2:])
+    if argv[1] == "resume":
+      return _resume_command(argv)
+    if argv[1] in ("eval", "report"):
+      return _run_dir_command(argv[1], argv[2:])
+    return _run(argv)
+  finally:  # a caller in the same process (a test, a notebook) gets plain jax.jit back
+    from prerank_jax.host import compile_cache
+    compile_cache.disable_program_store()
 
 
 if __name__ == "__main__":

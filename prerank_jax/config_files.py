@@ -32,8 +32,9 @@ def load_config_file(path: str | Path, arg: str | None = None) -> ml_collections
 def quickstart_based(config_file: str, arg: str | None, allowed: tuple[str, ...]
                      ) -> tuple[ml_collections.ConfigDict, set[str]]:
   """For ``configs/*.py`` files built on the quickstart: parses ``arg`` (flags separated
-  by commas, each in ``allowed``) and returns ``(quickstart config, flags)``; the
-  ``smoke`` flag gives the quickstart's smoke config.
+  by commas, each in ``allowed``) and returns ``(quickstart config, flags)``: the
+  quickstart's ``full`` size (the experiments' world), or its ``smoke`` config with the
+  ``smoke`` flag.
 
   The quickstart config is the ``quickstart.py`` beside ``config_file`` when there is one,
   else this repository's ``configs/quickstart.py``: a config file copied out of
@@ -47,7 +48,7 @@ def quickstart_based(config_file: str, arg: str | None, allowed: tuple[str, ...]
   base = Path(config_file).resolve().parent / "quickstart.py"
   if not base.exists():
     base = REPO_CONFIGS / "quickstart.py"
-  return load_config_file(base, "smoke" if "smoke" in flags else None), flags
+  return load_config_file(base, "smoke" if "smoke" in flags else "full"), flags
 
 
 def repo_config(name: str = "quickstart", arg: str | None = None) -> ml_collections.ConfigDict:

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prerank_jax import metrics
+from prerank_jax import metrics, programs
 from prerank_jax.batch import Batch
 from prerank_jax.metrics import recflow as recflow_metrics
 
@@ -403,8 +403,9 @@ def evaluate_stacked(scores: jax.Array, batch: Batch, *, teacher_scores: jax.Arr
   return (values, excluded) if return_excluded else values
 
 
-@functools.partial(jax.jit, static_argnames=("k", "keep_ratios", "ndcg_empty", "gain",
-                                             "protocol", "share_sorts"))
+@functools.partial(programs.jit, name="evaluate._evaluate_stacked",
+                   static_argnames=("k", "keep_ratios", "ndcg_empty", "gain", "protocol",
+                                    "share_sorts"))
 def _evaluate_stacked(scores, batch, teacher_scores, relevant_grade, *, k, keep_ratios,
                       ndcg_empty, gain, protocol="", lists=None, share_sorts=True):
   def fn(s):

@@ -77,9 +77,15 @@ def exposure_probability(
   rows = max(1, _CHUNK_ELEMENTS // (samples * n))
   for start in range(0, r, rows):
     m, v = log_mean[start:start + rows], valid[start:start + rows]
-    draws = m[:, None, :] + noise * rng.standard_normal((len(m), samples, n), np.float32)
-    draws = np.where(v[:, None, :], draws, -np.inf)
+    # m + σ·ε, computed in place (the same float32 operations as m + noise * ε: the
+    # estimates are bit for bit those of the out-of-place form, about twice as fast).
+    draws = rng.standard_normal((len(m), samples, n), np.float32)
+    draws *= np.float32(noise)
+    draws += m[:, None, :]
+    np.copyto(draws, -np.inf, where=~v[:, None, :])
     # The E-th largest draw; a list with fewer than E valid candidates gets -inf (all in).
     kth = np.partition(draws, n - e, axis=-1)[..., n - e:n - e + 1]
-    out[start:start + rows] = (v[:, None, :] & (draws >= kth)).mean(axis=1)
+    hits = draws >= kth
+    hits &= v[:, None, :]
+    out[start:start + rows] = np.add.reduce(hits, axis=1, dtype=np.int32) / samples
   return out

@@ -15,6 +15,7 @@ entry is never used; deleting the folder is always safe.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -68,3 +69,106 @@ def disable_compilation_cache() -> None:
 
   jax.config.update("jax_enable_compilation_cache", False)
   jax.config.update("jax_compilation_cache_dir", None)
+
+
+# --- The store of traced programs (prerank_jax/programs.py) -------------------------------
+
+PROGRAMS_SUBDIR = "programs"
+# Datasets whose arrays the config determines (the simulator's knobs and seed): only their
+# runs keep traced programs, so a stored program can never outlive the data it was traced
+# for. A run over files (whose contents the config does not pin) traces as before.
+STORED_DATASETS = ("simulator",)
+# Config fields that change where and how a run reports, never what it computes.
+HOST_ONLY_FIELDS = ("name", "workdir", "overwrite", "resume", "progress", "checkpoint_every",
+                    "wandb", "distributed")
+
+_source_digest: str | None = None
+
+
+def source_fingerprint() -> str:
+  """SHA-256 of every ``.py`` file of the installed package (path and bytes): a stored
+  program is never used by other code than the one that traced it."""
+  global _source_digest
+  if _source_digest is None:
+    import hashlib
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+      digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    _source_digest = digest.hexdigest()
+  return _source_digest
+
+
+class ProgramStore:
+  """The host's store of traced programs: one file per key in ``folder``, written
+  atomically (a temporary file renamed over the name); a file that cannot be read or
+  written is left alone and the program traced as usual."""
+
+  def __init__(self, folder: Path):
+    self.folder = Path(folder)
+    self.context = ""  # set per run by program_context; "" stores nothing
+
+  def _path(self, key: str) -> Path:
+    return self.folder / f"{key}.program"
+
+  def load(self, key: str) -> bytes | None:
+    try:
+      return self._path(key).read_bytes()
+    except OSError:
+      return None
+
+  def save(self, key: str, blob: bytes) -> None:
+    path = self._path(key)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+      self.folder.mkdir(parents=True, exist_ok=True)
+      tmp.write_bytes(blob)
+      os.replace(tmp, path)
+    except OSError:  # a full or read-only disk: the run goes on, the next one traces again
+      tmp.unlink(missing_ok=True)
+
+
+def enable_program_store(folder: Path | None) -> ProgramStore | None:
+  """Installs a :class:`ProgramStore` in ``<folder>/programs`` (``None``: none)."""
+  from prerank_jax import programs
+  store = None if folder is None else ProgramStore(Path(folder) / PROGRAMS_SUBDIR)
+  programs.install(store)
+  return store
+
+
+def disable_program_store() -> None:
+  from prerank_jax import programs
+  programs.install(None)
+
+
+def program_name(config, stem: str) -> str:
+  """A program's name in the store: ``stem`` and the fingerprint of the config it was
+  built from, without the fields that never change what it computes."""
+  from prerank_jax.fingerprint import fingerprint
+  fields = {k: v for k, v in config.to_dict().items() if k not in HOST_ONLY_FIELDS}
+  return f"{stem}:{fingerprint(fields)}"
+
+
+@contextlib.contextmanager
+def program_context(config):
+  """While inside, the installed store keeps this run's programs (simulator datasets only,
+  ``STORED_DATASETS``); the context is the package's sources, the jax version and the data's
+  identity, so a program is reused only by the same code on the same data's shapes."""
+  from prerank_jax import programs
+  from prerank_jax.fingerprint import fingerprint
+  from prerank_jax.host.identity import data_identity
+  store = programs.installed()
+  if not isinstance(store, ProgramStore):
+    yield
+    return
+  previous = store.context
+  if config.dataset in STORED_DATASETS:
+    import jax
+    store.context = fingerprint({"sources": source_fingerprint(), "jax": jax.__version__,
+                                 "data": data_identity(config)}, length=64)
+  else:
+    store.context = ""
+  try:
+    yield
+  finally:
+    store.context = previous

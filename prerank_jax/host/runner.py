@@ -28,6 +28,7 @@ from prerank_jax.batch import Batch, feature_sizes
 from prerank_jax.config import check_against_data, is_logged_teacher, validate_config
 from prerank_jax.data.ids import SplitIds
 from prerank_jax.data.tfds_base import host_bytes, validate_split
+from prerank_jax.host.compile_cache import program_context
 from prerank_jax.host.identity import data_identity, teacher_identity
 from prerank_jax.host.plan import (check_data_ids, describe_plan, memory_plan,
                                    student_points, student_programs, teacher_points)
@@ -70,7 +71,8 @@ def run(config: ml_collections.ConfigDict, *, show_progress: bool | None = None)
   """
   target = Path(config.workdir) / config.name
   try:
-    return _run(config, show_progress=show_progress)
+    with program_context(config):  # a store of traced programs keeps this run's
+      return _run(config, show_progress=show_progress)
   except BaseException:
     if is_main() and holds_lock(target):  # not when refused: the lock is another run's
       discard_staging(config)

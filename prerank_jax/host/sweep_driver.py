@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from prerank_jax.batch import feature_sizes
 from prerank_jax.host.checkpoint import SweepCheckpointer
+from prerank_jax.host.compile_cache import program_name
 from prerank_jax.host.identity import data_identity, teacher_identity
 from prerank_jax.host.plan import teacher_points
 from prerank_jax.host.processes import is_main
@@ -54,7 +55,8 @@ def train_phase(config: ml_collections.ConfigDict, role: str, points: list[Sweep
                        shard_batch=batch_sharding(mesh))
   multiple, group = group_layout(len(points), devices=mesh.shape["sweep"],
                                  group_size=config_group_size(config))
-  compiled = compile_sweep(trainer, group_size=group)
+  compiled = compile_sweep(trainer, group_size=group,
+                           name=program_name(config, f"{role}{tag}"))
   padded = pad_points(points, multiple)
   hparams, rngs = shard_sweep(stack_points(padded), mesh)
   feed = None

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from prerank_jax import programs
 from prerank_jax.losses.registry import HPARAMS, check_hparam
 from prerank_jax.train.loop import SCORE_BUDGET, Trainer
 
@@ -119,7 +120,7 @@ class CompiledSweep(NamedTuple):
   apply: Any       # (params [P], batch) -> scores [P, R, N]
 
 
-def compile_sweep(trainer: Trainer, *, group_size: int = 0) -> CompiledSweep:
+def compile_sweep(trainer: Trainer, *, group_size: int = 0, name: str = "") -> CompiledSweep:
   """Vmaps the trainer over the leading point axis, broadcasting the data.
 
   The point axis is named ``"sweep"`` for SPMD: a sharding constraint inside the trainer
@@ -133,6 +134,9 @@ def compile_sweep(trainer: Trainer, *, group_size: int = 0) -> CompiledSweep:
       compiled program (see :func:`in_groups`): it bounds activation memory for large
       sweeps and keeps a CPU's caches warm. The point count must then be a multiple of
       ``group_size`` (the runner pads it, :func:`group_layout`).
+    name: names the four programs for a store of traced programs
+      (:mod:`prerank_jax.programs`); it must identify the trainer (the host passes the
+      fingerprint of the config it was built from). ``""``: never stored.
 
   ``run_chunk`` donates its ``state`` argument: the new state is written into the old
   one's buffers, so a chunk holds one copy of the K points' parameters and optimizer
@@ -145,12 +149,15 @@ def compile_sweep(trainer: Trainer, *, group_size: int = 0) -> CompiledSweep:
   # held K points' initialisation temporaries besides their state (K = 16 points of
   # 10^6-row tables: 9.8 GiB resident after init against 6.4 GiB while training).
   init = in_groups(lambda hparams, rngs, _: vmap(trainer.init)(hparams, rngs), group_size)
+  named = lambda part: f"{name}/{part}/g{group_size}" if name else ""
   return CompiledSweep(
-      init=jax.jit(lambda hparams, rngs: init(hparams, rngs, None)),
-      run_chunk=jax.jit(in_groups(vmap(trainer.run_chunk, in_axes=(0, 0, None)), group_size),
-                        donate_argnums=0),
-      train=jax.jit(in_groups(vmap(trainer.train, in_axes=(0, 0, None)), group_size)),
-      apply=jax.jit(vmap(trainer.model.apply, in_axes=(0, None))),
+      init=programs.jit(lambda hparams, rngs: init(hparams, rngs, None), name=named("init")),
+      run_chunk=programs.jit(in_groups(vmap(trainer.run_chunk, in_axes=(0, 0, None)),
+                                       group_size),
+                             donate_argnums=(0,), name=named("run_chunk")),
+      train=programs.jit(in_groups(vmap(trainer.train, in_axes=(0, 0, None)), group_size),
+                         name=named("train")),
+      apply=programs.jit(vmap(trainer.model.apply, in_axes=(0, None)), name=named("apply")),
   )
 
 
