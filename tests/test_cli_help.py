@@ -59,7 +59,7 @@ def test_config_prints_every_field_with_its_range_and_meaning(capsys):
   out = capsys.readouterr().out
   printed = _printed_fields(out)
   assert set(printed) == {f for f, _ in flatten(repo_config("quickstart", None))}
-  assert printed["sweep.temperature"] == "(1, 2, 5)"
+  assert printed["sweep.temperature"] == "(1, 4)"
   assert "(not documented)" not in out
   block = out[out.index("\nseed = 0") + 1:].splitlines()[1:3]
   assert block[0].strip() == "allowed: int in [0, 2147483647]"

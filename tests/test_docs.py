@@ -104,7 +104,7 @@ def test_generated_reference_covers_every_field_and_command(tmp_path):
   (tmp_path / "_generated").mkdir()
   prerank_docs.generate(tmp_path)
   fields = (tmp_path / "_generated" / "config_fields.md").read_text()
-  assert "| `sweep.temperature` | `(1, 2, 5)` |" in fields
+  assert "| `sweep.temperature` | `(1, 4)` |" in fields
   assert "(not documented)" not in fields
   commands = (tmp_path / "_generated" / "cli_help.md").read_text()
   for command in cli.COMMANDS:
