@@ -26,6 +26,7 @@ command but config takes --no-compile-cache to compile everything afresh.
 from __future__ import annotations
 
 import linecache
+import os
 import sys
 from pathlib import Path
 
@@ -500,5 +501,34 @@ def main(argv: list[str] | None = None) -> int:
     compile_cache.disable_program_store()
 
 
+def exit_now(code: int) -> None:
+  """Ends the process with ``code`` once a command has returned, skipping only CPython's
+  interpreter teardown (freeing every module and JAX's backends: about 0.9 s of a
+  seconds-long run on a 2-core CPU, measured with the quickstart). Everything the command
+  wrote is closed by then (files are written atomically, W&B runs and checkpoints are
+  finished before ``main`` returns); the streams are flushed and the ``atexit`` handlers
+  (W&B's, Orbax's, absl's) run as at a normal exit. With a non-daemon thread still alive
+  the process exits normally, so that thread is joined as usual."""
+  import atexit
+  import threading
+
+  main_thread = threading.main_thread()
+  if any(t is not main_thread and t.is_alive() and not t.daemon
+         for t in threading.enumerate()):
+    sys.exit(code)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  atexit._run_exitfuncs()  # noqa: SLF001 (what interpreter shutdown would run)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(code)
+
+
+def console_main() -> None:
+  """The ``prerank-jax`` command (and ``python -m prerank_jax.cli``): :func:`main`, then
+  :func:`exit_now`."""
+  exit_now(main())
+
+
 if __name__ == "__main__":
-  sys.exit(main())
+  console_main()

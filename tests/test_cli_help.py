@@ -8,6 +8,8 @@ recorded config must be one the run directory accepts (``prepare_run_dir``).
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import types
 from pathlib import Path
 
@@ -158,3 +160,27 @@ def test_resume_needs_one_run_directory(tmp_path, capsys):
   assert main(["prerank-jax", "resume"]) == 2
   assert main(["prerank-jax", "resume", str(tmp_path)]) == 2
   assert "not a run directory" in capsys.readouterr().err
+
+
+def _exit_now_child(body: str) -> subprocess.CompletedProcess:
+  code = ("import atexit, sys, threading, time\n"
+          "from prerank_jax.cli import exit_now\n" + body)
+  return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        timeout=120)
+
+
+def test_exit_now_flushes_runs_the_exit_handlers_and_keeps_the_code():
+  proc = _exit_now_child("atexit.register(lambda: print('handler ran', flush=True))\n"
+                         "print('written', end='')\n"
+                         "sys.stderr.write('to stderr')\n"
+                         "exit_now(3)\n")
+  assert proc.returncode == 3
+  assert proc.stdout == "writtenhandler ran\n" and proc.stderr == "to stderr"
+
+
+def test_exit_now_waits_for_a_live_non_daemon_thread():
+  proc = _exit_now_child("t = threading.Thread(target=lambda: (time.sleep(0.5), "
+                         "print('thread finished', flush=True)))\n"
+                         "t.start()\n"
+                         "exit_now(0)\n")
+  assert proc.returncode == 0 and proc.stdout == "thread finished\n"

@@ -223,7 +223,7 @@ def memory_plan(config: ml_collections.ConfigDict,
     options = {k: v for k, v in cfg[role].model.items() if k != "name"}
     model = build_model(cfg[role].model.name, feature_sizes=dict(feature_sizes),
                         field=f"{role}.model", **options)
-    shapes = jax.eval_shape(model.init, jax.random.key(0))
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0)))  # no eager key
     params = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
     tables = sum(math.prod(x.shape) for path, x in jax.tree_util.tree_leaves_with_path(
         shapes) if any(getattr(k, "key", None) == "embeddings" for k in path))

@@ -4,6 +4,7 @@ teacher the students were distilled from."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from prerank_jax import checks
+from prerank_jax import checks, programs
 from prerank_jax.batch import Batch
 from prerank_jax.data.tfds_base import RecordSplit, validate_split
 from prerank_jax.host.identity import data_identity
@@ -115,11 +116,19 @@ def combined_teacher(config: ml_collections.ConfigDict, batch: Batch) -> jax.Arr
   combined score minus 1 (ties among them by lower index, as every ranking here), so the
   teacher row ranks exactly as the ranker did and puts what it did not score last."""
   loss = config.student.loss
-  weights = tuple(loss.get("ensemble_weights", ())) or None
-  present = teacher_present(batch.valid, batch.teacher_mask)
-  combined = ENSEMBLES[loss.ensemble](batch.teacher_scores, where=present, weights=weights)
-  if batch.teacher_mask is None:
+  weights = tuple(float(w) for w in loss.get("ensemble_weights", ())) or None
+  return _combine(batch.teacher_scores, batch.valid, batch.teacher_mask,
+                  ensemble=loss.ensemble, weights=weights)
+
+
+@functools.partial(programs.jit, name="teachers._combine",
+                   static_argnames=("ensemble", "weights"))
+def _combine(teacher_scores, valid, teacher_mask, *, ensemble, weights):
+  # One compiled program (not a dozen eager operations, each looked up on its own).
+  present = teacher_present(valid, teacher_mask)
+  combined = ENSEMBLES[ensemble](teacher_scores, where=present, weights=weights)
+  if teacher_mask is None:
     return combined
   low = jnp.min(jnp.where(present, combined, jnp.inf), axis=-1, keepdims=True)
   low = jnp.where(jnp.isfinite(low), low, 0.0)
-  return jnp.where(present, combined, jnp.where(batch.valid, low - 1.0, 0.0))
+  return jnp.where(present, combined, jnp.where(valid, low - 1.0, 0.0))
