@@ -1,12 +1,13 @@
 """The README's quickstart table and its wall time, cold and warm, measured.
 
-Runs the README's command, ``prerank-jax quickstart`` (the "small" simulator, the teacher,
-the 3×3 (T, α) sweep plus the gt-only student, evaluation), each time in a fresh process
+Runs the README's command, ``prerank-jax quickstart`` (half the "small" simulator's
+requests, the teacher, the 2×2 (T, α) sweep plus the gt-only student, evaluation), each
+time in a fresh process
 with a temporary work directory and a fresh, temporary compilation cache
 (``PRERANK_JAX_CACHE_DIR``, :mod:`prerank_jax.host.compile_cache`):
 
-  cold        the quickstart with an empty cache: everything is compiled
-  warm        the same again: the compiled programs are read from the cache
+  cold        the quickstart with an empty cache: everything is traced and compiled
+  warm        the same again: the traced and compiled programs are read from the cache
   smoke_cold  ``--config=configs/quickstart.py:smoke`` with an empty cache
   smoke_warm  the smoke run again, warm
 

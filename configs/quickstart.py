@@ -8,10 +8,10 @@ Launch:
 
 Sizes (every other field is the same in all three):
   (none)  the "small" simulator with 1,000 train and 250 validation/test requests (lists of
-          60–100, 10 exposed); teacher MLP 128-128 for 5 epochs at learning rate 3e-3;
-          students 5 epochs; T ∈ {1, 4} × α ∈ {0.5, 1} plus the gt-only student.
-  full    the "small" simulator as shipped (2,000 / 500 requests); teacher MLP 256-256-128
-          for 8 epochs at 1e-3; students 20 epochs; T ∈ {1, 2, 5} × α ∈ {0.5, 0.9, 1}. The
+          60–100, 10 exposed); the teacher (MLP 256-256-128) for 5 epochs at learning rate
+          3e-3; students 5 epochs; T ∈ {1, 4} × α ∈ {0.5, 1} plus the gt-only student.
+  full    the "small" simulator as shipped (2,000 / 500 requests); the teacher for 8 epochs
+          at 1e-3; students 20 epochs; T ∈ {1, 2, 5} × α ∈ {0.5, 0.9, 1}. The
           experiments (experiments/harness.py), the configs built on this one
           (``quickstart_based``) and the benchmarks use it.
   smoke   the "tiny" simulator, 2 teacher and 4 student epochs, batches of 16, full's grid.
@@ -100,8 +100,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # teachers: mlp_teacher, dcn_v2, oracle (and the ablation mlp_heavy_no_cross).
   # Teacher quality knobs: under-trained --config.teacher.num_epochs=1; over-parameterised
   # --config.teacher.model.hidden="(1024,1024,512)"; perfect --config.teacher.model.name=oracle.
-  config.teacher = _role(model_config("mlp_teacher",
-                                      hidden=(128, 128) if quick else (256, 256, 128)),
+  config.teacher = _role(model_config("mlp_teacher", hidden=(256, 256, 128)),
                          num_epochs=2 if smoke else 5 if quick else 8,
                          batch_size=16 if smoke else 32, kd="none")
   config.teacher.learning_rate = 3e-3 if quick else 1e-3

@@ -19,8 +19,9 @@
 Common overrides: --config.name=<run name>  --config.resume=True  --config.overwrite=True
   --config.wandb.mode=offline|online|disabled  --config.sweep.<hparam>="(v1, v2, ...)"
 Shorthands: --resume, --overwrite, --wandb=offline|online|disabled (the same fields).
-Compiled programs are cached in ~/.cache/prerank-jax/xla (PRERANK_JAX_CACHE_DIR); any
-command but config takes --no-compile-cache to compile everything afresh.
+Compiled (and, for simulator runs, traced) programs are cached in ~/.cache/prerank-jax/xla
+(PRERANK_JAX_CACHE_DIR); any command but config takes --no-compile-cache to trace and
+compile everything afresh.
 """
 
 from __future__ import annotations

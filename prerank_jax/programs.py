@@ -89,6 +89,13 @@ class StoredJit:
     self.__wrapped__ = fn
     self.__doc__ = getattr(fn, "__doc__", None)
 
+  def __getattr__(self, attr: str) -> Any:
+    # jax.jit's other methods (lower, trace, eval_shape, _cache_size, ...): the plain jit's.
+    jitted = self.__dict__.get("jitted")
+    if jitted is None:
+      raise AttributeError(attr)
+    return getattr(jitted, attr)
+
   def __call__(self, *args: Any, **kwargs: Any) -> Any:
     store = _store
     if not self.name or store is None or not store.context or jax.device_count() != 1:

@@ -23,6 +23,7 @@ FLOORS = {
     "prerank_jax.checks": 0,          # field validation used by every floor
     "prerank_jax.config_files": 0,    # loads configs/*.py; imports nothing of the package
     "prerank_jax.fingerprint": 0,     # the one short hash of identities and dataset names
+    "prerank_jax.programs": 0,        # jax.jit with a host-installed store of traced programs
     "prerank_jax.losses": 0,
     "prerank_jax.metrics": 0,
     "prerank_jax.models": 0,

@@ -180,3 +180,11 @@ def test_a_smoke_run_with_stored_programs_equals_one_without(tmp_path):
     programs.install(previous)
   tables = [(tmp_path / n / "results.csv").read_text() for n in ("stored", "loaded", "plain")]
   assert tables[0] == tables[1] == tables[2]
+
+
+def test_the_plain_jits_methods_are_there():
+  fn = programs.jit(lambda x: x * 2, name="double")
+  assert fn._cache_size() == 0
+  text = fn.lower(np.ones(3, np.float32)).as_text()
+  assert "stablehlo.multiply" in text or "mhlo.multiply" in text
+  np.testing.assert_array_equal(fn(np.ones(3, np.float32)), [2.0, 2.0, 2.0])
