@@ -19,6 +19,9 @@ from its history.json. Kept:
   benchmarks/results/quickstart/results.csv   the cold run's full result table
   benchmarks/results/quickstart/run.json      the four runs, the cold run's printed output,
                                               the command, the machine and the date
+  benchmarks/results/quickstart/ablation.json (--ablation) the warm run's wall times as
+                                              shipped and without each of the program
+                                              store and exit_now
 
 ``--from-results`` rebuilds the terminal table the README shows from ``results.csv``
 alone (and checks it against the printed output kept in ``run.json``). ``--only cold``
@@ -27,6 +30,8 @@ alone (and checks it against the printed output kept in ``run.json``). ``--only 
   python benchmarks/quickstart_run.py                  # all four; a few minutes
   python benchmarks/quickstart_run.py --repeat 3       # three rounds, each run's median kept
   python benchmarks/quickstart_run.py --from-results   # the README's table, no training
+  python benchmarks/quickstart_run.py --ablation 5     # warm: shipped / no program store /
+                                                       # no exit_now, alternated 5 times
 """
 
 from __future__ import annotations
@@ -51,7 +56,24 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from machine import describe, load_average, machine  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "quickstart"
-CLI = [sys.executable, "-c", "import sys; from prerank_jax.cli import main; sys.exit(main())"]
+# The installed ``prerank-jax`` command's entry point (prerank_jax.cli:console_main).
+CLI = [sys.executable, "-c", "from prerank_jax.cli import console_main; console_main()"]
+# The ablation's variants of the warm quickstart: the command as shipped, and without each
+# of the two things that a warm run's time owes to besides the compilation cache.
+_VARIANT_CODE = """
+import sys
+from prerank_jax import cli
+from prerank_jax.host import compile_cache
+variant = sys.argv.pop(1)
+if variant == "without the program store":
+  compile_cache.enable_program_store = lambda folder: None
+sys.argv[0] = "prerank-jax"
+code = cli.main()
+if variant == "without exit_now":
+  sys.exit(code)
+cli.exit_now(code)
+"""
+VARIANTS = ("as shipped", "without the program store", "without exit_now")
 
 
 def _value(text: str):
@@ -93,7 +115,8 @@ def docs_output(stdout: str) -> str:
   return re.sub(r"\) in [0-9.]+ s$", ") in … s", text.rstrip("\n"), flags=re.M)
 
 
-def _run_once(args: list[str], cache: Path, keep: Path | None = None) -> dict:
+def _run_once(args: list[str], cache: Path, keep: Path | None = None,
+              cli: list[str] = CLI) -> dict:
   """One ``prerank-jax`` process with the compilation cache in ``cache``: its wall time,
   CPU seconds, load average before, the run's phase timings and its printed output;
   copies results.csv to ``keep`` when given."""
@@ -104,7 +127,7 @@ def _run_once(args: list[str], cache: Path, keep: Path | None = None) -> dict:
     before = load_average()
     cpu0 = _children_cpu_s()
     t0 = time.perf_counter()
-    proc = subprocess.run([*CLI, *argv], cwd=ROOT, capture_output=True, text=True, env=env)
+    proc = subprocess.run([*cli, *argv], cwd=ROOT, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     cpu = _children_cpu_s() - cpu0
     if proc.returncode:
@@ -161,6 +184,39 @@ def measure(out: Path, extra: list[str], only: str = "", repeat: int = 1) -> dic
   return record
 
 
+def ablation(out: Path, rounds: int) -> dict:
+  """The warm quickstart as shipped, without the program store and without ``exit_now``,
+  alternated ``rounds`` times on one warm cache (each variant first run once to fill it),
+  so that the machine's drift falls on all three alike; kept in ``ablation.json``."""
+  with tempfile.TemporaryDirectory(prefix="quickstart-xla-") as caches:
+    cache = Path(caches) / "quickstart"
+    cli = lambda variant: [sys.executable, "-c", _VARIANT_CODE, variant]
+    for variant in VARIANTS:
+      _run_once(["quickstart"], cache, cli=cli(variant))
+    walls: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    for rnd in range(rounds):
+      for variant in VARIANTS:
+        run = _run_once(["quickstart"], cache, cli=cli(variant))
+        walls[variant].append(run["wall_s"])
+        print(f"round {rnd + 1}/{rounds} {variant:26s} wall {run['wall_s']:5.1f} s", flush=True)
+  record = {"command": "prerank-jax quickstart, warm", "rounds": rounds, "machine": machine(),
+            "variants": {v: {"wall_s_all": w, "wall_s_median": sorted(w)[(len(w) - 1) // 2]}
+                         for v, w in walls.items()}}
+  out.mkdir(parents=True, exist_ok=True)
+  (out / "ablation.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+  return record
+
+
+def describe_ablation(record: dict) -> str:
+  shipped = record["variants"][VARIANTS[0]]["wall_s_median"]
+  lines = [f"warm quickstart, {record['rounds']} alternated rounds ({describe(record['machine'])}):"]
+  for variant, v in record["variants"].items():
+    lines.append(f"  {variant:26s} median {v['wall_s_median']:5.1f} s "
+                 f"(+{v['wall_s_median'] - shipped:.1f} s; rounds "
+                 f"{', '.join(f'{w:.1f}' for w in v['wall_s_all'])})")
+  return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--from-results", action="store_true",
@@ -169,11 +225,17 @@ def main(argv: list[str] | None = None) -> None:
                       help="only these runs (warm runs cold first); results kept with cold")
   parser.add_argument("--repeat", type=int, default=1,
                       help="rounds of the four runs; each run kind keeps its median round")
+  parser.add_argument("--ablation", type=int, default=0, metavar="ROUNDS",
+                      help="instead: the warm run as shipped, without the program store and "
+                           "without exit_now, alternated ROUNDS times (ablation.json)")
   parser.add_argument("--out", default=str(RESULTS))
   parser.add_argument("overrides", nargs="*",
                       help="extra --config.x=y flags for the run (the README's run has none)")
   args = parser.parse_args(argv)
   out = Path(args.out)
+  if args.ablation:
+    print(describe_ablation(ablation(out, args.ablation)))
+    return
   record = (json.loads((out / "run.json").read_text()) if args.from_results
             else measure(out, args.overrides, args.only, args.repeat))
   if "cold" not in record.get("runs", {"cold": 1}):
@@ -191,6 +253,8 @@ def main(argv: list[str] | None = None) -> None:
               if len(run.get("wall_s_all", [])) > 1 else "")
     print(f"{name}: wall time {run['wall_s']:.0f} s{rounds}{cpu}, process start to exit; load "
           f"average before the run {(run['load_average_before'] or ['?'])[0]}")
+  if args.from_results and (out / "ablation.json").exists():
+    print(describe_ablation(json.loads((out / "ablation.json").read_text())))
 
 
 if __name__ == "__main__":
