@@ -78,7 +78,7 @@ def exposure_probability(
   for start in range(0, r, rows):
     m, v = log_mean[start:start + rows], valid[start:start + rows]
     # m + σ·ε, computed in place (the same float32 operations as m + noise * ε: the
-    # estimates are bit for bit those of the out-of-place form, about twice as fast).
+    # estimates are bit for bit those of the out-of-place form, with fewer temporaries).
     draws = rng.standard_normal((len(m), samples, n), np.float32)
     draws *= np.float32(noise)
     draws += m[:, None, :]

@@ -69,6 +69,29 @@ def test_exposure_probability_two_candidates_closed_form_and_edge_cases():
   np.testing.assert_array_equal(exact, [[1, 1, 0, 0], [1, 0, 1, 0]])
 
 
+def test_exposure_probability_is_bit_for_bit_the_textbook_monte_carlo():
+  """The in-place computation equals the plain form m + σ·ε, top-E per draw, mean over
+  draws, on the same generator's draws (padding and a list shorter than E)."""
+  rng = np.random.default_rng(3)
+  m = rng.normal(size=(37, 23)).astype(np.float32)
+  valid = rng.random((37, 23)) < 0.8
+  valid[0, 3:] = False  # shorter than E
+  samples, e, sigma = 96, 5, 0.7
+  got = exposure_probability(m, valid, num_exposed=e, noise=sigma,
+                             rng=np.random.default_rng(9), samples=samples)
+  draws_rng = np.random.default_rng(9)
+  want = np.empty_like(m)
+  rows = max(1, (1 << 23) // (samples * 23))
+  for start in range(0, 37, rows):
+    mm, vv = m[start:start + rows], valid[start:start + rows]
+    draws = mm[:, None, :] + sigma * draws_rng.standard_normal((len(mm), samples, 23),
+                                                               np.float32)
+    draws = np.where(vv[:, None, :], draws, -np.inf)
+    kth = np.sort(draws, axis=-1)[..., 23 - e:23 - e + 1]
+    want[start:start + rows] = (vv[:, None, :] & (draws >= kth)).mean(axis=1)
+  np.testing.assert_array_equal(got, want)
+
+
 # ---------------------------------------------------------------- a fixed list, redrawn logs
 
 P = dict(sim.PRESETS["tiny"], list_size=8, min_list_size=8, num_exposed=4,
