@@ -8,10 +8,13 @@ beside the compilation cache, ``prerank_jax/host/compile_cache.py``). With a sto
 first call of a program for given argument shapes exports it (``jax.export``: traced and
 lowered once, as before) and keeps the serialized program in the store; a later process
 whose key matches calls the stored program and traces nothing. The key is the store's
-context (the host sets it: the package's source files, the jax version, the device and
-the run's config), the program's name, its static arguments, and the structure, shapes
-and dtypes of its arguments. Any other call (no store, several devices, an argument that
-is not an array) is exactly ``jax.jit``'s.
+context (the host sets it: the package's source files, the versions of the libraries
+whose code is traced, the data's identity), the program's name (which must say what the
+function closes over, e.g. the config it was built from), the JAX settings that change a
+trace (x64, PRNG, promotion, precision), the backend, its static arguments, and the
+structure, shapes, dtypes and weak types of its arguments. Any other call (no store,
+several devices, ``jax_disable_jit`` or NaN/Inf debugging on, an argument that is not an
+array) is exactly ``jax.jit``'s.
 
 This module does no I/O: the store (an object with ``context``, ``load(key)`` and
 ``save(key, blob)``) belongs to the host.
@@ -67,6 +70,26 @@ def _aval(leaf: Any) -> tuple[tuple[int, ...], Any, bool] | None:
   return None
 
 
+# JAX settings that change what a function traces to (dtypes, PRNG, promotion, precision):
+# part of every key, so a stored program is never used under other settings.
+_TRACE_SETTINGS = ("jax_enable_x64", "jax_default_matmul_precision", "jax_default_prng_impl",
+                   "jax_threefry_partitionable", "jax_numpy_dtype_promotion",
+                   "jax_numpy_rank_promotion", "jax_softmax_custom_jvp",
+                   "jax_enable_custom_prng", "jax_random_seed_offset",
+                   "jax_use_shardy_partitioner")
+
+
+def _trace_settings() -> tuple:
+  return tuple((name, str(getattr(jax.config, name, None))) for name in _TRACE_SETTINGS)
+
+
+def _storable() -> bool:
+  """Whether calls may go through the store now: one device, and jit neither disabled nor
+  re-running operations one by one to find a NaN."""
+  return (jax.device_count() == 1 and not jax.config.jax_disable_jit
+          and not jax.config.jax_debug_nans and not jax.config.jax_debug_infs)
+
+
 class _Program:
   """A deserialized program: call it with the flat argument leaves."""
 
@@ -98,7 +121,7 @@ class StoredJit:
 
   def __call__(self, *args: Any, **kwargs: Any) -> Any:
     store = _store
-    if not self.name or store is None or not store.context or jax.device_count() != 1:
+    if not self.name or store is None or not store.context or not _storable():
       return self.jitted(*args, **kwargs)
     static = {k: kwargs.pop(k) for k in self.static_argnames if k in kwargs}
     leaves, in_tree = jax.tree.flatten((args, kwargs))
@@ -112,7 +135,7 @@ class StoredJit:
       if i in self.donate_argnums:
         donate.extend(range(start, start + count))
       start += count
-    key = hashlib.sha256(repr((FORMAT, store.context, jax.__version__,
+    key = hashlib.sha256(repr((FORMAT, store.context, jax.__version__, _trace_settings(),
                                jax.default_backend(), self.name, sorted(static.items()),
                                str(in_tree), [(shape, str(dtype), weak)
                                               for shape, dtype, weak in avals],

@@ -188,3 +188,39 @@ def test_the_plain_jits_methods_are_there():
   text = fn.lower(np.ones(3, np.float32)).as_text()
   assert "stablehlo.multiply" in text or "mhlo.multiply" in text
   np.testing.assert_array_equal(fn(np.ones(3, np.float32)), [2.0, 2.0, 2.0])
+
+
+def test_a_jax_setting_that_changes_a_trace_gives_its_own_program(store):
+  traces = []
+  x = np.ones((2, 3), np.float32)
+  fn = programs.jit(_counting(traces), name="step", static_argnames=("scale",))
+  fn(_state(), x, scale=1)
+  with jax.numpy_rank_promotion("warn"):
+    programs.jit(_counting(traces), name="step", static_argnames=("scale",))(
+        _state(), x, scale=1)
+  assert len(traces) == 2 and len(list(store.folder.iterdir())) == 2
+
+
+def test_disabled_jit_never_goes_through_the_store(store):
+  traces = []
+  x = np.ones((2, 3), np.float32)
+  with jax.disable_jit():
+    programs.jit(_counting(traces), name="step", static_argnames=("scale",))(
+        _state(), x, scale=1)
+  assert not store.folder.exists()
+
+
+def test_another_library_version_is_another_context(monkeypatch):
+  from prerank_jax.config_files import repo_config
+  config = repo_config("quickstart", "smoke")
+  store = compile_cache.ProgramStore(compile_cache.Path("unused"))
+  previous = programs.install(store)
+  try:
+    with compile_cache.program_context(config):
+      before = store.context
+    versions = {**compile_cache.library_versions(), "optax": "0.0.1"}
+    monkeypatch.setattr(compile_cache, "library_versions", lambda: versions)
+    with compile_cache.program_context(config):
+      assert store.context != before
+  finally:
+    programs.install(previous)

@@ -99,10 +99,28 @@ def source_fingerprint() -> str:
   return _source_digest
 
 
+# The libraries whose Python code a program traces (optax's updates, flax's layers, ...):
+# another version of any of them traces to another program.
+TRACED_LIBRARIES = ("jax", "jaxlib", "flax", "optax", "numpy", "ml_collections")
+
+
+def library_versions() -> dict[str, str]:
+  """``{distribution: version}`` of :data:`TRACED_LIBRARIES` (``"absent"`` if missing)."""
+  from importlib import metadata
+  versions = {}
+  for name in TRACED_LIBRARIES:
+    try:
+      versions[name] = metadata.version(name.replace("_", "-"))
+    except metadata.PackageNotFoundError:
+      versions[name] = "absent"
+  return versions
+
+
 class ProgramStore:
   """The host's store of traced programs: one file per key in ``folder``, written
   atomically (a temporary file renamed over the name); a file that cannot be read or
-  written is left alone and the program traced as usual."""
+  written is left alone and the program traced as usual. Entries are Python pickles, like
+  the executables in JAX's own cache: keep the folder as private as your home directory."""
 
   def __init__(self, folder: Path):
     self.folder = Path(folder)
@@ -152,8 +170,9 @@ def program_name(config, stem: str) -> str:
 @contextlib.contextmanager
 def program_context(config):
   """While inside, the installed store keeps this run's programs (simulator datasets only,
-  ``STORED_DATASETS``); the context is the package's sources, the jax version and the data's
-  identity, so a program is reused only by the same code on the same data's shapes."""
+  ``STORED_DATASETS``); the context is the package's sources, the traced libraries'
+  versions (:func:`library_versions`) and the data's
+  identity, so a program is reused only by the same code and libraries on the same data."""
   from prerank_jax import programs
   from prerank_jax.fingerprint import fingerprint
   from prerank_jax.host.identity import data_identity
@@ -163,8 +182,8 @@ def program_context(config):
     return
   previous = store.context
   if config.dataset in STORED_DATASETS:
-    import jax
-    store.context = fingerprint({"sources": source_fingerprint(), "jax": jax.__version__,
+    store.context = fingerprint({"sources": source_fingerprint(),
+                                 "libraries": library_versions(),
                                  "data": data_identity(config)}, length=64)
   else:
     store.context = ""
