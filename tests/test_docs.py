@@ -130,6 +130,12 @@ def test_the_quickstart_page_shows_what_the_kept_quickstart_run_printed():
   assert quickstart_run.terminal_table(quickstart_run.RESULTS / "results.csv") in record["stdout"]
 
 
+def _readme_first_run_table() -> str:
+  """The table block of the README's "A first run: the quickstart" section."""
+  readme = README.read_text().split("## A first run: the quickstart")[1]
+  return re.search(r"```\n(model .*?)\n```", readme, flags=re.S).group(1)
+
+
 def test_the_readme_shows_the_kept_quickstart_run_and_its_measured_times():
   """The README's first-run table is the kept run's (benchmarks/results/quickstart/), and the
   cold and warm times it quotes are that run.json's medians, rounded."""
@@ -139,10 +145,10 @@ def test_the_readme_shows_the_kept_quickstart_run_and_its_measured_times():
   import quickstart_run
 
   record = json.loads((quickstart_run.RESULTS / "run.json").read_text())
-  readme = README.read_text().split("## A first run: the quickstart")[1]
-  block = re.search(r"```\n(model .*?)\n```", readme, flags=re.S).group(1)
-  assert block == quickstart_run.terminal_table(quickstart_run.RESULTS / "results.csv")
+  assert _readme_first_run_table() == quickstart_run.terminal_table(
+      quickstart_run.RESULTS / "results.csv")
   runs = record["runs"]
+  readme = README.read_text()
   assert (f"about {runs['cold']['wall_s']:.0f} s from an\nempty compilation cache and "
           f"{runs['warm']['wall_s']:.0f} s with a warm one") in readme
 
@@ -163,8 +169,7 @@ def test_the_quickstart_prints_the_readmes_table_today(tmp_path):
   out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                        env={**os.environ, "XLA_FLAGS": flags})
   assert out.returncode == 0, out.stderr[-2000:]
-  readme = README.read_text().split("## A first run: the quickstart")[1]
-  block = re.search(r"```\n(model .*?)\n```", readme, flags=re.S).group(1).splitlines()
+  block = _readme_first_run_table().splitlines()
   header = re.split(r"\s{2,}", block[0].strip())
   shown = {cells[0]: dict(zip(header[1:], cells[1:]))
            for cells in (re.split(r"\s{2,}", line.strip()) for line in block[2:])}

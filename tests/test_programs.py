@@ -148,6 +148,10 @@ def test_program_names_ignore_only_the_fields_that_do_not_change_a_program():
     changed[field] = value
     assert compile_cache.program_name(changed, "teacher") == name
   changed = repo_config("quickstart", "smoke")
+  changed.sweep.temperature, changed.sweep.alpha = (3.0,), (0.7,)  # traced: no new program
+  assert compile_cache.program_name(changed, "student") == compile_cache.program_name(
+      config, "student")
+  changed = repo_config("quickstart", "smoke")
   changed.teacher.learning_rate = 0.5
   assert compile_cache.program_name(changed, "teacher") != name
   assert compile_cache.program_name(config, "student") != name

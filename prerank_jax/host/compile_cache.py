@@ -81,6 +81,11 @@ STORED_DATASETS = ("simulator",)
 # Config fields that change where and how a run reports, never what it computes.
 HOST_ONLY_FIELDS = ("name", "workdir", "overwrite", "resume", "progress", "checkpoint_every",
                     "wandb", "distributed")
+# Config fields that reach a program only as its arguments: the sweep's values are traced
+# hyperparameters (their names and the point count are in the arguments' tree and shapes),
+# and its group size is in the programs' names (train/sweep.py::compile_sweep). Another
+# T or alpha grid reuses the stored programs.
+ARGUMENT_FIELDS = ("sweep",)
 
 _source_digest: str | None = None
 
@@ -157,9 +162,10 @@ def disable_program_store() -> None:
 
 def program_name(config, stem: str) -> str:
   """A program's name in the store: ``stem`` and the fingerprint of the config it was
-  built from, without the fields that never change what it computes."""
+  built from, without the fields that never change what it traces to."""
   from prerank_jax.fingerprint import fingerprint
-  fields = {k: v for k, v in config.to_dict().items() if k not in HOST_ONLY_FIELDS}
+  fields = {k: v for k, v in config.to_dict().items()
+            if k not in HOST_ONLY_FIELDS + ARGUMENT_FIELDS}
   return f"{stem}:{fingerprint(fields)}"
 
 
